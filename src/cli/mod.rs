@@ -1,0 +1,69 @@
+//! The `baton` command line: parses arguments, loads the configuration, calls the library and
+//! prints. The only place that writes to stdout.
+
+mod sandbox;
+mod topology;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "baton", version, about = "Graceful master takeover for MySQL/MariaDB replication clusters")]
+pub struct Cli {
+    /// Configuration file (default: config/baton.toml when present, else built-in defaults).
+    #[arg(long, global = true, env = "BATON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log as JSON lines on stderr (level from RUST_LOG, default warn).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start, stop or inspect a local MariaDB replication topology.
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCmd),
+    /// Show the live topology of a cluster.
+    Topology(topology::TopologyArgs),
+}
+
+/// A failure the CLI reports as one line on stderr and exit status 1.
+pub type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    crate::init_crypto();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("baton: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult {
+    let load = || Config::load(cli.config.as_deref());
+    match cli.command {
+        Command::Sandbox(cmd) => sandbox::run(cmd).await,
+        Command::Topology(args) => topology::run(&load()?, args).await,
+    }
+}

@@ -1,0 +1,339 @@
+//! Configuration: `config/baton.toml` (or `--config FILE` / `BATON_CONFIG`), then `BATON_*`
+//! environment variables on top, then validation. Every field has a default, so no file at all is a
+//! valid configuration that matches `baton sandbox` topologies.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::topology::InstanceKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config {origin}: key '{key}': {message}")]
+    Invalid { origin: String, key: String, message: String },
+}
+
+/// A password: never printed by `Debug` or `Display`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Secret,
+    /// Use TLS for these connections.
+    pub tls: bool,
+    /// With `tls`, accept a server certificate that does not verify (self-signed lab setups).
+    pub tls_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyConfig {
+    #[serde(flatten)]
+    pub credentials: Credentials,
+    /// Bound on establishing one connection.
+    pub connect_timeout_ms: u64,
+    /// Bound on one query's answer (waits that the server bounds itself get their own limit).
+    pub read_timeout_ms: u64,
+    /// Connections kept per instance.
+    pub pool_max: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// How many instances are probed at once.
+    pub max_parallel: usize,
+    /// Replicas further behind than this are reported as lagging.
+    pub lag_threshold_s: u64,
+    /// A query run on the master whose first column of the first row is the cluster alias
+    /// (orchestrator's DetectClusterAliasQuery). Empty: no query.
+    pub alias_query: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TakeoverConfig {
+    /// Largest replication lag (seconds) the designated replica may have before a takeover starts.
+    pub reasonable_lag_s: u64,
+    /// How long the designated replica may take to execute the fenced master's last transaction.
+    pub catchup_timeout_ms: u64,
+    /// `lock_wait_timeout` for `SET GLOBAL read_only` (seconds), so a long transaction or a lock
+    /// cannot hold the fence forever.
+    pub fence_lock_wait_s: u64,
+    /// After fencing, kill remaining client connections on the old master after this grace period
+    /// (ms). None: never kill.
+    pub kill_connections_after_ms: Option<u64>,
+    /// Host name patterns (regular substrings) never promoted, like orchestrator's
+    /// PromotionIgnoreHostnameFilters.
+    pub promotion_ignore_hostname_filters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    pub scripts_dir: PathBuf,
+    pub hooks_dir: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub topology: TopologyConfig,
+    pub replication: Credentials,
+    pub discovery: DiscoveryConfig,
+    pub takeover: TakeoverConfig,
+    pub paths: PathsConfig,
+    /// Static cluster aliases: alias = "host:port" of any member.
+    pub aliases: BTreeMap<String, String>,
+    /// Where this configuration came from, for error messages.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Credentials { user: String::new(), password: Secret::default(), tls: false, tls_skip_verify: false }
+    }
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            credentials: Credentials { user: "baton".into(), password: Secret::new("baton"), ..Default::default() },
+            connect_timeout_ms: 1000,
+            read_timeout_ms: 5000,
+            pool_max: 4,
+        }
+    }
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            max_parallel: 16,
+            lag_threshold_s: 10,
+            alias_query: "SELECT alias FROM meta.cluster LIMIT 1".into(),
+        }
+    }
+}
+
+impl Default for TakeoverConfig {
+    fn default() -> Self {
+        TakeoverConfig {
+            reasonable_lag_s: 10,
+            catchup_timeout_ms: 10_000,
+            fence_lock_wait_s: 2,
+            kill_connections_after_ms: None,
+            promotion_ignore_hostname_filters: Vec::new(),
+        }
+    }
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig { scripts_dir: "scripts".into(), hooks_dir: "hooks".into(), data_dir: "baton-data".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            topology: TopologyConfig::default(),
+            replication: Credentials { user: "repl".into(), password: Secret::new("repl"), ..Default::default() },
+            discovery: DiscoveryConfig::default(),
+            takeover: TakeoverConfig::default(),
+            paths: PathsConfig::default(),
+            aliases: BTreeMap::new(),
+            origin: "built-in defaults".into(),
+        }
+    }
+}
+
+/// The file used when none is named: `config/baton.toml` under the current directory.
+pub const DEFAULT_PATH: &str = "config/baton.toml";
+
+impl Config {
+    /// Loads `path` if given, else `config/baton.toml` when it exists, else the defaults; then applies
+    /// the environment and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("BATON_")).collect();
+        Self::load_with_env(path, &env)
+    }
+
+    pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let default_path = Path::new(DEFAULT_PATH);
+        let path = path.or_else(|| default_path.exists().then_some(default_path));
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                Self::parse(&text, &p.display().to_string())?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string().trim().to_string() })?;
+        cfg.origin = origin.to_string();
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+        for (k, v) in env {
+            let bad = |msg: &str| ConfigError::Invalid {
+                origin: "environment".into(),
+                key: k.clone(),
+                message: format!("{msg} (got '{v}')"),
+            };
+            match k.as_str() {
+                "BATON_TOPOLOGY_USER" => self.topology.credentials.user = v.clone(),
+                "BATON_TOPOLOGY_PASSWORD" => self.topology.credentials.password = Secret::new(v.clone()),
+                "BATON_REPLICATION_USER" => self.replication.user = v.clone(),
+                "BATON_REPLICATION_PASSWORD" => self.replication.password = Secret::new(v.clone()),
+                "BATON_DATA_DIR" => self.paths.data_dir = v.into(),
+                "BATON_SCRIPTS_DIR" => self.paths.scripts_dir = v.into(),
+                "BATON_HOOKS_DIR" => self.paths.hooks_dir = v.into(),
+                "BATON_CONNECT_TIMEOUT_MS" => {
+                    self.topology.connect_timeout_ms = v.parse().map_err(|_| bad("not a number of milliseconds"))?
+                }
+                "BATON_READ_TIMEOUT_MS" => {
+                    self.topology.read_timeout_ms = v.parse().map_err(|_| bad("not a number of milliseconds"))?
+                }
+                "BATON_CATCHUP_TIMEOUT_MS" => {
+                    self.takeover.catchup_timeout_ms = v.parse().map_err(|_| bad("not a number of milliseconds"))?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| ConfigError::Invalid {
+            origin: self.origin.clone(),
+            key: key.to_string(),
+            message: message.to_string(),
+        };
+        if self.topology.credentials.user.is_empty() {
+            return Err(bad("topology.user", "must not be empty"));
+        }
+        for (key, v) in [
+            ("topology.connect_timeout_ms", self.topology.connect_timeout_ms),
+            ("topology.read_timeout_ms", self.topology.read_timeout_ms),
+            ("takeover.catchup_timeout_ms", self.takeover.catchup_timeout_ms),
+            ("takeover.fence_lock_wait_s", self.takeover.fence_lock_wait_s),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be greater than 0"));
+            }
+        }
+        if self.topology.pool_max == 0 {
+            return Err(bad("topology.pool_max", "must be at least 1"));
+        }
+        if self.discovery.max_parallel == 0 {
+            return Err(bad("discovery.max_parallel", "must be at least 1"));
+        }
+        for (alias, target) in &self.aliases {
+            target
+                .parse::<InstanceKey>()
+                .map_err(|e| bad(&format!("aliases.{alias}"), &e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.topology.connect_timeout_ms)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.topology.read_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load_with_env(None, &[]).unwrap();
+        assert_eq!(c.topology.credentials.user, "baton");
+        assert_eq!(c.replication.user, "repl");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = Config::parse("[topology]\nuser = \"a\"\npassword = \"b\"\n", "x.toml").unwrap();
+        c.apply_env(&[
+            ("BATON_TOPOLOGY_USER".into(), "env-user".into()),
+            ("BATON_REPLICATION_PASSWORD".into(), "pw".into()),
+            ("BATON_DATA_DIR".into(), "/tmp/d".into()),
+        ])
+        .unwrap();
+        assert_eq!(c.topology.credentials.user, "env-user");
+        assert_eq!(c.topology.credentials.password.expose(), "b");
+        assert_eq!(c.replication.password.expose(), "pw");
+        assert_eq!(c.paths.data_dir, PathBuf::from("/tmp/d"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let e = Config::parse("[topology]\nconnect_timeout_ms = \"soon\"\n", "conf/b.toml").unwrap_err().to_string();
+        assert!(e.contains("conf/b.toml") && e.contains("connect_timeout_ms"), "{e}");
+        let e = Config::parse("[topologie]\n", "b.toml").unwrap_err().to_string();
+        assert!(e.contains("topologie"), "{e}");
+        let c = Config::parse("[topology]\nread_timeout_ms = 0\n", "b.toml").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("b.toml") && e.contains("topology.read_timeout_ms"), "{e}");
+        let c = Config::parse("[aliases]\nprod = \"db1\"\n", "b.toml").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("aliases.prod"));
+    }
+
+    #[test]
+    fn passwords_are_not_printed() {
+        let mut c = Config::default();
+        c.topology.credentials.password = Secret::new("s3cr3t-xyz");
+        c.replication.password = Secret::new("s3cr3t-xyz");
+        assert!(!format!("{c:?}").contains("s3cr3t-xyz"));
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = include_str!("../config/baton.toml");
+        let c = Config::parse(text, "config/baton.toml").unwrap();
+        c.validate().unwrap();
+    }
+}

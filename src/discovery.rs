@@ -1,0 +1,186 @@
+//! Discovery: from any member, find the whole cluster by walking to sources and reported replicas,
+//! probing in parallel (bounded), each instance with its own timeout.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::stream::{self, StreamExt};
+use tracing::debug;
+
+use crate::config::Config;
+use crate::mysql::{self, Connector, SqlError};
+use crate::store::{KnownCluster, Store, StoreError};
+use crate::topology::{BuildOptions, Cluster, InstanceKey, KeyError, ProbeOutcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("cannot discover a cluster from {seed}: {source}")]
+    SeedUnreachable { seed: InstanceKey, source: SqlError },
+    #[error("'{0}' is neither host:port nor a known cluster alias or name")]
+    UnknownHint(String),
+    #[error(transparent)]
+    BadKey(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where to start discovering a cluster named by a hint: a configured alias, an alias or cluster
+/// name remembered from an earlier discovery, or `host:port` of any member. The first key is the
+/// one the hint names; the others are remembered members (so that a replica whose replication is
+/// stopped, and which its master therefore no longer lists, is still found).
+pub fn resolve_hint(hint: &str, cfg: &Config, store: &dyn Store) -> Result<Vec<InstanceKey>, DiscoveryError> {
+    let hint = hint.trim();
+    let mut seeds: Vec<InstanceKey> = Vec::new();
+    let remembered = if let Some(target) = cfg.aliases.get(hint) {
+        let key: InstanceKey = target.parse()?;
+        seeds.push(key.clone());
+        store.cluster_of(&key)?
+    } else if let Some(known) = store.find_cluster(hint)? {
+        if let Ok(k) = known.name.parse::<InstanceKey>() {
+            seeds.push(k);
+        }
+        Some(known)
+    } else if hint.contains(':') {
+        let key: InstanceKey = hint.parse()?;
+        seeds.push(key.clone());
+        store.cluster_of(&key)?
+    } else {
+        return Err(DiscoveryError::UnknownHint(hint.to_string()));
+    };
+    for m in remembered.map(|k| k.members).unwrap_or_default() {
+        if !seeds.contains(&m) {
+            seeds.push(m);
+        }
+    }
+    if seeds.is_empty() {
+        return Err(DiscoveryError::UnknownHint(hint.to_string()));
+    }
+    Ok(seeds)
+}
+
+/// Resolves `hint`, discovers the cluster, and remembers it (name, alias, members) for next time.
+pub async fn discover_hint(
+    connector: &Connector,
+    cfg: &Config,
+    store: &dyn Store,
+    hint: &str,
+) -> Result<Cluster, DiscoveryError> {
+    let seeds = resolve_hint(hint, cfg, store)?;
+    let cluster = discover(connector, cfg, &seeds).await?;
+    remember(store, &cluster)?;
+    Ok(cluster)
+}
+
+/// Records what discovery found, so the alias and the members can be found again.
+pub fn remember(store: &dyn Store, cluster: &Cluster) -> Result<(), StoreError> {
+    if cluster.master.is_none() {
+        return Ok(()); // nothing stable to name it by
+    }
+    store.remember_cluster(&KnownCluster {
+        name: cluster.name.clone(),
+        alias: cluster.alias.clone(),
+        members: cluster.members.iter().map(|m| m.key.clone()).collect(),
+    })
+}
+
+/// Discovers the cluster that `seeds[0]` belongs to; the other seeds are probed too and kept when
+/// they are connected to it by replication. An unreachable member is reported in the cluster's
+/// problems; only a first seed that cannot be probed, with nothing else found, is an error.
+pub async fn discover(connector: &Connector, cfg: &Config, seeds: &[InstanceKey]) -> Result<Cluster, DiscoveryError> {
+    let Some(first) = seeds.first().cloned() else {
+        return Err(DiscoveryError::UnknownHint(String::new()));
+    };
+    let mut probes: BTreeMap<InstanceKey, ProbeOutcome> = BTreeMap::new();
+    let mut first_error: Option<SqlError> = None;
+    let mut seen: BTreeSet<InstanceKey> = seeds.iter().cloned().collect();
+    let mut frontier: Vec<InstanceKey> = seeds.to_vec();
+
+    while !frontier.is_empty() {
+        let results: Vec<(InstanceKey, Result<_, SqlError>)> = stream::iter(frontier.drain(..))
+            .map(|k| async move {
+                let r = mysql::probe(connector, &k).await;
+                (k, r)
+            })
+            .buffer_unordered(cfg.discovery.max_parallel)
+            .collect()
+            .await;
+        for (key, result) in results {
+            match result {
+                Ok(inst) => {
+                    debug!(instance = %key, ms = inst.probe_ms, "probed");
+                    let next = inst.source().into_iter().chain(inst.reported_replicas.iter());
+                    for k in next {
+                        if seen.insert(k.clone()) {
+                            frontier.push(k.clone());
+                        }
+                    }
+                    probes.insert(key, Ok(inst));
+                }
+                Err(e) => {
+                    debug!(instance = %key, error = %e, "probe failed");
+                    probes.insert(key.clone(), Err(e.to_string()));
+                    if key == first && first_error.is_none() {
+                        first_error = Some(e);
+                    }
+                }
+            }
+        }
+    }
+
+    if probes.values().all(|p| p.is_err()) {
+        if let Some(e) = first_error {
+            return Err(DiscoveryError::SeedUnreachable { seed: first, source: e });
+        }
+    }
+
+    keep_connected(&mut probes, &first);
+    let opts = BuildOptions { lag_threshold_s: cfg.discovery.lag_threshold_s };
+    let mut cluster = Cluster::build(&first, probes, None, opts);
+    cluster.alias = find_alias(connector, cfg, &cluster).await;
+    Ok(cluster)
+}
+
+/// The cluster's alias: a configured alias naming one of its members, else the answer of the
+/// alias query on the master.
+async fn find_alias(connector: &Connector, cfg: &Config, cluster: &Cluster) -> Option<String> {
+    for (alias, target) in &cfg.aliases {
+        if target.parse::<InstanceKey>().is_ok_and(|k| cluster.has_member(&k)) {
+            return Some(alias.clone());
+        }
+    }
+    let query = cfg.discovery.alias_query.trim();
+    let master = cluster.master.as_ref().filter(|m| cluster.instance(m).is_some())?;
+    if query.is_empty() {
+        return None;
+    }
+    match connector.query(master, query).await {
+        Ok(rows) => rows.first().and_then(|r| r.first()).filter(|a| !a.is_empty()).map(str::to_string),
+        Err(e) => {
+            debug!(instance = %master, error = %e, "alias query failed; no alias");
+            None
+        }
+    }
+}
+
+/// Drops probed instances that are not connected by replication (in either direction) to `first`:
+/// remembered members that have left the cluster since. Unreachable extra seeds are dropped too,
+/// unless someone replicates from them.
+fn keep_connected(probes: &mut BTreeMap<InstanceKey, ProbeOutcome>, first: &InstanceKey) {
+    let edges: Vec<(InstanceKey, InstanceKey)> = probes
+        .iter()
+        .filter_map(|(k, p)| Some((k.clone(), p.as_ref().ok()?.source()?.clone())))
+        .collect();
+    let mut keep: BTreeSet<InstanceKey> = BTreeSet::from([first.clone()]);
+    loop {
+        let before = keep.len();
+        for (a, b) in &edges {
+            if keep.contains(a) || keep.contains(b) {
+                keep.insert(a.clone());
+                keep.insert(b.clone());
+            }
+        }
+        if keep.len() == before {
+            break;
+        }
+    }
+    probes.retain(|k, _| keep.contains(k));
+}

@@ -1,0 +1,28 @@
+//! Baton: graceful master takeover for MySQL/MariaDB replication clusters.
+//!
+//! # Layout
+//!
+//! - [`topology`]: the pure model: instance keys, probed instances, GTID positions and sets, the
+//!   cluster tree and its problems. No I/O.
+//! - [`mysql`]: the only code that speaks SQL: pooled connections with timeouts, one dialect per
+//!   server flavor, the probe of one instance, the write primitives.
+//! - [`discovery`]: from any member, probe the whole cluster in parallel and build the tree.
+//! - [`sandbox`]: real `mariadbd` replication topologies on loopback ports, for demos, tests and
+//!   benchmarks.
+//! - [`config`]: the TOML configuration and its `BATON_*` environment overrides.
+//! - [`cli`]: the `baton` command line, a thin shell over the modules above.
+//!
+//! `docs/ARCHITECTURE.md` has the bird's-eye view and the invariants.
+
+pub mod cli;
+pub mod config;
+pub mod discovery;
+pub mod mysql;
+pub mod sandbox;
+pub mod store;
+pub mod topology;
+
+/// Installs the one TLS crypto provider (ring) the whole program uses. Idempotent.
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,244 @@
+//! Connections: one small pool per instance, every network call bounded by a timeout, TCP always.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, SslOpts, Value};
+
+use super::dialect::{self, Dialect};
+use super::SqlError;
+use crate::config::{Config, Credentials};
+use crate::topology::{Flavor, InstanceKey, Version};
+
+/// One row as column name (lower case) -> text value (None for NULL). Reading by name keeps the
+/// parsing independent of column order and tolerant of columns a version lacks.
+#[derive(Debug, Clone, Default)]
+pub struct RowMap(pub Vec<(String, Option<String>)>);
+
+impl RowMap {
+    fn from_row(row: Row) -> RowMap {
+        let cols: Vec<String> = row.columns_ref().iter().map(|c| c.name_str().to_ascii_lowercase()).collect();
+        let values = row.unwrap();
+        RowMap(cols.into_iter().zip(values).map(|(c, v)| (c, value_text(v))).collect())
+    }
+
+    /// The first of `names` that is present and not NULL.
+    pub fn text(&self, names: &[&str]) -> Option<&str> {
+        names.iter().find_map(|n| self.get(n).and_then(|v| v.as_deref()))
+    }
+
+    fn get(&self, name: &str) -> Option<&Option<String>> {
+        self.0.iter().find(|(c, _)| c.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// The first column's value.
+    pub fn first(&self) -> Option<&str> {
+        self.0.first().and_then(|(_, v)| v.as_deref())
+    }
+
+    pub fn string(&self, names: &[&str]) -> String {
+        self.text(names).unwrap_or_default().to_string()
+    }
+
+    pub fn u64(&self, names: &[&str]) -> Option<u64> {
+        self.text(names).and_then(|v| v.trim().parse().ok())
+    }
+
+    /// `1`/`ON`/`YES` as true; absent or NULL as false.
+    pub fn flag(&self, names: &[&str]) -> bool {
+        self.text(names)
+            .is_some_and(|v| matches!(v.trim().to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE"))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+fn value_text(v: Value) -> Option<String> {
+    match v {
+        Value::NULL => None,
+        Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::UInt(u) => Some(u.to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Double(d) => Some(d.to_string()),
+        other => Some(other.as_sql(true)),
+    }
+}
+
+/// Opens and pools connections to any instance, with one set of credentials and timeouts.
+pub struct Connector {
+    credentials: Credentials,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    pool_max: usize,
+    pools: Mutex<HashMap<InstanceKey, Pool>>,
+    /// Flavor and version per instance, learned on first contact.
+    servers: Mutex<HashMap<InstanceKey, (Flavor, Version)>>,
+}
+
+impl Connector {
+    pub fn new(cfg: &Config) -> Connector {
+        Connector {
+            credentials: cfg.topology.credentials.clone(),
+            connect_timeout: cfg.connect_timeout(),
+            read_timeout: cfg.read_timeout(),
+            pool_max: cfg.topology.pool_max,
+            pools: Mutex::new(HashMap::new()),
+            servers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
+    fn pool(&self, key: &InstanceKey) -> Pool {
+        let mut pools = self.pools.lock().expect("pool map poisoned");
+        pools
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let constraints = PoolConstraints::new(0, self.pool_max.max(1)).expect("0 <= max");
+                let mut opts = OptsBuilder::default()
+                    .ip_or_hostname(key.host.clone())
+                    .tcp_port(key.port)
+                    .user(Some(self.credentials.user.clone()))
+                    .pass(Some(self.credentials.password.expose().to_string()))
+                    // mysql_async would switch to the Unix socket for 127.0.0.1; Baton always
+                    // talks TCP so that what it measures is what a remote client sees.
+                    .prefer_socket(false)
+                    .tcp_nodelay(true)
+                    .pool_opts(PoolOpts::default().with_constraints(constraints));
+                if self.credentials.tls {
+                    opts = opts.ssl_opts(
+                        SslOpts::default().with_danger_accept_invalid_certs(self.credentials.tls_skip_verify),
+                    );
+                }
+                Pool::new(opts)
+            })
+            .clone()
+    }
+
+    /// A connection to `key`, within the connect timeout.
+    pub async fn conn(&self, key: &InstanceKey) -> Result<Conn, SqlError> {
+        let pool = self.pool(key);
+        match tokio::time::timeout(self.connect_timeout, pool.get_conn()).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(SqlError::Connect { instance: key.clone(), source: e }),
+            Err(_) => Err(SqlError::ConnectTimeout {
+                instance: key.clone(),
+                ms: self.connect_timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Runs `fut` (a query on a connection to `key`) within `limit`.
+    pub async fn bounded<T, F>(&self, key: &InstanceKey, sql: &str, limit: Duration, fut: F) -> Result<T, SqlError>
+    where
+        F: Future<Output = Result<T, mysql_async::Error>>,
+    {
+        match tokio::time::timeout(limit, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(SqlError::Query { instance: key.clone(), sql: sql.to_string(), source: e }),
+            Err(_) => Err(SqlError::QueryTimeout {
+                instance: key.clone(),
+                sql: sql.to_string(),
+                ms: limit.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Runs a text query (several statements allowed) and returns every result set.
+    pub async fn query_sets(&self, key: &InstanceKey, sql: &str) -> Result<Vec<Vec<RowMap>>, SqlError> {
+        self.query_sets_within(key, sql, self.read_timeout).await
+    }
+
+    pub async fn query_sets_within(
+        &self,
+        key: &InstanceKey,
+        sql: &str,
+        limit: Duration,
+    ) -> Result<Vec<Vec<RowMap>>, SqlError> {
+        let mut conn = self.conn(key).await?;
+        self.bounded(key, sql, limit, async {
+            let mut result = conn.query_iter(sql).await?;
+            let mut sets = Vec::new();
+            loop {
+                let rows: Vec<Row> = result.collect().await?;
+                sets.push(rows.into_iter().map(RowMap::from_row).collect());
+                if result.is_empty() {
+                    break;
+                }
+            }
+            Ok(sets)
+        })
+        .await
+    }
+
+    /// Runs one statement that returns rows.
+    pub async fn query(&self, key: &InstanceKey, sql: &str) -> Result<Vec<RowMap>, SqlError> {
+        Ok(self.query_sets(key, sql).await?.into_iter().next().unwrap_or_default())
+    }
+
+    /// Runs statements on one connection, in order, and returns how long they took. Used for the
+    /// write primitives, whose SQL the journal records.
+    pub async fn exec(&self, key: &InstanceKey, statements: &[String], limit: Duration) -> Result<Duration, SqlError> {
+        let mut conn = self.conn(key).await?;
+        let start = Instant::now();
+        for sql in statements {
+            self.bounded(key, sql, limit, conn.query_drop(sql.as_str())).await?;
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Runs a statement with positional parameters (a prepared statement): values never become SQL text.
+    pub async fn query_params(
+        &self,
+        key: &InstanceKey,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Vec<RowMap>, SqlError> {
+        let mut conn = self.conn(key).await?;
+        let rows: Vec<Row> = self.bounded(key, sql, self.read_timeout, conn.exec(sql, params)).await?;
+        Ok(rows.into_iter().map(RowMap::from_row).collect())
+    }
+
+    /// The dialect of `key`, asking the server for its version on first contact.
+    pub async fn dialect(&self, key: &InstanceKey) -> Result<Box<dyn Dialect>, SqlError> {
+        let known = self.servers.lock().expect("server map poisoned").get(key).copied();
+        let (flavor, version) = match known {
+            Some(v) => v,
+            None => {
+                let rows = self.query(key, "SELECT @@version AS version, @@version_comment AS version_comment").await?;
+                let row = rows.first().ok_or_else(|| SqlError::Unexpected {
+                    instance: key.clone(),
+                    what: "version query".into(),
+                    detail: "no row".into(),
+                })?;
+                let version = row.string(&["version"]);
+                let v = (Flavor::detect(&version, &row.string(&["version_comment"])), Version::parse(&version));
+                self.servers.lock().expect("server map poisoned").insert(key.clone(), v);
+                v
+            }
+        };
+        Ok(dialect::for_server(flavor, version))
+    }
+
+    /// Drops the pool of one instance (after it was restarted, say).
+    pub fn forget(&self, key: &InstanceKey) {
+        self.pools.lock().expect("pool map poisoned").remove(key);
+        self.servers.lock().expect("server map poisoned").remove(key);
+    }
+
+    /// Closes every pooled connection cleanly.
+    pub async fn close(&self) {
+        let pools: Vec<Pool> = self.pools.lock().expect("pool map poisoned").drain().map(|(_, p)| p).collect();
+        for p in pools {
+            let _ = tokio::time::timeout(Duration::from_secs(2), p.disconnect()).await;
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The only code that speaks SQL: connections (`conn`), one dialect per flavor (`dialect`), the
+//! probe of one instance (`probe`), and the write primitives the takeover engine uses (`ops`).
+//!
+//! Architecture invariant: no other module builds SQL text or reads result rows.
+
+pub mod conn;
+pub mod dialect;
+pub mod ops;
+
+pub mod probe;
+
+pub use conn::{Connector, RowMap};
+pub use dialect::{Dialect, SourcePosition, SourceSpec, Statement};
+pub use probe::probe;
+
+use crate::topology::InstanceKey;
+
+/// An error talking to one instance. Always names the instance; query errors name the statement
+/// (as shown, passwords masked).
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("{instance}: cannot connect: {source}")]
+    Connect { instance: InstanceKey, source: mysql_async::Error },
+    #[error("{instance}: no connection within {ms} ms (is anything listening?)")]
+    ConnectTimeout { instance: InstanceKey, ms: u64 },
+    #[error("{instance}: `{sql}` failed: {source}")]
+    Query { instance: InstanceKey, sql: String, source: mysql_async::Error },
+    #[error("{instance}: `{sql}` got no answer within {ms} ms")]
+    QueryTimeout { instance: InstanceKey, sql: String, ms: u64 },
+    #[error("{instance}: unexpected answer to {what}: {detail}")]
+    Unexpected { instance: InstanceKey, what: String, detail: String },
+    #[error("{instance}: did not reach {target} within {ms} ms")]
+    WaitTimedOut { instance: InstanceKey, target: String, ms: u64 },
+}
+
+impl SqlError {
+    pub fn instance(&self) -> &InstanceKey {
+        match self {
+            SqlError::Connect { instance, .. }
+            | SqlError::ConnectTimeout { instance, .. }
+            | SqlError::Query { instance, .. }
+            | SqlError::QueryTimeout { instance, .. }
+            | SqlError::Unexpected { instance, .. }
+            | SqlError::WaitTimedOut { instance, .. } => instance,
+        }
+    }
+
+    /// The server could not be reached at all (as opposed to: it answered with an error).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            SqlError::ConnectTimeout { .. } | SqlError::QueryTimeout { .. } => true,
+            SqlError::Connect { source, .. } => !matches!(source, mysql_async::Error::Server(_)),
+            _ => false,
+        }
+    }
+}

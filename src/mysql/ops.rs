@@ -1,0 +1,168 @@
+//! The write primitives of the takeover, one function each. Every one returns an `OpRecord`: the
+//! statements it ran (passwords masked), on which instance, and how long it took, for the journal.
+//! Waits are done by the server (`MASTER_GTID_WAIT`, `WAIT_FOR_EXECUTED_GTID_SET`,
+//! `MASTER_POS_WAIT`): no polling loop.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::dialect::{Dialect, SourceSpec, Statement};
+use super::{Connector, SqlError};
+use crate::topology::{BinlogCoordinates, InstanceKey};
+
+/// What one primitive did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpRecord {
+    pub instance: InstanceKey,
+    pub statements: Vec<String>,
+    pub ms: f64,
+}
+
+impl OpRecord {
+    fn new(instance: &InstanceKey, stmts: &[Statement], elapsed: Duration) -> OpRecord {
+        OpRecord {
+            instance: instance.clone(),
+            statements: stmts.iter().map(|s| s.shown.clone()).collect(),
+            ms: elapsed.as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+async fn run(conn: &Connector, key: &InstanceKey, stmts: Vec<Statement>, limit: Duration) -> Result<OpRecord, SqlError> {
+    let start = Instant::now();
+    let mut c = conn.conn(key).await?;
+    for s in &stmts {
+        use mysql_async::prelude::Queryable;
+        conn.bounded(key, &s.shown, limit, c.query_drop(s.sql.as_str())).await?;
+    }
+    Ok(OpRecord::new(key, &stmts, start.elapsed()))
+}
+
+/// `read_only` (and `super_read_only` on MySQL) on or off. `lock_wait_s` bounds how long the
+/// statement waits behind locks (a long transaction, FLUSH TABLES WITH READ LOCK).
+pub async fn set_read_only(conn: &Connector, key: &InstanceKey, on: bool, lock_wait_s: u64) -> Result<OpRecord, SqlError> {
+    let d = conn.dialect(key).await?;
+    let mut stmts = vec![d.lock_wait(lock_wait_s)];
+    stmts.extend(d.set_read_only(on));
+    run(conn, key, stmts, Duration::from_secs(lock_wait_s) + conn.read_timeout()).await
+}
+
+/// A server's own executed position: its GTID position/set and binlog coordinates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnPosition {
+    pub gtid: String,
+    pub coordinates: Option<BinlogCoordinates>,
+}
+
+pub async fn own_position(conn: &Connector, key: &InstanceKey) -> Result<OwnPosition, SqlError> {
+    let d = conn.dialect(key).await?;
+    let sets = conn.query_sets(key, &d.own_position()).await?;
+    let gtid = sets.first().and_then(|s| s.first()).map(|r| r.string(&["gtid"])).unwrap_or_default();
+    let coordinates = sets.get(1).and_then(|s| s.first()).and_then(|r| {
+        Some(BinlogCoordinates { file: r.text(&["File"])?.to_string(), pos: r.u64(&["Position"])? })
+    });
+    Ok(OwnPosition { gtid: gtid.replace('\n', ""), coordinates })
+}
+
+/// Waits (in the server) until `key` has executed the GTID position/set `gtid`.
+pub async fn wait_for_gtid(
+    conn: &Connector,
+    d: &dyn Dialect,
+    key: &InstanceKey,
+    gtid: &str,
+    timeout: Duration,
+) -> Result<OpRecord, SqlError> {
+    let stmt = d.wait_for_gtid(gtid, timeout.as_secs_f64());
+    wait(conn, key, stmt, gtid, timeout, |r| r == Some(0)).await
+}
+
+/// Waits (in the server) until `key` has executed up to `coords` of its source's binlog.
+pub async fn wait_for_coordinates(
+    conn: &Connector,
+    d: &dyn Dialect,
+    key: &InstanceKey,
+    coords: &BinlogCoordinates,
+    timeout: Duration,
+) -> Result<OpRecord, SqlError> {
+    let stmt = d.wait_for_coordinates(&coords.file, coords.pos, timeout.as_secs_f64());
+    wait(conn, key, stmt, &coords.to_string(), timeout, |r| r.is_some_and(|v| v >= 0)).await
+}
+
+async fn wait(
+    conn: &Connector,
+    key: &InstanceKey,
+    stmt: Statement,
+    target: &str,
+    timeout: Duration,
+    reached: impl Fn(Option<i64>) -> bool,
+) -> Result<OpRecord, SqlError> {
+    let start = Instant::now();
+    // The server bounds the wait; the client allows it that long plus an ordinary read timeout.
+    let rows = conn
+        .query_sets_within(key, &stmt.sql, timeout + conn.read_timeout())
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let r = rows.first().and_then(|r| r.text(&["r"])).and_then(|v| v.trim().parse::<i64>().ok());
+    if reached(r) {
+        Ok(OpRecord::new(key, &[stmt], start.elapsed()))
+    } else {
+        Err(SqlError::WaitTimedOut { instance: key.clone(), target: target.to_string(), ms: timeout.as_millis() as u64 })
+    }
+}
+
+pub async fn stop_replication(conn: &Connector, key: &InstanceKey) -> Result<OpRecord, SqlError> {
+    let d = conn.dialect(key).await?;
+    run(conn, key, vec![d.stop_replication()], conn.read_timeout()).await
+}
+
+pub async fn start_replication(conn: &Connector, key: &InstanceKey) -> Result<OpRecord, SqlError> {
+    let d = conn.dialect(key).await?;
+    run(conn, key, vec![d.start_replication()], conn.read_timeout()).await
+}
+
+/// Points `key` at a new source (replication must be stopped first; `repoint` does both).
+pub async fn change_source(conn: &Connector, key: &InstanceKey, spec: &SourceSpec) -> Result<OpRecord, SqlError> {
+    let d = conn.dialect(key).await?;
+    run(conn, key, vec![d.change_source(spec)], conn.read_timeout()).await
+}
+
+/// Stop replication, change the source, and start again unless `start` is false.
+pub async fn repoint(conn: &Connector, key: &InstanceKey, spec: &SourceSpec, start: bool) -> Result<OpRecord, SqlError> {
+    let d = conn.dialect(key).await?;
+    let mut stmts = vec![d.stop_replication(), d.change_source(spec)];
+    if start {
+        stmts.push(d.start_replication());
+    }
+    run(conn, key, stmts, conn.read_timeout()).await
+}
+
+/// Stop replication and forget its settings: the promoted replica.
+pub async fn reset_replication(conn: &Connector, key: &InstanceKey) -> Result<OpRecord, SqlError> {
+    let d = conn.dialect(key).await?;
+    run(conn, key, vec![d.stop_replication(), d.reset_replication()], conn.read_timeout()).await
+}
+
+/// Kills client connections (not replication, not system threads, not `own_user`'s).
+pub async fn kill_client_connections(conn: &Connector, key: &InstanceKey, own_user: &str) -> Result<OpRecord, SqlError> {
+    let d = conn.dialect(key).await?;
+    let start = Instant::now();
+    let list = d.client_connections(own_user);
+    let rows = conn.query(key, &list.sql).await?;
+    let mut stmts = vec![list];
+    let mut c = conn.conn(key).await?;
+    for id in rows.iter().filter_map(|r| r.u64(&["id"])) {
+        let kill = d.kill_connection(id);
+        use mysql_async::prelude::Queryable;
+        // A connection that ended meanwhile is not an error (1094: unknown thread id).
+        match conn.bounded(key, &kill.shown, conn.read_timeout(), c.query_drop(kill.sql.as_str())).await {
+            Ok(()) => {}
+            Err(SqlError::Query { source: mysql_async::Error::Server(e), .. }) if e.code == 1094 => {}
+            Err(e) => return Err(e),
+        }
+        stmts.push(kill);
+    }
+    Ok(OpRecord::new(key, &stmts, start.elapsed()))
+}

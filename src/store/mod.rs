@@ -1,0 +1,128 @@
+//! Baton's own state behind one small interface: remembered clusters (aliases, members), promotion
+//! rules, downtime, the per-cluster takeover lock, and the takeover audit.
+//!
+//! `Store` is the interface; `SqliteStore` the embedded implementation in the data directory.
+//! Several Baton nodes will later share state through another implementation (etcd, or a MySQL
+//! backend): nothing outside this module knows it is SQLite.
+
+mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+use crate::topology::InstanceKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Sqlite { path: String, source: rusqlite::Error },
+    #[error("store {path}: cannot create directory: {source}")]
+    Dir { path: String, source: std::io::Error },
+    #[error("store: bad record {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+/// A cluster seen by discovery: how to find it again by alias or name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownCluster {
+    pub name: String,
+    pub alias: Option<String>,
+    pub members: Vec<InstanceKey>,
+}
+
+/// Orchestrator's promotion rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum PromotionRule {
+    Prefer,
+    Neutral,
+    PreferNot,
+    MustNot,
+}
+
+impl std::str::FromStr for PromotionRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "prefer" | "must" => Ok(PromotionRule::Prefer),
+            "neutral" => Ok(PromotionRule::Neutral),
+            "prefer_not" => Ok(PromotionRule::PreferNot),
+            "must_not" => Ok(PromotionRule::MustNot),
+            _ => Err(format!("'{s}' is not a promotion rule (prefer, neutral, prefer_not, must_not)")),
+        }
+    }
+}
+
+impl std::fmt::Display for PromotionRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PromotionRule::Prefer => "prefer",
+            PromotionRule::Neutral => "neutral",
+            PromotionRule::PreferNot => "prefer_not",
+            PromotionRule::MustNot => "must_not",
+        })
+    }
+}
+
+/// A promotion rule on an instance, optionally expiring (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleEntry {
+    pub instance: InstanceKey,
+    pub rule: PromotionRule,
+    pub until: Option<i64>,
+}
+
+/// Downtime: the instance is known to be under maintenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Downtime {
+    pub instance: InstanceKey,
+    pub owner: String,
+    pub reason: String,
+    pub until: i64,
+}
+
+/// One takeover as audited. `record` is the engine's full report as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: String,
+    pub cluster: String,
+    pub status: String,
+    pub started_at: i64,
+    pub record: serde_json::Value,
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The state Baton keeps. Implementations must be safe to call from many tasks.
+pub trait Store: Send + Sync {
+    fn remember_cluster(&self, cluster: &KnownCluster) -> Result<(), StoreError>;
+    /// A remembered cluster by alias or name.
+    fn find_cluster(&self, hint: &str) -> Result<Option<KnownCluster>, StoreError>;
+    /// The remembered cluster that has `key` as a member.
+    fn cluster_of(&self, key: &InstanceKey) -> Result<Option<KnownCluster>, StoreError>;
+    fn clusters(&self) -> Result<Vec<KnownCluster>, StoreError>;
+
+    fn set_promotion_rule(&self, entry: &RuleEntry) -> Result<(), StoreError>;
+    fn clear_promotion_rule(&self, key: &InstanceKey) -> Result<(), StoreError>;
+    /// Rules in force now (expired ones are not returned).
+    fn promotion_rules(&self) -> Result<Vec<RuleEntry>, StoreError>;
+
+    fn begin_downtime(&self, d: &Downtime) -> Result<(), StoreError>;
+    fn end_downtime(&self, key: &InstanceKey) -> Result<bool, StoreError>;
+    /// Downtimes in force now.
+    fn downtimes(&self) -> Result<Vec<Downtime>, StoreError>;
+
+    /// Takes the takeover lock of `cluster` for `takeover_id`. Returns the holder's id when
+    /// another takeover holds it.
+    fn lock_cluster(&self, cluster: &str, takeover_id: &str) -> Result<Option<String>, StoreError>;
+    fn unlock_cluster(&self, cluster: &str, takeover_id: &str) -> Result<(), StoreError>;
+
+    /// Inserts or replaces the audit entry of a takeover.
+    fn save_takeover(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    fn takeover(&self, id: &str) -> Result<Option<AuditEntry>, StoreError>;
+    /// Newest first.
+    fn takeovers(&self, cluster: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+}

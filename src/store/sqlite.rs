@@ -1,0 +1,273 @@
+//! The embedded store: one SQLite file, `baton.db`, in the data directory.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{now_unix, AuditEntry, Downtime, KnownCluster, PromotionRule, RuleEntry, Store, StoreError};
+use crate::topology::InstanceKey;
+
+pub struct SqliteStore {
+    path: String,
+    db: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS clusters (name TEXT PRIMARY KEY, alias TEXT, members TEXT NOT NULL, seen_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS clusters_alias ON clusters(alias);
+CREATE TABLE IF NOT EXISTS promotion_rules (instance TEXT PRIMARY KEY, rule TEXT NOT NULL, until INTEGER);
+CREATE TABLE IF NOT EXISTS downtimes (instance TEXT PRIMARY KEY, owner TEXT NOT NULL, reason TEXT NOT NULL, until INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cluster_locks (cluster TEXT PRIMARY KEY, takeover_id TEXT NOT NULL, since INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS takeovers (id TEXT PRIMARY KEY, cluster TEXT NOT NULL, status TEXT NOT NULL,
+    started_at INTEGER NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS takeovers_cluster ON takeovers(cluster, started_at);
+";
+
+impl SqliteStore {
+    /// Opens (creating when needed) `DIR/baton.db`.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
+        let path = dir.join("baton.db");
+        let p = path.display().to_string();
+        let err = |source| StoreError::Sqlite { path: p.clone(), source };
+        let db = Connection::open(&path).map_err(err)?;
+        db.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").map_err(err)?;
+        db.execute_batch(SCHEMA).map_err(err)?;
+        Ok(SqliteStore { path: p, db: Mutex::new(db) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let db = self.db.lock().expect("store mutex poisoned");
+        f(&db).map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
+    }
+}
+
+fn key_of(s: String) -> rusqlite::Result<InstanceKey> {
+    s.parse().map_err(|e: crate::topology::KeyError| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn cluster_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KnownCluster> {
+    let members: String = r.get(2)?;
+    let members = serde_json::from_str(&members)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
+    Ok(KnownCluster { name: r.get(0)?, alias: r.get(1)?, members })
+}
+
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let record: String = r.get(4)?;
+    let record = serde_json::from_str(&record)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
+    Ok(AuditEntry { id: r.get(0)?, cluster: r.get(1)?, status: r.get(2)?, started_at: r.get(3)?, record })
+}
+
+impl Store for SqliteStore {
+    fn remember_cluster(&self, c: &KnownCluster) -> Result<(), StoreError> {
+        let members = serde_json::to_string(&c.members).expect("keys serialize");
+        self.with(|db| {
+            // A member belongs to one cluster: forget older clusters that claimed these members
+            // (after a takeover the cluster's name changes with its master).
+            let tx = db.unchecked_transaction()?;
+            let mut old: Vec<KnownCluster> = {
+                let mut st = tx.prepare("SELECT name, alias, members FROM clusters WHERE name <> ?1")?;
+                let rows = st.query_map([&c.name], cluster_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                rows
+            };
+            old.retain(|o| o.members.iter().any(|m| c.members.contains(m)) || (o.alias.is_some() && o.alias == c.alias));
+            for o in old {
+                tx.execute("DELETE FROM clusters WHERE name = ?1", [&o.name])?;
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO clusters (name, alias, members, seen_at) VALUES (?1, ?2, ?3, ?4)",
+                params![c.name, c.alias, members, now_unix()],
+            )?;
+            tx.commit()
+        })
+    }
+
+    fn find_cluster(&self, hint: &str) -> Result<Option<KnownCluster>, StoreError> {
+        self.with(|db| {
+            db.query_row(
+                "SELECT name, alias, members FROM clusters WHERE alias = ?1 OR name = ?1 ORDER BY seen_at DESC LIMIT 1",
+                [hint],
+                cluster_row,
+            )
+            .optional()
+        })
+    }
+
+    fn cluster_of(&self, key: &InstanceKey) -> Result<Option<KnownCluster>, StoreError> {
+        Ok(self.clusters()?.into_iter().find(|c| c.members.contains(key)))
+    }
+
+    fn clusters(&self) -> Result<Vec<KnownCluster>, StoreError> {
+        self.with(|db| {
+            let mut st = db.prepare("SELECT name, alias, members FROM clusters ORDER BY name")?;
+            let rows = st.query_map([], cluster_row)?.collect();
+            rows
+        })
+    }
+
+    fn set_promotion_rule(&self, e: &RuleEntry) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT OR REPLACE INTO promotion_rules (instance, rule, until) VALUES (?1, ?2, ?3)",
+                params![e.instance.to_string(), e.rule.to_string(), e.until],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn clear_promotion_rule(&self, key: &InstanceKey) -> Result<(), StoreError> {
+        self.with(|db| db.execute("DELETE FROM promotion_rules WHERE instance = ?1", [key.to_string()]).map(|_| ()))
+    }
+
+    fn promotion_rules(&self) -> Result<Vec<RuleEntry>, StoreError> {
+        let rows: Vec<(String, String, Option<i64>)> = self.with(|db| {
+            let mut st = db.prepare(
+                "SELECT instance, rule, until FROM promotion_rules WHERE until IS NULL OR until > ?1 ORDER BY instance",
+            )?;
+            let rows = st.query_map([now_unix()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect();
+            rows
+        })?;
+        rows.into_iter()
+            .map(|(i, r, until)| {
+                let instance = key_of(i).map_err(|e| StoreError::Corrupt { what: "promotion rule".into(), detail: e.to_string() })?;
+                let rule: PromotionRule =
+                    r.parse().map_err(|e: String| StoreError::Corrupt { what: "promotion rule".into(), detail: e })?;
+                Ok(RuleEntry { instance, rule, until })
+            })
+            .collect()
+    }
+
+    fn begin_downtime(&self, d: &Downtime) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT OR REPLACE INTO downtimes (instance, owner, reason, until) VALUES (?1, ?2, ?3, ?4)",
+                params![d.instance.to_string(), d.owner, d.reason, d.until],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn end_downtime(&self, key: &InstanceKey) -> Result<bool, StoreError> {
+        self.with(|db| db.execute("DELETE FROM downtimes WHERE instance = ?1", [key.to_string()]).map(|n| n > 0))
+    }
+
+    fn downtimes(&self) -> Result<Vec<Downtime>, StoreError> {
+        self.with(|db| {
+            let mut st = db.prepare("SELECT instance, owner, reason, until FROM downtimes WHERE until > ?1 ORDER BY instance")?;
+            let rows = st
+                .query_map([now_unix()], |r| {
+                    Ok(Downtime { instance: key_of(r.get(0)?)?, owner: r.get(1)?, reason: r.get(2)?, until: r.get(3)? })
+                })?
+                .collect();
+            rows
+        })
+    }
+
+    fn lock_cluster(&self, cluster: &str, takeover_id: &str) -> Result<Option<String>, StoreError> {
+        self.with(|db| {
+            let tx = db.unchecked_transaction()?;
+            let holder: Option<String> =
+                tx.query_row("SELECT takeover_id FROM cluster_locks WHERE cluster = ?1", [cluster], |r| r.get(0)).optional()?;
+            if let Some(h) = holder {
+                return Ok(Some(h));
+            }
+            tx.execute(
+                "INSERT INTO cluster_locks (cluster, takeover_id, since) VALUES (?1, ?2, ?3)",
+                params![cluster, takeover_id, now_unix()],
+            )?;
+            tx.commit()?;
+            Ok(None)
+        })
+    }
+
+    fn unlock_cluster(&self, cluster: &str, takeover_id: &str) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute("DELETE FROM cluster_locks WHERE cluster = ?1 AND takeover_id = ?2", [cluster, takeover_id])
+                .map(|_| ())
+        })
+    }
+
+    fn save_takeover(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT OR REPLACE INTO takeovers (id, cluster, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.id, e.cluster, e.status, e.started_at, e.record.to_string()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn takeover(&self, id: &str) -> Result<Option<AuditEntry>, StoreError> {
+        self.with(|db| {
+            db.query_row("SELECT id, cluster, status, started_at, record FROM takeovers WHERE id = ?1", [id], audit_row)
+                .optional()
+        })
+    }
+
+    fn takeovers(&self, cluster: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.with(|db| {
+            let mut st = db.prepare(
+                "SELECT id, cluster, status, started_at, record FROM takeovers \
+                 WHERE ?1 IS NULL OR cluster = ?1 ORDER BY started_at DESC, rowid DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![cluster, limit as i64], audit_row)?.collect();
+            rows
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (SqliteStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("baton-store-{}", uuid::Uuid::new_v4()));
+        (SqliteStore::open(&dir).unwrap(), dir)
+    }
+
+    #[test]
+    fn clusters_rules_downtime_locks_audit() {
+        let (s, dir) = store();
+        let a: InstanceKey = "h:1".parse().unwrap();
+        let b: InstanceKey = "h:2".parse().unwrap();
+        s.remember_cluster(&KnownCluster { name: "h:1".into(), alias: Some("prod".into()), members: vec![a.clone(), b.clone()] })
+            .unwrap();
+        assert_eq!(s.find_cluster("prod").unwrap().unwrap().name, "h:1");
+        // After a takeover the cluster is renamed after its new master: the old entry goes.
+        s.remember_cluster(&KnownCluster { name: "h:2".into(), alias: Some("prod".into()), members: vec![b.clone(), a.clone()] })
+            .unwrap();
+        assert_eq!(s.clusters().unwrap().len(), 1);
+        assert_eq!(s.cluster_of(&a).unwrap().unwrap().name, "h:2");
+
+        s.set_promotion_rule(&RuleEntry { instance: a.clone(), rule: PromotionRule::MustNot, until: None }).unwrap();
+        s.set_promotion_rule(&RuleEntry { instance: b.clone(), rule: PromotionRule::Prefer, until: Some(1) }).unwrap();
+        assert_eq!(s.promotion_rules().unwrap().len(), 1, "expired rule is not in force");
+
+        s.begin_downtime(&Downtime { instance: b.clone(), owner: "ops".into(), reason: "disk".into(), until: now_unix() + 60 })
+            .unwrap();
+        assert_eq!(s.downtimes().unwrap().len(), 1);
+        assert!(s.end_downtime(&b).unwrap());
+        assert!(s.downtimes().unwrap().is_empty());
+
+        assert_eq!(s.lock_cluster("h:2", "t1").unwrap(), None);
+        assert_eq!(s.lock_cluster("h:2", "t2").unwrap(), Some("t1".into()));
+        s.unlock_cluster("h:2", "t2").unwrap(); // not the holder: no effect
+        assert_eq!(s.lock_cluster("h:2", "t3").unwrap(), Some("t1".into()));
+        s.unlock_cluster("h:2", "t1").unwrap();
+        assert_eq!(s.lock_cluster("h:2", "t3").unwrap(), None);
+
+        let e = AuditEntry { id: "t3".into(), cluster: "h:2".into(), status: "promoted".into(), started_at: 5, record: serde_json::json!({"x": 1}) };
+        s.save_takeover(&e).unwrap();
+        assert_eq!(s.takeover("t3").unwrap().unwrap(), e);
+        assert_eq!(s.takeovers(Some("h:2"), 10).unwrap().len(), 1);
+        assert!(s.takeovers(Some("other"), 10).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,273 @@
+//! What one probe of one server found: the `Instance` and its replication status.
+
+use serde::{Deserialize, Serialize};
+
+use super::gtid::{GtidPos, GtidSet};
+use super::key::InstanceKey;
+
+/// The server family. Decides the SQL dialect and how GTIDs are tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    MariaDb,
+    MySql,
+}
+
+impl Flavor {
+    /// Tells the flavor from `@@version` / `@@version_comment`.
+    pub fn detect(version: &str, version_comment: &str) -> Flavor {
+        let both = format!("{version} {version_comment}").to_ascii_lowercase();
+        if both.contains("mariadb") {
+            Flavor::MariaDb
+        } else {
+            Flavor::MySql
+        }
+    }
+}
+
+/// `major.minor.patch` parsed from `@@version` (`10.11.6-MariaDB-log`, `8.0.36`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct Version(pub u16, pub u16, pub u16);
+
+impl Version {
+    pub fn parse(v: &str) -> Version {
+        // Over the protocol MariaDB may announce itself as "5.5.5-10.11.6-MariaDB".
+        let v = v.strip_prefix("5.5.5-").unwrap_or(v);
+        let mut nums = v
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u16>().unwrap_or(0));
+        Version(nums.next().unwrap_or(0), nums.next().unwrap_or(0), nums.next().unwrap_or(0))
+    }
+}
+
+/// A binary log file and offset.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BinlogCoordinates {
+    pub file: String,
+    pub pos: u64,
+}
+
+impl std::fmt::Display for BinlogCoordinates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.pos)
+    }
+}
+
+/// GTID state, per flavor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "flavor", rename_all = "lowercase")]
+pub enum GtidState {
+    MariaDb {
+        binlog_pos: GtidPos,
+        current_pos: GtidPos,
+        slave_pos: GtidPos,
+        strict_mode: bool,
+    },
+    MySql {
+        /// `@@gtid_mode`: OFF, OFF_PERMISSIVE, ON_PERMISSIVE, ON.
+        mode: String,
+        executed: GtidSet,
+    },
+}
+
+impl GtidState {
+    /// Whether GTID-based replication can be used from/to this server.
+    pub fn enabled(&self) -> bool {
+        match self {
+            GtidState::MariaDb { .. } => true,
+            GtidState::MySql { mode, .. } => mode.eq_ignore_ascii_case("ON"),
+        }
+    }
+
+    /// Transactions this server has that `master` does not: errant when `self` is a replica.
+    /// Empty string when none. On MariaDB this compares `gtid_binlog_pos` per domain (a replica's
+    /// own writes advance its binlog position past the master's); on MySQL it is set subtraction.
+    pub fn errant_against(&self, master: &GtidState) -> Option<String> {
+        match (self, master) {
+            (GtidState::MariaDb { binlog_pos, .. }, GtidState::MariaDb { binlog_pos: m, current_pos: mc, .. }) => {
+                let ahead = binlog_pos.ahead_of(&m.union(mc));
+                (!ahead.is_empty()).then(|| ahead.to_string())
+            }
+            (GtidState::MySql { executed, .. }, GtidState::MySql { executed: m, .. }) => {
+                let errant = executed.subtract(m);
+                (!errant.is_empty()).then(|| errant.to_string())
+            }
+            _ => None,
+        }
+    }
+
+    /// A number that grows with executed transactions; comparable between replicas of one master.
+    pub fn progress(&self) -> u128 {
+        match self {
+            GtidState::MariaDb { current_pos, .. } => current_pos.progress(),
+            GtidState::MySql { executed, .. } => executed.count(),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        match self {
+            GtidState::MariaDb { current_pos, .. } => format!("gtid {current_pos}"),
+            GtidState::MySql { mode, executed } => format!("gtid_mode={mode} {}", executed.count()),
+        }
+    }
+}
+
+/// State of a replication thread as the server reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreadState {
+    Yes,
+    No,
+    Connecting,
+    Preparing,
+}
+
+impl ThreadState {
+    pub fn parse(s: &str) -> ThreadState {
+        match s.to_ascii_lowercase().as_str() {
+            "yes" => ThreadState::Yes,
+            "connecting" => ThreadState::Connecting,
+            "preparing" => ThreadState::Preparing,
+            _ => ThreadState::No,
+        }
+    }
+    pub fn running(self) -> bool {
+        self == ThreadState::Yes
+    }
+}
+
+/// How a replica finds its position on the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GtidMode {
+    /// Binary log file and position.
+    No,
+    /// MariaDB `MASTER_USE_GTID=slave_pos`.
+    SlavePos,
+    /// MariaDB `MASTER_USE_GTID=current_pos`.
+    CurrentPos,
+    /// MySQL `SOURCE_AUTO_POSITION=1`.
+    AutoPosition,
+}
+
+/// An error a replication thread reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadError {
+    pub errno: u32,
+    pub message: String,
+}
+
+/// `SHOW SLAVE STATUS` / `SHOW REPLICA STATUS`, read by column name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    pub source: InstanceKey,
+    pub io_thread: ThreadState,
+    pub sql_thread: ThreadState,
+    /// `Seconds_Behind_Master`; `None` when the server reports NULL (e.g. the SQL thread is stopped).
+    pub seconds_behind: Option<u64>,
+    /// Coordinates on the source up to which events were read (IO thread).
+    pub read_coordinates: Option<BinlogCoordinates>,
+    /// Coordinates on the source up to which events were executed (SQL thread).
+    pub exec_coordinates: Option<BinlogCoordinates>,
+    pub gtid_mode: GtidMode,
+    pub last_io_error: Option<ThreadError>,
+    pub last_sql_error: Option<ThreadError>,
+    pub sql_delay: u64,
+    pub ssl: bool,
+}
+
+impl ReplicationStatus {
+    pub fn running(&self) -> bool {
+        self.io_thread.running() && self.sql_thread.running()
+    }
+    pub fn broken(&self) -> bool {
+        self.last_io_error.is_some() || self.last_sql_error.is_some()
+    }
+}
+
+/// Everything one probe learned about one server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    pub key: InstanceKey,
+    pub flavor: Flavor,
+    pub version: String,
+    pub version_comment: String,
+    pub server_id: u32,
+    /// MySQL only.
+    pub server_uuid: Option<String>,
+    pub read_only: bool,
+    /// MySQL only.
+    pub super_read_only: Option<bool>,
+    pub log_bin: bool,
+    pub log_slave_updates: bool,
+    pub binlog_format: String,
+    pub gtid: GtidState,
+    /// `SHOW MASTER STATUS`: this server's own binary log position (None without log_bin).
+    pub binlog: Option<BinlogCoordinates>,
+    /// None when no replication is configured (a master, or a standalone server).
+    pub replication: Option<ReplicationStatus>,
+    /// Replicas that report to this server (`SHOW SLAVE HOSTS` / `SHOW REPLICAS`).
+    pub reported_replicas: Vec<InstanceKey>,
+    /// How long the probe took, in milliseconds.
+    pub probe_ms: f64,
+}
+
+impl Instance {
+    pub fn version_number(&self) -> Version {
+        Version::parse(&self.version)
+    }
+
+    /// Writable for ordinary application users.
+    pub fn writable(&self) -> bool {
+        !self.read_only
+    }
+
+    pub fn source(&self) -> Option<&InstanceKey> {
+        self.replication.as_ref().map(|r| &r.source)
+    }
+
+    /// Can serve as a master to others after promotion: binary log on, and replicated events
+    /// logged so that its own replicas see everything.
+    pub fn can_be_master(&self) -> bool {
+        self.log_bin && self.log_slave_updates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavor_and_version() {
+        assert_eq!(Flavor::detect("10.11.6-MariaDB-0+deb12u1-log", "Debian 12"), Flavor::MariaDb);
+        assert_eq!(Flavor::detect("8.0.36", "MySQL Community Server - GPL"), Flavor::MySql);
+        assert_eq!(Version::parse("10.11.6-MariaDB-log"), Version(10, 11, 6));
+        assert_eq!(Version::parse("8.0.36"), Version(8, 0, 36));
+        assert!(Version::parse("8.4.0") > Version::parse("8.0.36"));
+    }
+
+    #[test]
+    fn errant_gtids() {
+        let m = GtidState::MariaDb {
+            binlog_pos: "0-1-10".parse().unwrap(),
+            current_pos: "0-1-10".parse().unwrap(),
+            slave_pos: Default::default(),
+            strict_mode: true,
+        };
+        let ok = GtidState::MariaDb {
+            binlog_pos: "0-1-8".parse().unwrap(),
+            current_pos: "0-1-8".parse().unwrap(),
+            slave_pos: "0-1-8".parse().unwrap(),
+            strict_mode: true,
+        };
+        let errant = GtidState::MariaDb {
+            binlog_pos: "0-2-11".parse().unwrap(),
+            current_pos: "0-2-11".parse().unwrap(),
+            slave_pos: "0-1-10".parse().unwrap(),
+            strict_mode: true,
+        };
+        assert_eq!(ok.errant_against(&m), None);
+        assert_eq!(errant.errant_against(&m).as_deref(), Some("0-2-11"));
+    }
+}
