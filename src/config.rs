@@ -55,8 +55,12 @@ pub struct Credentials {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopologyConfig {
-    #[serde(flatten)]
-    pub credentials: Credentials,
+    pub user: String,
+    pub password: Secret,
+    /// Use TLS to the instances.
+    pub tls: bool,
+    /// With `tls`, accept a server certificate that does not verify (self-signed lab setups).
+    pub tls_skip_verify: bool,
     /// Bound on establishing one connection.
     pub connect_timeout_ms: u64,
     /// Bound on one query's answer (waits that the server bounds itself get their own limit).
@@ -119,15 +123,30 @@ pub struct Config {
 }
 
 impl Default for Credentials {
+    /// The replication account of `baton sandbox` topologies.
     fn default() -> Self {
-        Credentials { user: String::new(), password: Secret::default(), tls: false, tls_skip_verify: false }
+        Credentials { user: "repl".into(), password: Secret::new("repl"), tls: false, tls_skip_verify: false }
+    }
+}
+
+impl TopologyConfig {
+    pub fn credentials(&self) -> Credentials {
+        Credentials {
+            user: self.user.clone(),
+            password: self.password.clone(),
+            tls: self.tls,
+            tls_skip_verify: self.tls_skip_verify,
+        }
     }
 }
 
 impl Default for TopologyConfig {
     fn default() -> Self {
         TopologyConfig {
-            credentials: Credentials { user: "baton".into(), password: Secret::new("baton"), ..Default::default() },
+            user: "baton".into(),
+            password: Secret::new("baton"),
+            tls: false,
+            tls_skip_verify: false,
             connect_timeout_ms: 1000,
             read_timeout_ms: 5000,
             pool_max: 4,
@@ -167,7 +186,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             topology: TopologyConfig::default(),
-            replication: Credentials { user: "repl".into(), password: Secret::new("repl"), ..Default::default() },
+            replication: Credentials::default(),
             discovery: DiscoveryConfig::default(),
             takeover: TakeoverConfig::default(),
             paths: PathsConfig::default(),
@@ -220,8 +239,8 @@ impl Config {
                 message: format!("{msg} (got '{v}')"),
             };
             match k.as_str() {
-                "BATON_TOPOLOGY_USER" => self.topology.credentials.user = v.clone(),
-                "BATON_TOPOLOGY_PASSWORD" => self.topology.credentials.password = Secret::new(v.clone()),
+                "BATON_TOPOLOGY_USER" => self.topology.user = v.clone(),
+                "BATON_TOPOLOGY_PASSWORD" => self.topology.password = Secret::new(v.clone()),
                 "BATON_REPLICATION_USER" => self.replication.user = v.clone(),
                 "BATON_REPLICATION_PASSWORD" => self.replication.password = Secret::new(v.clone()),
                 "BATON_DATA_DIR" => self.paths.data_dir = v.into(),
@@ -248,8 +267,11 @@ impl Config {
             key: key.to_string(),
             message: message.to_string(),
         };
-        if self.topology.credentials.user.is_empty() {
+        if self.topology.user.is_empty() {
             return Err(bad("topology.user", "must not be empty"));
+        }
+        if self.replication.user.is_empty() {
+            return Err(bad("replication.user", "must not be empty"));
         }
         for (key, v) in [
             ("topology.connect_timeout_ms", self.topology.connect_timeout_ms),
@@ -290,7 +312,7 @@ mod tests {
     #[test]
     fn defaults_need_no_file() {
         let c = Config::load_with_env(None, &[]).unwrap();
-        assert_eq!(c.topology.credentials.user, "baton");
+        assert_eq!(c.topology.user, "baton");
         assert_eq!(c.replication.user, "repl");
     }
 
@@ -303,8 +325,8 @@ mod tests {
             ("BATON_DATA_DIR".into(), "/tmp/d".into()),
         ])
         .unwrap();
-        assert_eq!(c.topology.credentials.user, "env-user");
-        assert_eq!(c.topology.credentials.password.expose(), "b");
+        assert_eq!(c.topology.user, "env-user");
+        assert_eq!(c.topology.password.expose(), "b");
         assert_eq!(c.replication.password.expose(), "pw");
         assert_eq!(c.paths.data_dir, PathBuf::from("/tmp/d"));
     }
@@ -325,7 +347,7 @@ mod tests {
     #[test]
     fn passwords_are_not_printed() {
         let mut c = Config::default();
-        c.topology.credentials.password = Secret::new("s3cr3t-xyz");
+        c.topology.password = Secret::new("s3cr3t-xyz");
         c.replication.password = Secret::new("s3cr3t-xyz");
         assert!(!format!("{c:?}").contains("s3cr3t-xyz"));
     }

@@ -161,15 +161,16 @@ async fn find_alias(connector: &Connector, cfg: &Config, cluster: &Cluster) -> O
     }
 }
 
-/// Drops probed instances that are not connected by replication (in either direction) to `first`:
-/// remembered members that have left the cluster since. Unreachable extra seeds are dropped too,
-/// unless someone replicates from them.
+/// Drops reachable instances that are not connected by replication (in either direction) to `first`
+/// or to an unreachable member: remembered members that have left the cluster since. An unreachable
+/// remembered member stays (nothing shows it left), and so does whatever replicates from it.
 fn keep_connected(probes: &mut BTreeMap<InstanceKey, ProbeOutcome>, first: &InstanceKey) {
     let edges: Vec<(InstanceKey, InstanceKey)> = probes
         .iter()
         .filter_map(|(k, p)| Some((k.clone(), p.as_ref().ok()?.source()?.clone())))
         .collect();
     let mut keep: BTreeSet<InstanceKey> = BTreeSet::from([first.clone()]);
+    keep.extend(probes.iter().filter(|(_, p)| p.is_err()).map(|(k, _)| k.clone()));
     loop {
         let before = keep.len();
         for (a, b) in &edges {

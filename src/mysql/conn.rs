@@ -84,7 +84,7 @@ pub struct Connector {
 impl Connector {
     pub fn new(cfg: &Config) -> Connector {
         Connector {
-            credentials: cfg.topology.credentials.clone(),
+            credentials: cfg.topology.credentials(),
             connect_timeout: cfg.connect_timeout(),
             read_timeout: cfg.read_timeout(),
             pool_max: cfg.topology.pool_max,

@@ -278,8 +278,8 @@ impl Sandbox {
     /// A configuration pointing at this sandbox's accounts, for tools and tests.
     pub fn config(&self) -> Config {
         let mut c = Config::default();
-        c.topology.credentials.user = ADMIN_USER.0.into();
-        c.topology.credentials.password = Secret::new(ADMIN_USER.1);
+        c.topology.user = ADMIN_USER.0.into();
+        c.topology.password = Secret::new(ADMIN_USER.1);
         c.replication.user = REPL_USER.0.into();
         c.replication.password = Secret::new(REPL_USER.1);
         c.paths.data_dir = self.dir.join("baton-data");

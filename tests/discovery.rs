@@ -1,0 +1,186 @@
+//! Probe and discovery against real MariaDB topologies.
+
+mod common;
+
+use baton::discovery;
+use baton::mysql::probe;
+use baton::store::SqliteStore;
+use baton::topology::{GtidMode, GtidState, ProblemKind, ThreadState};
+use common::*;
+
+#[tokio::test]
+async fn probe_fields_match_what_the_server_says() {
+    let t = shared();
+    let conn = t.connector();
+    let m = t.master();
+    let r = &t.replicas()[0];
+
+    let mi = probe(&conn, &m).await.unwrap();
+    let vars = &rows(&conn, &m, "SELECT @@server_id AS id, @@gtid_binlog_pos AS pos, @@read_only AS ro").await[0];
+    assert_eq!(mi.server_id as u64, vars.u64(&["id"]).unwrap());
+    assert!(!mi.read_only);
+    assert!(mi.log_bin && mi.log_slave_updates);
+    assert_eq!(mi.binlog_format, "ROW");
+    assert!(mi.replication.is_none());
+    let status = &rows(&conn, &m, "SHOW MASTER STATUS").await[0];
+    let coords = mi.binlog.as_ref().unwrap();
+    assert_eq!(coords.file, status.string(&["File"]));
+    assert_eq!(coords.pos, status.u64(&["Position"]).unwrap());
+    match &mi.gtid {
+        GtidState::MariaDb { binlog_pos, strict_mode, .. } => {
+            assert_eq!(binlog_pos.to_string(), vars.string(&["pos"]));
+            assert!(*strict_mode);
+        }
+        other => panic!("expected MariaDB GTID state, got {other:?}"),
+    }
+    let mut reported = mi.reported_replicas.clone();
+    reported.sort();
+    assert_eq!(reported, t.replicas());
+
+    let ri = probe(&conn, r).await.unwrap();
+    assert!(ri.read_only);
+    let rep = ri.replication.as_ref().unwrap();
+    assert_eq!(rep.source, m);
+    assert_eq!(rep.io_thread, ThreadState::Yes);
+    assert_eq!(rep.sql_thread, ThreadState::Yes);
+    assert_eq!(rep.gtid_mode, GtidMode::SlavePos);
+    assert_eq!(rep.seconds_behind, Some(0));
+    assert!(rep.last_io_error.is_none() && rep.last_sql_error.is_none());
+    assert!(ri.probe_ms > 0.0);
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn discovery_from_master_and_from_replica_agree() {
+    let t = shared();
+    let cfg = t.cfg();
+    let conn = t.connector();
+    let from_master = discovery::discover(&conn, &cfg, &[t.master()]).await.unwrap();
+    let from_replica = discovery::discover(&conn, &cfg, &[t.replicas()[2].clone()]).await.unwrap();
+    for c in [&from_master, &from_replica] {
+        assert_eq!(c.name, t.master().to_string());
+        assert_eq!(c.master.as_ref(), Some(&t.master()));
+        assert_eq!(c.alias.as_deref(), Some(t.sandbox.alias.as_str()));
+        assert_eq!(c.members.len(), 4);
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+    }
+    let shape = |c: &baton::topology::Cluster| -> Vec<(String, Option<u32>)> {
+        c.members.iter().map(|m| (m.key.to_string(), m.depth)).collect()
+    };
+    assert_eq!(shape(&from_master), shape(&from_replica));
+    assert_eq!(from_master.members[0].depth, Some(0));
+    assert!(from_master.members[1..].iter().all(|m| m.depth == Some(1)));
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn alias_is_remembered_and_resolves() {
+    let t = shared();
+    let mut cfg = t.cfg();
+    cfg.paths.data_dir = t.sandbox.dir.join(format!("data-{}", uuid::Uuid::new_v4().simple()));
+    let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
+    let conn = t.connector();
+    let alias = t.sandbox.alias.clone();
+    let err = discovery::discover_hint(&conn, &cfg, &store, &alias).await.unwrap_err().to_string();
+    assert!(err.contains(&alias), "unknown alias before any discovery: {err}");
+    discovery::discover_hint(&conn, &cfg, &store, &t.master().to_string()).await.unwrap();
+    let c = discovery::discover_hint(&conn, &cfg, &store, &alias).await.unwrap();
+    assert_eq!(c.master, Some(t.master()));
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn stopped_sql_thread_and_chained_replica() {
+    let t = fresh(3).await;
+    let cfg = t.cfg();
+    let conn = t.connector();
+    let m = t.master();
+    let (r1, r2, r3) = (t.replicas()[0].clone(), t.replicas()[1].clone(), t.replicas()[2].clone());
+    let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
+    discovery::discover_hint(&conn, &cfg, &store, &m.to_string()).await.unwrap();
+
+    // r1: SQL thread stopped; lag must read NULL, not 0, and it is a problem.
+    exec(&conn, &r1, "STOP SLAVE SQL_THREAD").await;
+    // r2: replica of r1 (chained, depth 2).
+    exec(&conn, &r2, "STOP SLAVE").await;
+    exec(
+        &conn,
+        &r2,
+        &format!(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl', MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos",
+            r1.port
+        ),
+    )
+    .await;
+    exec(&conn, &r2, "START SLAVE").await;
+    // r3: fully stopped: the master no longer lists it; the remembered membership finds it.
+    exec(&conn, &r3, "STOP SLAVE").await;
+
+    let c = discovery::discover_hint(&conn, &cfg, &store, &m.to_string()).await.unwrap();
+    let i1 = c.instance(&r1).unwrap();
+    let rep = i1.replication.as_ref().unwrap();
+    assert_eq!(rep.sql_thread, ThreadState::No);
+    assert_eq!(rep.io_thread, ThreadState::Yes);
+    assert_eq!(rep.seconds_behind, None);
+    assert!(c.problems_of(&r1).iter().any(|p| p.kind == ProblemKind::ReplicationStopped));
+    assert_eq!(c.member(&r2).unwrap().depth, Some(2));
+    assert_eq!(c.member(&r2).unwrap().source.as_ref(), Some(&r1));
+    assert!(c.has_member(&r3), "stopped replica found through remembered membership");
+    assert!(c.problems_of(&r3).iter().any(|p| p.kind == ProblemKind::ReplicationStopped));
+
+    // A writable replica is a second writable instance.
+    exec(&conn, &r3, "SET GLOBAL read_only = OFF").await;
+    let c = discovery::discover(&conn, &cfg, &[r3.clone()]).await.unwrap();
+    assert!(c.problems_of(&r3).iter().any(|p| p.kind == ProblemKind::SecondWritable));
+
+    // An errant transaction on a replica.
+    exec(&conn, &r3, "INSERT INTO app.writes (id) VALUES (999999)").await;
+    let c = discovery::discover(&conn, &cfg, &[m.clone()]).await.unwrap();
+    assert!(c.problems_of(&r3).iter().any(|p| p.kind == ProblemKind::ErrantGtid), "{:?}", c.problems);
+
+    // Killing a replica: reported unreachable, not fatal.
+    let pid = t.sandbox.instance(r1.port).unwrap().pid;
+    baton::sandbox::send_signal(pid, libc::SIGKILL);
+    baton::sandbox::wait_exit(pid, std::time::Duration::from_secs(10)).await;
+    conn.forget(&r1);
+    let c = discovery::discover_hint(&conn, &cfg, &store, &m.to_string()).await.unwrap();
+    assert!(c.problems_of(&r1).iter().any(|p| p.kind == ProblemKind::Unreachable), "{:?}", c.problems);
+    conn.close().await;
+}
+
+#[test]
+fn cli_bad_input_gives_one_clear_line() {
+    let t = shared();
+    let dir = t.sandbox.dir.join(format!("cli-{}", uuid::Uuid::new_v4().simple()));
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(baton_bin());
+        cmd.args(args).env("BATON_DATA_DIR", &dir).env_remove("BATON_CONFIG").current_dir(&t.sandbox.dir);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let master = t.master().to_string();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (vec!["topology", "foo"], vec![], "'foo' is neither host:port nor a known cluster alias"),
+        (vec!["topology", "host:notaport"], vec![], "'notaport' is not a port number"),
+        (vec!["topology", "nosuchalias"], vec![], "nosuchalias"),
+        (vec!["topology", "127.0.0.1:1"], vec![], "127.0.0.1:1: cannot connect"),
+        (vec!["topology", master.as_str()], vec![("BATON_TOPOLOGY_PASSWORD", "wrong")], "Access denied"),
+    ];
+    for (args, env, expect) in cases {
+        let (code, _out, err) = run(&args, &env);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line, got: {err}");
+    }
+    let (code, out, err) = run(&["topology", &master, "--json"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["master"], master.as_str());
+    assert_eq!(v["members"].as_array().unwrap().len(), 4);
+    let (code, out, _) = run(&["topology", &t.sandbox.alias], &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&format!("+ {}", t.replicas()[0])), "{out}");
+}
