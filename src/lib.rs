@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod config;
 pub mod discovery;
+pub mod engine;
 pub mod mysql;
 pub mod sandbox;
 pub mod store;

@@ -1,7 +1,10 @@
 //! The `baton` command line: parses arguments, loads the configuration, calls the library and
 //! prints. The only place that writes to stdout.
 
+mod admin;
+mod bench;
 mod sandbox;
+mod takeover;
 mod topology;
 
 use std::path::PathBuf;
@@ -31,6 +34,21 @@ pub enum Command {
     Sandbox(sandbox::SandboxCmd),
     /// Show the live topology of a cluster.
     Topology(topology::TopologyArgs),
+    /// Move the master role to a replica, gracefully.
+    Takeover(takeover::TakeoverArgs),
+    /// Show the takeover history.
+    Audit(admin::AuditArgs),
+    /// Set, clear or list promotion rules.
+    #[command(subcommand, name = "promotion-rule")]
+    PromotionRule(admin::RuleCmd),
+    /// Begin, end or list downtime.
+    #[command(subcommand)]
+    Downtime(admin::DowntimeCmd),
+    /// Benchmarks (not tests): sandbox start, discovery, takeovers under a writer.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+    /// Start a 1+3 sandbox, show it, take it over, show it again.
+    Demo(bench::DemoArgs),
 }
 
 /// A failure the CLI reports as one line on stderr and exit status 1.
@@ -65,5 +83,11 @@ async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
         Command::Topology(args) => topology::run(&load()?, args).await,
+        Command::Takeover(args) => takeover::run(&load()?, args).await,
+        Command::Audit(args) => admin::audit(&load()?, args),
+        Command::PromotionRule(cmd) => admin::rule(&load()?, cmd),
+        Command::Downtime(cmd) => admin::downtime(&load()?, cmd),
+        Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Demo(args) => bench::demo(args).await,
     }
 }

@@ -8,6 +8,7 @@ pub mod dialect;
 pub mod ops;
 
 pub mod probe;
+pub mod workload;
 
 pub use conn::{Connector, RowMap};
 pub use dialect::{Dialect, SourcePosition, SourceSpec, Statement};

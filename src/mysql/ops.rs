@@ -65,6 +65,18 @@ pub async fn own_position(conn: &Connector, key: &InstanceKey) -> Result<OwnPosi
     Ok(OwnPosition { gtid: gtid.replace('\n', ""), coordinates })
 }
 
+/// What a replica has executed of its source's transactions: MariaDB `@@gtid_slave_pos`, MySQL
+/// `@@gtid_executed`.
+pub async fn own_position_as_replica(conn: &Connector, key: &InstanceKey) -> Result<String, SqlError> {
+    let d = conn.dialect(key).await?;
+    let sql = match d.flavor() {
+        crate::topology::Flavor::MariaDb => "SELECT @@gtid_slave_pos AS gtid",
+        crate::topology::Flavor::MySql => "SELECT @@gtid_executed AS gtid",
+    };
+    let rows = conn.query(key, sql).await?;
+    Ok(rows.first().map(|r| r.string(&["gtid"])).unwrap_or_default().replace('\n', ""))
+}
+
 /// Waits (in the server) until `key` has executed the GTID position/set `gtid`.
 pub async fn wait_for_gtid(
     conn: &Connector,

@@ -1,0 +1,128 @@
+//! Audit history, promotion rules and downtime.
+
+use clap::{Args, Subcommand};
+
+use super::CliResult;
+use crate::config::Config;
+use crate::store::{now_unix, Downtime, PromotionRule, RuleEntry, SqliteStore, Store};
+use crate::topology::InstanceKey;
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// One takeover in full.
+    pub id: Option<String>,
+    #[arg(long)]
+    pub cluster: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn audit(cfg: &Config, args: AuditArgs) -> CliResult {
+    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    if let Some(id) = args.id {
+        let e = store.takeover(&id)?.ok_or_else(|| format!("no takeover with id '{id}'"))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&e.record)?);
+        } else {
+            let r: crate::engine::TakeoverReport = serde_json::from_value(e.record)?;
+            print!("{}", super::takeover::timeline(&r));
+            for p in &r.phases {
+                for op in &p.ops {
+                    for s in &op.statements {
+                        println!("  {:<20} {} {}", p.name.name(), op.instance, s);
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
+    let list = store.takeovers(args.cluster.as_deref(), args.limit)?;
+    if args.json {
+        let v: Vec<&serde_json::Value> = list.iter().map(|e| &e.record).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for e in list {
+        let r = &e.record;
+        println!(
+            "{}  {}  {:<21} {} -> {}  unavailable {} ms",
+            e.id,
+            e.cluster,
+            e.status,
+            r["old_master"].as_str().unwrap_or("-"),
+            r["new_master"].as_str().unwrap_or("-"),
+            r["write_unavailable_ms"].as_f64().map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()),
+        );
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum RuleCmd {
+    /// Set a rule: prefer, neutral, prefer_not, must_not.
+    Set {
+        instance: InstanceKey,
+        rule: PromotionRule,
+        /// Expire after this many seconds.
+        #[arg(long)]
+        duration_s: Option<i64>,
+    },
+    Clear { instance: InstanceKey },
+    List,
+}
+
+pub fn rule(cfg: &Config, cmd: RuleCmd) -> CliResult {
+    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    match cmd {
+        RuleCmd::Set { instance, rule, duration_s } => {
+            store.set_promotion_rule(&RuleEntry { instance, rule, until: duration_s.map(|d| now_unix() + d) })?
+        }
+        RuleCmd::Clear { instance } => store.clear_promotion_rule(&instance)?,
+        RuleCmd::List => {
+            for r in store.promotion_rules()? {
+                println!("{}  {}  {}", r.instance, r.rule, r.until.map(|u| format!("until {u}")).unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum DowntimeCmd {
+    Begin {
+        instance: InstanceKey,
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value_t = 3600)]
+        duration_s: i64,
+    },
+    End { instance: InstanceKey },
+    List,
+}
+
+pub fn downtime(cfg: &Config, cmd: DowntimeCmd) -> CliResult {
+    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    match cmd {
+        DowntimeCmd::Begin { instance, owner, reason, duration_s } => {
+            if duration_s <= 0 {
+                return Err("--duration-s must be positive".into());
+            }
+            store.begin_downtime(&Downtime { instance, owner, reason, until: now_unix() + duration_s })?
+        }
+        DowntimeCmd::End { instance } => {
+            if !store.end_downtime(&instance)? {
+                return Err(format!("{instance} was not downtimed").into());
+            }
+        }
+        DowntimeCmd::List => {
+            for d in store.downtimes()? {
+                println!("{}  owner {}  until {}  {}", d.instance, d.owner, d.until, d.reason);
+            }
+        }
+    }
+    Ok(())
+}

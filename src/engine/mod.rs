@@ -1,0 +1,760 @@
+//! The graceful takeover: a fixed sequence of named phases over one `Run` that carries the
+//! context, records every phase (timings, checks, SQL) in a report that is saved to the store after
+//! each phase, and undoes its changes when a phase before promotion fails.
+//!
+//! ```text
+//! resolve -> check_master -> choose_designated -> check_designated -> pre_takeover_hooks
+//!    (nothing has changed up to here: a failure is a refusal)
+//! -> relocate_siblings -> pre_fence_hooks -> fence -> catch_up -> promote
+//!    (a failure here rolls back: old master writable, siblings back, designated replicating)
+//! -> post_promote_hooks -> repoint_old_master -> post_takeover_hooks
+//!    (a failure here is recorded: the promotion stands, status promoted_with_errors)
+//! ```
+//!
+//! Architecture invariant: the engine never builds SQL (it calls `mysql::ops`) and never sleeps in a
+//! polling loop: waiting for the replica to catch up is done by the server.
+
+pub mod hooks;
+pub mod plan;
+pub mod report;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::discovery::{self, DiscoveryError};
+use crate::mysql::ops::{self, OpRecord, OwnPosition};
+use crate::mysql::{Connector, SourcePosition, SourceSpec, SqlError};
+use crate::store::{Store, StoreError};
+use crate::topology::{Cluster, Flavor, GtidMode, InstanceKey};
+
+pub use hooks::{HookContext, Hooks, NoHooks};
+pub use plan::{Check, PlanInputs};
+pub use report::{Outcome, Phase, PhaseEvent, PhaseRecord, Status, TakeoverReport};
+
+/// What the caller asks for.
+#[derive(Debug, Clone, Default)]
+pub struct TakeoverRequest {
+    /// Alias, cluster name, or `host:port` of any member.
+    pub cluster_hint: String,
+    pub designated: Option<InstanceKey>,
+    /// Let the candidate policy choose among several replicas, and start replication on the
+    /// demoted master.
+    pub auto: bool,
+    /// Start replication on the demoted master even without `auto`.
+    pub start_replication: bool,
+    /// Compare-and-set: refuse unless this is the current master.
+    pub expected_master: Option<InstanceKey>,
+}
+
+/// Why a phase stopped the takeover. Names the phase, and the instance where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeoverError {
+    #[error("{phase}: {source}")]
+    Sql { phase: Phase, source: SqlError },
+    #[error("{phase}: {source}")]
+    Discovery { phase: Phase, source: DiscoveryError },
+    #[error("{phase}: {source}")]
+    Store { phase: Phase, source: StoreError },
+    #[error("{phase}: refused by check {check}{}: {message}", instance.as_ref().map(|i| format!(" on {i}")).unwrap_or_default())]
+    Refused { phase: Phase, check: String, instance: Option<InstanceKey>, message: String },
+    #[error("{phase}: a takeover of cluster {cluster} is already running (id {holder})")]
+    Busy { phase: Phase, cluster: String, holder: String },
+    #[error("{phase}: vetoed by hook: {reason}")]
+    Vetoed { phase: Phase, reason: String },
+    #[error("{phase}: hook failed: {reason}")]
+    HookFailed { phase: Phase, reason: String },
+}
+
+impl TakeoverError {
+    fn refused(phase: Phase, check: &str, instance: Option<&InstanceKey>, message: impl Into<String>) -> Self {
+        TakeoverError::Refused { phase, check: check.into(), instance: instance.cloned(), message: message.into() }
+    }
+}
+
+/// Receives phase events as they happen.
+pub type EventSink = Arc<dyn Fn(&PhaseEvent) + Send + Sync>;
+
+/// Runs takeovers. Cheap to clone; shareable between tasks.
+#[derive(Clone)]
+pub struct Engine {
+    pub cfg: Arc<Config>,
+    pub connector: Arc<Connector>,
+    pub store: Arc<dyn Store>,
+    pub hooks: Arc<dyn Hooks>,
+}
+
+impl Engine {
+    pub fn new(cfg: Arc<Config>, connector: Arc<Connector>, store: Arc<dyn Store>, hooks: Arc<dyn Hooks>) -> Engine {
+        Engine { cfg, connector, store, hooks }
+    }
+
+    /// Runs one takeover to its end and returns its report (also saved in the store).
+    pub async fn takeover(&self, req: TakeoverRequest, events: Option<EventSink>) -> TakeoverReport {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let span = info_span!("takeover", id = %id, hint = %req.cluster_hint);
+        let run = Run::new(self.clone(), id, req, events);
+        run.execute().instrument(span).await
+    }
+}
+
+/// Plan inputs read from the store (rules and downtime in force) and the config.
+fn plan_inputs(cfg: &Config, store: &dyn Store) -> Result<PlanInputs, StoreError> {
+    Ok(PlanInputs {
+        rules: store.promotion_rules()?.into_iter().map(|r| (r.instance, r.rule)).collect(),
+        downtimes: store.downtimes()?.into_iter().map(|d| (d.instance.clone(), d)).collect(),
+        ignore_hostname_filters: cfg.takeover.promotion_ignore_hostname_filters.clone(),
+        reasonable_lag_s: cfg.takeover.reasonable_lag_s,
+    })
+}
+
+/// One takeover in progress: the context that travels through the phases.
+struct Run {
+    engine: Engine,
+    req: TakeoverRequest,
+    events: Option<EventSink>,
+    report: TakeoverReport,
+    started: Instant,
+    // What the phases learned and did, for the next phases and for rollback.
+    cluster: Option<Cluster>,
+    inputs: PlanInputs,
+    lock: Option<String>,
+    master: Option<InstanceKey>,
+    designated: Option<InstanceKey>,
+    started_designated_replication: bool,
+    moved: Vec<InstanceKey>,
+    fenced_at: Option<Instant>,
+    fenced_position: Option<OwnPosition>,
+    designated_reset: bool,
+    promoted: bool,
+    // Filled by the running phase.
+    ops: Vec<OpRecord>,
+    checks: Vec<Check>,
+    detail: String,
+}
+
+type PhaseResult = Result<(), TakeoverError>;
+
+impl Run {
+    fn new(engine: Engine, id: String, req: TakeoverRequest, events: Option<EventSink>) -> Run {
+        let command = if req.auto { "graceful-master-takeover-auto" } else { "graceful-master-takeover" };
+        let report = TakeoverReport {
+            id,
+            command: command.into(),
+            status: Status::Running,
+            cluster: req.cluster_hint.clone(),
+            alias: None,
+            old_master: None,
+            new_master: None,
+            choice: None,
+            started_at: (crate::store::now_unix() * 1000)
+                + (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_millis() as i64).unwrap_or(0)),
+            total_ms: 0.0,
+            write_unavailable_ms: None,
+            old_master_repointed: false,
+            siblings_moved: Vec::new(),
+            phases: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        Run {
+            engine,
+            req,
+            events,
+            report,
+            started: Instant::now(),
+            cluster: None,
+            inputs: PlanInputs::default(),
+            lock: None,
+            master: None,
+            designated: None,
+            started_designated_replication: false,
+            moved: Vec::new(),
+            fenced_at: None,
+            fenced_position: None,
+            designated_reset: false,
+            promoted: false,
+            ops: Vec::new(),
+            checks: Vec::new(),
+            detail: String::new(),
+        }
+    }
+
+    fn conn(&self) -> &Connector {
+        &self.engine.connector
+    }
+
+    fn cfg(&self) -> &Config {
+        &self.engine.cfg
+    }
+
+    async fn execute(mut self) -> TakeoverReport {
+        use Phase::*;
+        // Nothing changes in these phases: a failure is a refusal.
+        for p in [Resolve, CheckMaster, ChooseDesignated, CheckDesignated, PreTakeoverHooks] {
+            if let Err(e) = self.step(p).await {
+                self.report.errors.push(e.to_string());
+                let undo = self.undo_preparation().await;
+                self.report.status = if undo { Status::Refused } else { Status::Failed };
+                return self.finish().await;
+            }
+        }
+        // Changes begin. Until the new master is writable, a failure rolls everything back.
+        for p in [RelocateSiblings, PreFenceHooks, Fence, CatchUp, Promote] {
+            if let Err(e) = self.step(p).await {
+                self.report.errors.push(e.to_string());
+                let rolled_back = self.rollback().await;
+                self.report.status = if rolled_back { Status::RolledBack } else { Status::Failed };
+                return self.finish().await;
+            }
+        }
+        // Promoted. What follows is recorded, never undone.
+        for p in [PostPromoteHooks, RepointOldMaster, PostTakeoverHooks] {
+            if let Err(e) = self.step(p).await {
+                error!(error = %e, "after promotion");
+                self.report.errors.push(e.to_string());
+            }
+        }
+        self.report.status = if self.report.errors.is_empty() { Status::Promoted } else { Status::PromotedWithErrors };
+        self.finish().await
+    }
+
+    /// Runs one phase, timing it and recording it in the report and the journal.
+    async fn step(&mut self, phase: Phase) -> PhaseResult {
+        let span = info_span!("phase", name = phase.name());
+        self.emit(PhaseEvent::Started { id: self.report.id.clone(), phase });
+        let start = Instant::now();
+        let result = async {
+            match phase {
+                Phase::Resolve => self.resolve().await,
+                Phase::CheckMaster => self.check_master(),
+                Phase::ChooseDesignated => self.choose_designated(),
+                Phase::CheckDesignated => self.check_designated().await,
+                Phase::PreTakeoverHooks | Phase::PreFenceHooks => self.hooks(phase, true).await,
+                Phase::RelocateSiblings => self.relocate_siblings().await,
+                Phase::Fence => self.fence().await,
+                Phase::CatchUp => self.catch_up().await,
+                Phase::Promote => self.promote().await,
+                Phase::PostPromoteHooks | Phase::PostTakeoverHooks => self.hooks(phase, false).await,
+                Phase::RepointOldMaster => self.repoint_old_master().await,
+                Phase::Rollback => unreachable!("rollback is not a step"),
+            }
+        }
+        .instrument(span)
+        .await;
+        let outcome = match &result {
+            Ok(()) => Outcome::Ok,
+            Err(TakeoverError::Refused { .. } | TakeoverError::Vetoed { .. } | TakeoverError::Busy { .. }) => Outcome::Refused,
+            Err(_) => Outcome::Failed,
+        };
+        let mut detail = std::mem::take(&mut self.detail);
+        if let Err(e) = &result {
+            detail = if detail.is_empty() { e.to_string() } else { format!("{detail}; {e}") };
+        }
+        self.record(phase, start, outcome, detail);
+        result
+    }
+
+    fn record(&mut self, phase: Phase, start: Instant, outcome: Outcome, detail: String) {
+        let rec = PhaseRecord {
+            name: phase,
+            start_ms: (start - self.started).as_secs_f64() * 1000.0,
+            duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+            outcome,
+            detail,
+            checks: std::mem::take(&mut self.checks),
+            ops: std::mem::take(&mut self.ops),
+        };
+        info!(phase = phase.name(), ms = rec.duration_ms, outcome = ?outcome, "{}", rec.detail);
+        self.emit(PhaseEvent::Finished { id: self.report.id.clone(), record: rec.clone() });
+        self.report.phases.push(rec);
+        self.journal();
+    }
+
+    fn emit(&self, ev: PhaseEvent) {
+        if let Some(sink) = &self.events {
+            sink(&ev);
+        }
+    }
+
+    /// Saves the report as it stands: the journal of a running takeover, the audit of a finished one.
+    fn journal(&mut self) {
+        self.report.total_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let entry = crate::store::AuditEntry {
+            id: self.report.id.clone(),
+            cluster: self.report.cluster.clone(),
+            status: self.report.status.as_str().into(),
+            started_at: self.report.started_at,
+            record: serde_json::to_value(&self.report).expect("report serializes"),
+        };
+        if let Err(e) = self.engine.store.save_takeover(&entry) {
+            warn!(error = %e, "cannot save the takeover journal");
+            if !self.report.warnings.iter().any(|w| w.starts_with("journal:")) {
+                self.report.warnings.push(format!("journal: {e}"));
+            }
+        }
+    }
+
+    async fn finish(mut self) -> TakeoverReport {
+        if let Some(lock) = self.lock.take() {
+            if let Err(e) = self.engine.store.unlock_cluster(&lock, &self.report.id) {
+                self.report.warnings.push(format!("releasing the cluster lock: {e}"));
+            }
+        }
+        if self.report.status != Status::Promoted && self.report.status != Status::Refused {
+            let ctx = self.hook_context(self.report.errors.first().cloned());
+            if let Err(e) = self.engine.hooks.run(Phase::Rollback, &ctx).await {
+                self.report.warnings.push(format!("on_failure hook: {e}"));
+            }
+        }
+        self.journal();
+        // Remember the cluster under its new name so that its alias keeps resolving.
+        if self.promoted {
+            if let Ok(c) = discovery::discover(self.conn(), self.cfg(), &[self.designated.clone().expect("promoted")]).await {
+                let _ = discovery::remember(self.engine.store.as_ref(), &c);
+            }
+        }
+        info!(status = self.report.status.as_str(), ms = self.report.total_ms, "takeover finished");
+        self.report
+    }
+
+    fn hook_context(&self, error: Option<String>) -> HookContext {
+        let replicas = self
+            .cluster
+            .as_ref()
+            .map(|c| c.members.iter().filter(|m| m.depth.unwrap_or(0) > 0).map(|m| m.key.to_string()).collect())
+            .unwrap_or_default();
+        let lost = self
+            .cluster
+            .as_ref()
+            .map(|c| c.members.iter().filter(|m| !m.reachable()).map(|m| m.key.to_string()).collect())
+            .unwrap_or_default();
+        HookContext {
+            takeover_id: self.report.id.clone(),
+            command: self.report.command.clone(),
+            cluster: self.report.cluster.clone(),
+            alias: self.report.alias.clone(),
+            old_master: self.report.old_master.clone(),
+            successor: self.designated.as_ref().map(|k| k.to_string()),
+            replicas,
+            lost_replicas: lost,
+            phase_timings: self.report.phases.iter().map(|p| (p.name.name().to_string(), p.duration_ms)).collect(),
+            dry_run: false,
+            error,
+        }
+    }
+
+    // ---- phases that change nothing ----------------------------------------------------------
+
+    /// A fresh live snapshot of the cluster named by the hint, and the cluster's takeover lock.
+    async fn resolve(&mut self) -> PhaseResult {
+        let phase = Phase::Resolve;
+        let store = self.engine.store.clone();
+        let cluster = discovery::discover_hint(self.conn(), self.cfg(), store.as_ref(), &self.req.cluster_hint)
+            .await
+            .map_err(|source| TakeoverError::Discovery { phase, source })?;
+        self.inputs = plan_inputs(self.cfg(), store.as_ref()).map_err(|source| TakeoverError::Store { phase, source })?;
+        self.report.cluster = cluster.name.clone();
+        self.report.alias = cluster.alias.clone();
+        // One takeover per cluster: the lock is named after the alias when there is one (stable
+        // across takeovers), else after the cluster's name.
+        let lock = cluster.alias.clone().unwrap_or_else(|| cluster.name.clone());
+        if let Some(holder) = store.lock_cluster(&lock, &self.report.id).map_err(|source| TakeoverError::Store { phase, source })? {
+            return Err(TakeoverError::Busy { phase, cluster: lock, holder });
+        }
+        self.lock = Some(lock);
+        self.detail = format!("{} members, {} problems", cluster.members.len(), cluster.problems.len());
+        self.cluster = Some(cluster);
+        Ok(())
+    }
+
+    fn check_master(&mut self) -> PhaseResult {
+        let phase = Phase::CheckMaster;
+        let c = self.cluster.as_ref().expect("resolved");
+        let writable = c.writable_members();
+        let Some(master) = c.master.clone() else {
+            let names: Vec<String> = c.problems.iter().filter(|p| matches!(p.kind, crate::topology::ProblemKind::MultipleMasters | crate::topology::ProblemKind::CoMaster | crate::topology::ProblemKind::NoMaster)).map(|p| p.message.clone()).collect();
+            return Err(TakeoverError::refused(phase, "one_master", None, format!("cannot tell the master: {}", names.join("; "))));
+        };
+        let mi = c.instance(&master).ok_or_else(|| {
+            TakeoverError::refused(phase, "master_reachable", Some(&master), "the master is unreachable (a graceful takeover needs it; this is a failover)")
+        })?;
+        if writable.len() > 1 {
+            let names: Vec<String> = writable.iter().map(|k| k.to_string()).collect();
+            return Err(TakeoverError::refused(phase, "one_writable", None, format!("several writable instances: {}", names.join(", "))));
+        }
+        if mi.read_only {
+            return Err(TakeoverError::refused(phase, "master_writable", Some(&master), "the master is read-only already"));
+        }
+        if let Some(expected) = &self.req.expected_master {
+            if *expected != master {
+                return Err(TakeoverError::refused(phase, "expected_master", Some(&master), format!("the master is {master}, not the expected {expected}")));
+            }
+        }
+        let replicas = c.replicas_of(&master);
+        if replicas.is_empty() {
+            return Err(TakeoverError::refused(phase, "has_replicas", Some(&master), "the master has no replicas"));
+        }
+        // Every direct replica must be reachable, or downtimed (then it is left behind).
+        for r in &replicas {
+            if !r.reachable() && !self.inputs.downtimed(&r.key) {
+                return Err(TakeoverError::refused(
+                    phase,
+                    "replicas_reachable",
+                    Some(&r.key),
+                    format!("replica unreachable ({}); downtime it to take over without it", r.error.as_deref().unwrap_or("?")),
+                ));
+            }
+        }
+        self.report.old_master = Some(master.to_string());
+        self.detail = format!("master {master}, {} direct replicas", replicas.len());
+        self.master = Some(master);
+        Ok(())
+    }
+
+    fn choose_designated(&mut self) -> PhaseResult {
+        let phase = Phase::ChooseDesignated;
+        let c = self.cluster.as_ref().expect("resolved");
+        let master = self.master.clone().expect("checked");
+        let replicas: Vec<InstanceKey> = c.replicas_of(&master).iter().map(|m| m.key.clone()).collect();
+        let (designated, why) = match &self.req.designated {
+            Some(d) => {
+                if !replicas.contains(d) {
+                    return Err(TakeoverError::refused(
+                        phase,
+                        "designated_is_direct_replica",
+                        Some(d),
+                        format!("not a direct replica of the master {master} (direct replicas: {})", keys(&replicas)),
+                    ));
+                }
+                (d.clone(), "designated by the request".to_string())
+            }
+            None if replicas.len() == 1 => (replicas[0].clone(), "the master's only replica".to_string()),
+            None if !self.req.auto => {
+                return Err(TakeoverError::refused(
+                    phase,
+                    "designated_given",
+                    Some(&master),
+                    format!("the master has {} replicas ({}): name one, or ask for auto", replicas.len(), keys(&replicas)),
+                ))
+            }
+            None => plan::choose_candidate(c, &master, &self.inputs)
+                .map_err(|why| TakeoverError::refused(phase, "candidate", Some(&master), why))?,
+        };
+        self.report.choice = Some(why.clone());
+        self.detail = why;
+        self.designated = Some(designated);
+        Ok(())
+    }
+
+    async fn check_designated(&mut self) -> PhaseResult {
+        let phase = Phase::CheckDesignated;
+        let master = self.master.clone().expect("checked");
+        let d = self.designated.clone().expect("chosen");
+        // A designated replica whose replication was simply stopped (both threads, no error: a
+        // demoted master repointed without starting replication) is started and caught up first.
+        let stopped_cleanly = self.cluster.as_ref().and_then(|c| c.instance(&d)).and_then(|i| i.replication.as_ref()).is_some_and(|r| {
+            r.source == master && !r.io_thread.running() && !r.sql_thread.running() && !r.broken()
+        });
+        if stopped_cleanly {
+            self.ops.push(ops::start_replication(self.conn(), &d).await.map_err(|source| TakeoverError::Sql { phase, source })?);
+            self.started_designated_replication = true;
+            let pos = ops::own_position(self.conn(), &master).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+            let dialect = self.conn().dialect(&d).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+            let limit = Duration::from_millis(self.cfg().takeover.catchup_timeout_ms);
+            self.ops.push(ops::wait_for_gtid(self.conn(), dialect.as_ref(), &d, &pos.gtid, limit).await.map_err(|source| TakeoverError::Sql { phase, source })?);
+            // Re-read the cluster so that the checks see it running.
+            let seeds = vec![master.clone()];
+            let c = discovery::discover(self.conn(), self.cfg(), &seeds).await.map_err(|source| TakeoverError::Discovery { phase, source })?;
+            self.cluster = Some(c);
+            self.detail = format!("started replication on {d} (it was stopped) and waited for it to catch up; ");
+        }
+        let c = self.cluster.as_ref().expect("resolved");
+        let checks = plan::check_designated(c, &master, &d, &self.inputs);
+        let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+        let result = match failed.first() {
+            Some(first) => Err(TakeoverError::refused(phase, &first.name, Some(&d), failed.iter().map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; "))),
+            None => Ok(()),
+        };
+        self.detail.push_str(&format!("{} checks on {d}", checks.len()));
+        self.checks = checks;
+        result
+    }
+
+    async fn hooks(&mut self, phase: Phase, may_veto: bool) -> PhaseResult {
+        let ctx = self.hook_context(None);
+        let names = self.engine.hooks.describe(phase);
+        self.detail = if names.is_empty() { "no hooks".into() } else { names.join(", ") };
+        match self.engine.hooks.run(phase, &ctx).await {
+            Ok(()) => Ok(()),
+            Err(reason) if may_veto => Err(TakeoverError::Vetoed { phase, reason }),
+            Err(reason) => Err(TakeoverError::HookFailed { phase, reason }),
+        }
+    }
+
+    /// Undoes what the check phases did (starting the designated's replication) after a refusal.
+    async fn undo_preparation(&mut self) -> bool {
+        if !self.started_designated_replication {
+            return true;
+        }
+        let d = self.designated.clone().expect("chosen");
+        let start = Instant::now();
+        let r = ops::stop_replication(self.conn(), &d).await;
+        let ok = r.is_ok();
+        let detail = match r {
+            Ok(op) => {
+                self.ops.push(op);
+                format!("stopped replication on {d} again")
+            }
+            Err(e) => {
+                self.report.errors.push(format!("rollback: {e}"));
+                format!("could not stop replication on {d} again: {e}")
+            }
+        };
+        self.record(Phase::Rollback, start, if ok { Outcome::Ok } else { Outcome::Failed }, detail);
+        ok
+    }
+
+    // ---- phases that change the topology ------------------------------------------------------
+
+    fn replication_spec(&self, to: &InstanceKey, position: SourcePosition, tls: bool) -> SourceSpec {
+        let r = &self.cfg().replication;
+        SourceSpec {
+            host: to.host.clone(),
+            port: to.port,
+            user: r.user.clone(),
+            password: r.password.expose().to_string(),
+            position,
+            tls: tls || r.tls,
+        }
+    }
+
+    /// The position mode an ordinary replica uses on a new source.
+    fn replica_position(&self, key: &InstanceKey) -> SourcePosition {
+        let i = self.cluster.as_ref().and_then(|c| c.instance(key));
+        match i.map(|i| (i.flavor, i.replication.as_ref().map(|r| r.gtid_mode))) {
+            Some((Flavor::MySql, _)) => SourcePosition::AutoPosition,
+            _ => SourcePosition::GtidSlavePos,
+        }
+    }
+
+    fn uses_tls(&self, key: &InstanceKey) -> bool {
+        self.cluster.as_ref().and_then(|c| c.instance(key)).and_then(|i| i.replication.as_ref()).is_some_and(|r| r.ssl)
+    }
+
+    /// Moves the designated replica's siblings below it while the master is still writable.
+    /// Each sibling is stopped, the designated waits (in the server) until it has executed what
+    /// the sibling had, and the sibling is pointed at the designated with GTID.
+    async fn relocate_siblings(&mut self) -> PhaseResult {
+        let phase = Phase::RelocateSiblings;
+        let master = self.master.clone().expect("checked");
+        let d = self.designated.clone().expect("chosen");
+        let c = self.cluster.as_ref().expect("resolved");
+        let siblings: Vec<InstanceKey> = c.replicas_of(&master).iter().map(|m| m.key.clone()).filter(|k| *k != d).collect();
+        if siblings.is_empty() {
+            self.detail = "no siblings".into();
+            return Ok(());
+        }
+        let mut to_move = Vec::new();
+        for s in siblings {
+            if c.instance(&s).is_none() {
+                // Unreachable and downtimed (check_master refused the others): left behind.
+                let w = format!("{s} is downtimed and unreachable: left behind, not relocated");
+                warn!("{w}");
+                self.report.warnings.push(w);
+            } else {
+                to_move.push(s);
+            }
+        }
+        let dialect = self.conn().dialect(&d).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+        let limit = Duration::from_millis(self.cfg().takeover.catchup_timeout_ms);
+        let moves = to_move.iter().map(|s| {
+            let spec = self.replication_spec(&d, self.replica_position(s), self.uses_tls(s));
+            let (conn, dialect, d) = (self.conn(), &dialect, &d);
+            async move {
+                let mut done = vec![ops::stop_replication(conn, s).await?];
+                let pos = ops::own_position_as_replica(conn, s).await?;
+                if !pos.is_empty() {
+                    done.push(ops::wait_for_gtid(conn, dialect.as_ref(), d, &pos, limit).await?);
+                }
+                done.push(ops::repoint(conn, s, &spec, true).await?);
+                Ok::<_, SqlError>(done)
+            }
+        });
+        let results = futures::future::join_all(moves).await;
+        let mut first_err = None;
+        for (s, r) in to_move.iter().zip(results) {
+            match r {
+                Ok(done) => {
+                    self.ops.extend(done);
+                    self.moved.push(s.clone());
+                    self.report.siblings_moved.push(s.to_string());
+                }
+                Err(e) => {
+                    // It may have been stopped before failing: move it back with the others.
+                    self.moved.push(s.clone());
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.detail = format!("moved below {d}: {}", keys(&self.moved));
+        match first_err {
+            Some(source) => Err(TakeoverError::Sql { phase, source }),
+            None => Ok(()),
+        }
+    }
+
+    /// read_only on the master, with a bounded lock wait; optionally kill client connections.
+    async fn fence(&mut self) -> PhaseResult {
+        let phase = Phase::Fence;
+        let master = self.master.clone().expect("checked");
+        let lock_wait = self.cfg().takeover.fence_lock_wait_s;
+        self.fenced_at = Some(Instant::now());
+        let op = ops::set_read_only(self.conn(), &master, true, lock_wait).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+        self.ops.push(op);
+        if let Some(grace) = self.cfg().takeover.kill_connections_after_ms {
+            tokio::time::sleep(Duration::from_millis(grace)).await;
+            let user = self.cfg().topology.user.clone();
+            let op = ops::kill_client_connections(self.conn(), &master, &user).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+            self.detail = format!("killed {} client connections; ", op.statements.len().saturating_sub(1));
+            self.ops.push(op);
+        }
+        self.detail.push_str(&format!("{master} is read-only"));
+        Ok(())
+    }
+
+    /// Reads the fenced master's final position and waits, in the designated replica's server,
+    /// until it has executed it.
+    async fn catch_up(&mut self) -> PhaseResult {
+        let phase = Phase::CatchUp;
+        let master = self.master.clone().expect("checked");
+        let d = self.designated.clone().expect("chosen");
+        let sql = |source| TakeoverError::Sql { phase, source };
+        let pos = ops::own_position(self.conn(), &master).await.map_err(sql)?;
+        let dialect = self.conn().dialect(&d).await.map_err(sql)?;
+        let limit = Duration::from_millis(self.cfg().takeover.catchup_timeout_ms);
+        let gtid = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.instance(&d))
+            .and_then(|i| i.replication.as_ref())
+            .is_some_and(|r| r.gtid_mode != GtidMode::No);
+        let op = if gtid || pos.coordinates.is_none() {
+            ops::wait_for_gtid(self.conn(), dialect.as_ref(), &d, &pos.gtid, limit).await
+        } else {
+            ops::wait_for_coordinates(self.conn(), dialect.as_ref(), &d, pos.coordinates.as_ref().expect("checked"), limit).await
+        }
+        .map_err(sql)?;
+        self.ops.push(op);
+        self.detail = format!("{d} executed {}", if pos.gtid.is_empty() { "everything" } else { &pos.gtid });
+        self.fenced_position = Some(pos);
+        Ok(())
+    }
+
+    /// Replication off and forgotten on the designated replica, then read_only off.
+    async fn promote(&mut self) -> PhaseResult {
+        let phase = Phase::Promote;
+        let d = self.designated.clone().expect("chosen");
+        let sql = |source| TakeoverError::Sql { phase, source };
+        self.designated_reset = true; // from here on, rollback re-points it
+        self.ops.push(ops::reset_replication(self.conn(), &d).await.map_err(sql)?);
+        let lock_wait = self.cfg().takeover.fence_lock_wait_s;
+        self.ops.push(ops::set_read_only(self.conn(), &d, false, lock_wait).await.map_err(sql)?);
+        self.promoted = true;
+        let window = self.fenced_at.expect("fenced").elapsed().as_secs_f64() * 1000.0;
+        self.report.write_unavailable_ms = Some(window);
+        self.report.new_master = Some(d.to_string());
+        self.detail = format!("{d} is the master and writable; writes were unavailable for {window:.1} ms");
+        Ok(())
+    }
+
+    /// The old master replicates from the new one (stopped unless auto / start_replication), and
+    /// its position must not have moved while fenced.
+    async fn repoint_old_master(&mut self) -> PhaseResult {
+        let phase = Phase::RepointOldMaster;
+        let master = self.master.clone().expect("checked");
+        let d = self.designated.clone().expect("chosen");
+        let sql = |source| TakeoverError::Sql { phase, source };
+        let now = ops::own_position(self.conn(), &master).await.map_err(sql)?;
+        let fenced = self.fenced_position.clone().expect("caught up");
+        let moved = now.gtid != fenced.gtid;
+        let flavor = self.cluster.as_ref().and_then(|c| c.instance(&master)).map(|i| i.flavor);
+        let position = match flavor {
+            Some(Flavor::MySql) => SourcePosition::AutoPosition,
+            _ => SourcePosition::GtidCurrentPos, // its own writes are in gtid_binlog_pos, not gtid_slave_pos
+        };
+        let spec = self.replication_spec(&d, position, self.uses_tls(&d));
+        let start = self.req.auto || self.req.start_replication;
+        self.ops.push(ops::repoint(self.conn(), &master, &spec, start).await.map_err(sql)?);
+        self.report.old_master_repointed = true;
+        self.detail = format!("{master} replicates from {d}{}", if start { " (started)" } else { " (not started)" });
+        if moved {
+            let msg = format!(
+                "{master}: a write got through the fence: its position moved from {} to {} after read_only; \
+                 those transactions are not on {d}",
+                fenced.gtid, now.gtid
+            );
+            error!("{msg}");
+            return Err(TakeoverError::refused(phase, "fence_held", Some(&master), msg));
+        }
+        Ok(())
+    }
+
+    /// Undoes the changes of a failed takeover before promotion: old master writable first (writes
+    /// resume), then siblings and the designated replica back under it. True when all of it worked.
+    async fn rollback(&mut self) -> bool {
+        let start = Instant::now();
+        self.emit(PhaseEvent::Started { id: self.report.id.clone(), phase: Phase::Rollback });
+        let master = self.master.clone().expect("checked");
+        let mut failures = Vec::new();
+        let mut done = Vec::new();
+        if self.fenced_at.is_some() {
+            match ops::set_read_only(self.conn(), &master, false, self.cfg().takeover.fence_lock_wait_s).await {
+                Ok(op) => {
+                    self.ops.push(op);
+                    done.push(format!("{master} writable again"));
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        let mut back: Vec<InstanceKey> = self.moved.clone();
+        if self.designated_reset || self.started_designated_replication {
+            back.push(self.designated.clone().expect("chosen"));
+        }
+        let designated = self.designated.clone();
+        let moves = back.iter().map(|s| {
+            let spec = self.replication_spec(&master, self.replica_position(s), self.uses_tls(s));
+            // The designated replica goes back running only if it was running before.
+            let start = !(Some(s) == designated.as_ref() && self.started_designated_replication && !self.designated_reset);
+            let conn = self.conn();
+            async move { ops::repoint(conn, s, &spec, start).await }
+        });
+        for (s, r) in back.iter().zip(futures::future::join_all(moves).await) {
+            match r {
+                Ok(op) => {
+                    self.ops.push(op);
+                    done.push(format!("{s} replicates from {master} again"));
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        let ok = failures.is_empty();
+        let detail = if ok { done.join("; ") } else { format!("{}; FAILED: {}", done.join("; "), failures.join("; ")) };
+        for f in &failures {
+            self.report.errors.push(format!("rollback: {f}"));
+        }
+        self.record(Phase::Rollback, start, if ok { Outcome::Ok } else { Outcome::Failed }, detail);
+        ok
+    }
+}
+
+fn keys(list: &[InstanceKey]) -> String {
+    list.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Promotion-rule and downtime lookups keyed by instance, for callers outside the engine.
+pub fn current_inputs(cfg: &Config, store: &dyn Store) -> Result<PlanInputs, StoreError> {
+    plan_inputs(cfg, store)
+}

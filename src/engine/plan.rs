@@ -1,0 +1,294 @@
+//! Pure decisions of the takeover: which replica to promote, and whether the designated one may
+//! be promoted. No I/O: everything comes from the cluster snapshot and the stored rules.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Downtime, PromotionRule};
+use crate::topology::{Cluster, Instance, InstanceKey};
+
+/// What the decisions look at besides the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct PlanInputs {
+    pub rules: HashMap<InstanceKey, PromotionRule>,
+    pub downtimes: HashMap<InstanceKey, Downtime>,
+    pub ignore_hostname_filters: Vec<String>,
+    pub reasonable_lag_s: u64,
+}
+
+impl PlanInputs {
+    pub fn rule(&self, key: &InstanceKey) -> PromotionRule {
+        self.rules.get(key).copied().unwrap_or(PromotionRule::Neutral)
+    }
+    pub fn downtimed(&self, key: &InstanceKey) -> bool {
+        self.downtimes.contains_key(key)
+    }
+    fn filtered(&self, key: &InstanceKey) -> Option<&str> {
+        self.ignore_hostname_filters.iter().map(String::as_str).find(|f| !f.is_empty() && key.host.contains(f))
+    }
+}
+
+/// One check on the designated replica, with its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub instance: InstanceKey,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Why a replica cannot be a candidate at all; None when it can.
+pub fn exclusion(cluster: &Cluster, master: &InstanceKey, i: &Instance, inputs: &PlanInputs) -> Option<String> {
+    if inputs.rule(&i.key) == PromotionRule::MustNot {
+        return Some("promotion rule must_not".into());
+    }
+    if let Some(f) = inputs.filtered(&i.key) {
+        return Some(format!("host matches promotion_ignore_hostname_filters '{f}'"));
+    }
+    if inputs.downtimed(&i.key) {
+        return Some("downtimed".into());
+    }
+    if !i.can_be_master() {
+        return Some(format!("log_bin={} log_slave_updates={}: cannot serve replicas", i.log_bin, i.log_slave_updates));
+    }
+    match &i.replication {
+        None => return Some("does not replicate".into()),
+        Some(r) if r.source != *master => return Some(format!("replicates from {}, not from the master", r.source)),
+        Some(r) if r.broken() => return Some("replication broken".into()),
+        Some(r) if !r.running() => {
+            return Some(format!("replication not running (IO {:?}, SQL {:?})", r.io_thread, r.sql_thread))
+        }
+        _ => {}
+    }
+    if let Some(errant) = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid)) {
+        return Some(format!("errant GTIDs {errant}"));
+    }
+    None
+}
+
+/// The default candidate policy: among direct replicas that are not excluded, prefer promotion rule
+/// `prefer`, then the most advanced executed position, then the least lag, then a version not newer
+/// than its siblings (so they can replicate from it), then the key. Returns the choice and why.
+pub fn choose_candidate(cluster: &Cluster, master: &InstanceKey, inputs: &PlanInputs) -> Result<(InstanceKey, String), String> {
+    let replicas: Vec<&Instance> =
+        cluster.replicas_of(master).into_iter().filter_map(|m| m.instance.as_ref()).collect();
+    let mut excluded = Vec::new();
+    let mut eligible = Vec::new();
+    for i in &replicas {
+        match exclusion(cluster, master, i, inputs) {
+            Some(why) => excluded.push(format!("{} ({why})", i.key)),
+            None => eligible.push(*i),
+        }
+    }
+    if eligible.is_empty() {
+        return Err(format!("no eligible replica of {master}: {}", excluded.join("; ")));
+    }
+    let min_version = replicas.iter().map(|i| i.version_number()).min().unwrap_or_default();
+    let rank = |i: &Instance| -> u8 {
+        match inputs.rule(&i.key) {
+            PromotionRule::Prefer => 0,
+            PromotionRule::Neutral => 1,
+            PromotionRule::PreferNot => 2,
+            PromotionRule::MustNot => 3,
+        }
+    };
+    let exec = |i: &Instance| -> (u128, u64) {
+        let coords = i.replication.as_ref().and_then(|r| r.exec_coordinates.as_ref());
+        (i.gtid.progress(), coords.map(|c| c.pos).unwrap_or(0))
+    };
+    let lag = |i: &Instance| i.replication.as_ref().and_then(|r| r.seconds_behind).unwrap_or(u64::MAX);
+    eligible.sort_by(|a, b| {
+        rank(a)
+            .cmp(&rank(b))
+            .then(exec(b).cmp(&exec(a)))
+            .then(lag(a).cmp(&lag(b)))
+            .then((a.version_number() > min_version).cmp(&(b.version_number() > min_version)))
+            .then(a.key.cmp(&b.key))
+    });
+    let best = eligible[0];
+    let mut reason = format!(
+        "{} chosen: rule {}, executed {}, lag {}s, version {}",
+        best.key,
+        inputs.rule(&best.key),
+        best.gtid.summary(),
+        lag(best),
+        best.version
+    );
+    if eligible.len() > 1 {
+        let others: Vec<String> = eligible[1..].iter().map(|i| i.key.to_string()).collect();
+        reason.push_str(&format!("; ranked ahead of {}", others.join(", ")));
+    }
+    if !excluded.is_empty() {
+        reason.push_str(&format!("; excluded: {}", excluded.join("; ")));
+    }
+    Ok((best.key.clone(), reason))
+}
+
+/// The checks on the designated replica before anything changes. All are returned, failing or not.
+pub fn check_designated(cluster: &Cluster, master: &InstanceKey, designated: &InstanceKey, inputs: &PlanInputs) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut add = |name: &str, ok: bool, detail: String| {
+        checks.push(Check { name: name.into(), instance: designated.clone(), ok, detail })
+    };
+    let Some(i) = cluster.instance(designated) else {
+        let why = cluster.member(designated).and_then(|m| m.error.clone()).unwrap_or_else(|| "not a member of the cluster".into());
+        add("reachable", false, why);
+        return checks;
+    };
+    add("reachable", true, format!("probed in {:.1} ms", i.probe_ms));
+    let rule = inputs.rule(designated);
+    let banned = rule == PromotionRule::MustNot || inputs.filtered(designated).is_some();
+    add(
+        "not_banned",
+        !banned,
+        match inputs.filtered(designated) {
+            Some(f) => format!("host matches promotion_ignore_hostname_filters '{f}'"),
+            None => format!("promotion rule {rule}"),
+        },
+    );
+    let source = i.source();
+    add(
+        "replicates_from_master",
+        source == Some(master),
+        match source {
+            Some(s) => format!("source {s}"),
+            None => "no replication configured".into(),
+        },
+    );
+    add("can_be_master", i.can_be_master(), format!("log_bin={} log_slave_updates={}", i.log_bin, i.log_slave_updates));
+    if let Some(r) = &i.replication {
+        let errors: Vec<String> =
+            [&r.last_io_error, &r.last_sql_error].into_iter().flatten().map(|e| format!("{}: {}", e.errno, e.message)).collect();
+        add(
+            "replication_running",
+            r.running() && errors.is_empty(),
+            format!("IO {:?}, SQL {:?}{}", r.io_thread, r.sql_thread, if errors.is_empty() { String::new() } else { format!(", errors: {}", errors.join("; ")) }),
+        );
+        // A stopped SQL thread reads as NULL lag: that is not "no lag".
+        let lag_ok = r.seconds_behind.is_some_and(|s| s <= inputs.reasonable_lag_s) && r.sql_thread.running();
+        add(
+            "lag_within_limit",
+            lag_ok,
+            match r.seconds_behind {
+                Some(s) => format!("{s} s behind (limit {} s)", inputs.reasonable_lag_s),
+                None => "lag unknown (NULL): the SQL thread is not running".into(),
+            },
+        );
+    }
+    let errant = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid));
+    add("no_errant_gtid", errant.is_none(), errant.map(|e| format!("errant: {e}")).unwrap_or_else(|| "none".into()));
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::topology::*;
+
+    fn inst(port: u16, source: Option<u16>, seq: u64, lag: Option<u64>) -> Instance {
+        Instance {
+            key: InstanceKey::new("h", port),
+            flavor: Flavor::MariaDb,
+            version: "10.11.6-MariaDB".into(),
+            version_comment: String::new(),
+            server_id: port as u32,
+            server_uuid: None,
+            read_only: source.is_some(),
+            super_read_only: None,
+            log_bin: true,
+            log_slave_updates: true,
+            binlog_format: "ROW".into(),
+            gtid: GtidState::MariaDb {
+                binlog_pos: format!("0-1-{seq}").parse().unwrap(),
+                current_pos: format!("0-1-{seq}").parse().unwrap(),
+                slave_pos: format!("0-1-{seq}").parse().unwrap(),
+                strict_mode: true,
+            },
+            binlog: None,
+            replication: source.map(|s| ReplicationStatus {
+                source: InstanceKey::new("h", s),
+                io_thread: ThreadState::Yes,
+                sql_thread: ThreadState::Yes,
+                seconds_behind: lag,
+                read_coordinates: None,
+                exec_coordinates: None,
+                gtid_mode: GtidMode::SlavePos,
+                last_io_error: None,
+                last_sql_error: None,
+                sql_delay: 0,
+                ssl: false,
+            }),
+            reported_replicas: vec![],
+            probe_ms: 1.0,
+        }
+    }
+
+    fn cluster(list: Vec<Instance>) -> Cluster {
+        let probes: BTreeMap<_, _> = list.into_iter().map(|i| (i.key.clone(), Ok(i))).collect();
+        Cluster::build(&InstanceKey::new("h", 1), probes, None, BuildOptions { lag_threshold_s: 10 })
+    }
+
+    fn inputs() -> PlanInputs {
+        PlanInputs { reasonable_lag_s: 10, ..Default::default() }
+    }
+
+    #[test]
+    fn most_advanced_then_least_lag() {
+        let c = cluster(vec![inst(1, None, 100, None), inst(2, Some(1), 90, Some(0)), inst(3, Some(1), 99, Some(1)), inst(4, Some(1), 99, Some(0))]);
+        let m = InstanceKey::new("h", 1);
+        let (k, reason) = choose_candidate(&c, &m, &inputs()).unwrap();
+        assert_eq!(k, InstanceKey::new("h", 4), "{reason}");
+        assert!(reason.contains("ranked ahead of h:3, h:2"), "{reason}");
+    }
+
+    #[test]
+    fn rules_and_exclusions() {
+        let mut s = inst(3, Some(1), 100, Some(0));
+        s.replication.as_mut().unwrap().sql_thread = ThreadState::No;
+        let mut nb = inst(5, Some(1), 100, Some(0));
+        nb.log_slave_updates = false;
+        let c = cluster(vec![inst(1, None, 100, None), inst(2, Some(1), 50, Some(3)), s, inst(4, Some(1), 100, Some(0)), nb]);
+        let m = InstanceKey::new("h", 1);
+        let mut i = inputs();
+        i.rules.insert(InstanceKey::new("h", 2), PromotionRule::Prefer);
+        i.rules.insert(InstanceKey::new("h", 4), PromotionRule::MustNot);
+        let (k, reason) = choose_candidate(&c, &m, &i).unwrap();
+        assert_eq!(k, InstanceKey::new("h", 2), "prefer wins over position: {reason}");
+        assert!(reason.contains("h:4 (promotion rule must_not)") && reason.contains("h:3 (replication not running"), "{reason}");
+        assert!(reason.contains("h:5 (log_bin=true log_slave_updates=false"), "{reason}");
+        i.rules.insert(InstanceKey::new("h", 2), PromotionRule::MustNot);
+        let err = choose_candidate(&c, &m, &i).unwrap_err();
+        assert!(err.starts_with("no eligible replica of h:1"), "{err}");
+    }
+
+    #[test]
+    fn stopped_sql_thread_is_not_zero_lag() {
+        let mut d = inst(2, Some(1), 100, None);
+        d.replication.as_mut().unwrap().sql_thread = ThreadState::No;
+        let c = cluster(vec![inst(1, None, 100, None), d]);
+        let checks = check_designated(&c, &InstanceKey::new("h", 1), &InstanceKey::new("h", 2), &inputs());
+        let lag = checks.iter().find(|c| c.name == "lag_within_limit").unwrap();
+        assert!(!lag.ok && lag.detail.contains("NULL"), "{lag:?}");
+        assert!(!checks.iter().find(|c| c.name == "replication_running").unwrap().ok);
+    }
+
+    #[test]
+    fn errant_and_banned_designated() {
+        let mut d = inst(2, Some(1), 100, Some(0));
+        d.gtid = GtidState::MariaDb {
+            binlog_pos: "0-2-101".parse().unwrap(),
+            current_pos: "0-2-101".parse().unwrap(),
+            slave_pos: "0-1-100".parse().unwrap(),
+            strict_mode: true,
+        };
+        let c = cluster(vec![inst(1, None, 100, None), d]);
+        let mut i = inputs();
+        i.ignore_hostname_filters = vec!["h".into()];
+        let checks = check_designated(&c, &InstanceKey::new("h", 1), &InstanceKey::new("h", 2), &i);
+        let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
+        assert_eq!(failed, ["not_banned", "no_errant_gtid"]);
+    }
+}

@@ -1,0 +1,147 @@
+//! What a takeover reports: its phases with timings and SQL, its outcome, its errors. The same
+//! value is the journal (saved after every phase), the audit record, and the CLI/HTTP answer.
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::Check;
+use crate::mysql::ops::OpRecord;
+
+/// The takeover's outcome, one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    /// New master writable, old master repointed, no errors.
+    Promoted,
+    /// Stopped before changing anything.
+    Refused,
+    /// Failed after changes; every change was undone.
+    RolledBack,
+    /// Failed, and the rollback did not complete either: read `errors`.
+    Failed,
+    /// Promotion completed; some later step failed (never a plain failure).
+    PromotedWithErrors,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Promoted => "promoted",
+            Status::Refused => "refused",
+            Status::RolledBack => "rolled_back",
+            Status::Failed => "failed",
+            Status::PromotedWithErrors => "promoted_with_errors",
+        }
+    }
+}
+
+/// The named phases, in the order they run. Rollback runs only after a failure between
+/// `relocate_siblings` and `promote`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Resolve,
+    CheckMaster,
+    ChooseDesignated,
+    CheckDesignated,
+    PreTakeoverHooks,
+    RelocateSiblings,
+    PreFenceHooks,
+    Fence,
+    CatchUp,
+    Promote,
+    PostPromoteHooks,
+    RepointOldMaster,
+    PostTakeoverHooks,
+    Rollback,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolve",
+            Phase::CheckMaster => "check_master",
+            Phase::ChooseDesignated => "choose_designated",
+            Phase::CheckDesignated => "check_designated",
+            Phase::PreTakeoverHooks => "pre_takeover_hooks",
+            Phase::RelocateSiblings => "relocate_siblings",
+            Phase::PreFenceHooks => "pre_fence_hooks",
+            Phase::Fence => "fence",
+            Phase::CatchUp => "catch_up",
+            Phase::Promote => "promote",
+            Phase::PostPromoteHooks => "post_promote_hooks",
+            Phase::RepointOldMaster => "repoint_old_master",
+            Phase::PostTakeoverHooks => "post_takeover_hooks",
+            Phase::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Refused,
+    Failed,
+}
+
+/// One phase as it ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    pub name: Phase,
+    /// Milliseconds since the takeover started.
+    pub start_ms: f64,
+    pub duration_ms: f64,
+    pub outcome: Outcome,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<OpRecord>,
+}
+
+/// The whole takeover.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TakeoverReport {
+    pub id: String,
+    /// `graceful-master-takeover` or `graceful-master-takeover-auto`.
+    pub command: String,
+    pub status: Status,
+    pub cluster: String,
+    pub alias: Option<String>,
+    pub old_master: Option<String>,
+    pub new_master: Option<String>,
+    /// Why this replica (the candidate policy's explanation, or "designated by the request").
+    pub choice: Option<String>,
+    /// Unix time in milliseconds.
+    pub started_at: i64,
+    pub total_ms: f64,
+    /// From the fence on the old master to the new master accepting writes.
+    pub write_unavailable_ms: Option<f64>,
+    pub old_master_repointed: bool,
+    pub siblings_moved: Vec<String>,
+    pub phases: Vec<PhaseRecord>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl TakeoverReport {
+    pub fn phase(&self, p: Phase) -> Option<&PhaseRecord> {
+        self.phases.iter().find(|r| r.name == p)
+    }
+}
+
+/// Progress, as phases start and end (for the CLI's live output and the HTTP event stream).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PhaseEvent {
+    Started { id: String, phase: Phase },
+    Finished { id: String, record: PhaseRecord },
+}
