@@ -138,15 +138,19 @@ pub async fn run(cmd: BenchCmd) -> CliResult {
 
 async fn bench_takeover(args: TakeoverBench) -> CliResult {
     let dir = bench_dir("takeover");
-    let (sandbox, cfg, hint) = if args.sandbox {
+    if args.sandbox {
         let sb = Sandbox::up(&SandboxSpec { dir: dir.clone(), base_port: args.base_port, replicas: 3, alias: None }).await?;
-        let cfg = sb.config();
-        let hint = sb.alias.clone();
-        (Some(sb), cfg, hint)
+        let result = takeover_rounds(&args, sb.config(), sb.master().to_string()).await;
+        sb.down().await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        result
     } else {
         let hint = args.cluster.clone().ok_or("give --sandbox or --cluster")?;
-        (None, crate::config::Config::load(None)?, hint)
-    };
+        takeover_rounds(&args, crate::config::Config::load(None)?, hint).await
+    }
+}
+
+async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint: String) -> CliResult {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir)?);
     let connector = Arc::new(Connector::new(&cfg));
     let engine = Engine::new(Arc::new(cfg.clone()), connector.clone(), store.clone(), Arc::new(NoHooks));
@@ -154,6 +158,8 @@ async fn bench_takeover(args: TakeoverBench) -> CliResult {
     let members: Vec<InstanceKey> = first.members.iter().map(|m| m.key.clone()).collect();
     let a = first.master.clone().ok_or("no master")?;
     let b = first.replicas_of(&a).first().map(|m| m.key.clone()).ok_or("no replica")?;
+    // From now on the cluster is named by its alias (its name changes with every takeover).
+    let hint = first.alias.clone().unwrap_or(hint);
 
     let writer_id = (std::process::id() as i64) % 1000 + 1;
     let writer = Writer::start(members.clone(), APP_USER.0, APP_USER.1, writer_id, Duration::from_millis(args.write_interval_ms), 1e9).await;
@@ -201,10 +207,6 @@ async fn bench_takeover(args: TakeoverBench) -> CliResult {
         lost += stats.acked.iter().filter(|id| !have.contains(id)).count();
     }
     connector.close().await;
-    if let Some(sb) = sandbox {
-        sb.down().await?;
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 
     println!("takeover benchmark: {} rounds on a 1+{} topology, writer every {} ms (ms):", args.rounds, members.len() - 1, args.write_interval_ms);
     println!("{}", line("client-observed longest write gap", gaps));
