@@ -30,7 +30,7 @@ use crate::mysql::{Connector, SourcePosition, SourceSpec, SqlError};
 use crate::store::{Store, StoreError};
 use crate::topology::{Cluster, Flavor, GtidMode, InstanceKey};
 
-pub use hooks::{HookContext, Hooks, NoHooks};
+pub use hooks::{HookContext, HookFuture, Hooks, NoHooks};
 pub use plan::{Check, PlanInputs};
 pub use report::{Outcome, Phase, PhaseEvent, PhaseRecord, Status, TakeoverReport};
 
@@ -312,7 +312,11 @@ impl Run {
         self.journal();
         // Remember the cluster under its new name so that its alias keeps resolving.
         if self.promoted {
-            if let Ok(c) = discovery::discover(self.conn(), self.cfg(), &[self.designated.clone().expect("promoted")]).await {
+            // The old master is named as a seed: with replication not started its new master does
+            // not list it yet.
+            let mut seeds = vec![self.designated.clone().expect("promoted")];
+            seeds.extend(self.master.clone());
+            if let Ok(c) = discovery::discover(self.conn(), self.cfg(), &seeds).await {
                 let _ = discovery::remember(self.engine.store.as_ref(), &c);
             }
         }
@@ -397,8 +401,8 @@ impl Run {
         if replicas.is_empty() {
             return Err(TakeoverError::refused(phase, "has_replicas", Some(&master), "the master has no replicas"));
         }
-        // Every direct replica must be reachable, or downtimed (then it is left behind).
-        for r in &replicas {
+        // Every member must be reachable, or downtimed (then it is left behind).
+        for r in c.members.iter().filter(|m| m.key != master) {
             if !r.reachable() && !self.inputs.downtimed(&r.key) {
                 return Err(TakeoverError::refused(
                     phase,
@@ -472,7 +476,19 @@ impl Run {
             self.detail = format!("started replication on {d} (it was stopped) and waited for it to catch up; ");
         }
         let c = self.cluster.as_ref().expect("resolved");
-        let checks = plan::check_designated(c, &master, &d, &self.inputs);
+        let mut checks = plan::check_designated(c, &master, &d, &self.inputs);
+        // The replicas will log in to the designated replica with the replication account: prove
+        // that works now, not after the siblings were moved (a wrong password would break them).
+        let login = self.conn().try_login(&d, &self.cfg().replication).await;
+        checks.push(Check {
+            name: "replication_credentials".into(),
+            instance: d.clone(),
+            ok: login.is_ok(),
+            detail: match login {
+                Ok(()) => format!("user '{}' can log in", self.cfg().replication.user),
+                Err(e) => e.to_string(),
+            },
+        });
         let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
         let result = match failed.first() {
             Some(first) => Err(TakeoverError::refused(phase, &first.name, Some(&d), failed.iter().map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; "))),

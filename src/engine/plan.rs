@@ -61,7 +61,7 @@ pub fn exclusion(cluster: &Cluster, master: &InstanceKey, i: &Instance, inputs: 
         }
         _ => {}
     }
-    if let Some(errant) = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid)) {
+    if let Some(errant) = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref())) {
         return Some(format!("errant GTIDs {errant}"));
     }
     None
@@ -176,7 +176,7 @@ pub fn check_designated(cluster: &Cluster, master: &InstanceKey, designated: &In
             },
         );
     }
-    let errant = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid));
+    let errant = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref()));
     add("no_errant_gtid", errant.is_none(), errant.map(|e| format!("errant: {e}")).unwrap_or_else(|| "none".into()));
     checks
 }

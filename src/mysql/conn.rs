@@ -228,6 +228,28 @@ impl Connector {
         Ok(dialect::for_server(flavor, version))
     }
 
+    /// Logs in to `key` with other credentials (the replication account, say) and logs out: proves
+    /// the account works there before anything depends on it.
+    pub async fn try_login(&self, key: &InstanceKey, creds: &Credentials) -> Result<(), SqlError> {
+        let mut opts = OptsBuilder::default()
+            .ip_or_hostname(key.host.clone())
+            .tcp_port(key.port)
+            .user(Some(creds.user.clone()))
+            .pass(Some(creds.password.expose().to_string()))
+            .prefer_socket(false);
+        if creds.tls {
+            opts = opts.ssl_opts(SslOpts::default().with_danger_accept_invalid_certs(creds.tls_skip_verify));
+        }
+        match tokio::time::timeout(self.connect_timeout, Conn::new(opts)).await {
+            Ok(Ok(c)) => {
+                let _ = c.disconnect().await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(SqlError::Connect { instance: key.clone(), source: e }),
+            Err(_) => Err(SqlError::ConnectTimeout { instance: key.clone(), ms: self.connect_timeout.as_millis() as u64 }),
+        }
+    }
+
     /// Drops the pool of one instance (after it was restarted, say).
     pub fn forget(&self, key: &InstanceKey) {
         self.pools.lock().expect("pool map poisoned").remove(key);

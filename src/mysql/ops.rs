@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dialect::{Dialect, SourceSpec, Statement};
 use super::{Connector, SqlError};
-use crate::topology::{BinlogCoordinates, InstanceKey};
+use crate::topology::{BinlogCoordinates, GtidPos, InstanceKey};
 
 /// What one primitive did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,11 +69,7 @@ pub async fn own_position(conn: &Connector, key: &InstanceKey) -> Result<OwnPosi
 /// `@@gtid_executed`.
 pub async fn own_position_as_replica(conn: &Connector, key: &InstanceKey) -> Result<String, SqlError> {
     let d = conn.dialect(key).await?;
-    let sql = match d.flavor() {
-        crate::topology::Flavor::MariaDb => "SELECT @@gtid_slave_pos AS gtid",
-        crate::topology::Flavor::MySql => "SELECT @@gtid_executed AS gtid",
-    };
-    let rows = conn.query(key, sql).await?;
+    let rows = conn.query(key, d.replicated_position()).await?;
     Ok(rows.first().map(|r| r.string(&["gtid"])).unwrap_or_default().replace('\n', ""))
 }
 
@@ -85,7 +81,26 @@ pub async fn wait_for_gtid(
     gtid: &str,
     timeout: Duration,
 ) -> Result<OpRecord, SqlError> {
-    let stmt = d.wait_for_gtid(gtid, timeout.as_secs_f64());
+    let mut target = gtid.to_string();
+    if d.flavor() == crate::topology::Flavor::MariaDb {
+        // MASTER_GTID_WAIT watches gtid_slave_pos, which never holds what this server wrote itself
+        // (a demoted master's own transactions): wait only for the domains it has not executed.
+        let rows = conn.query(key, d.executed_position()).await?;
+        let have: GtidPos = rows.first().map(|r| r.string(&["gtid"])).unwrap_or_default().parse().map_err(|e: crate::topology::GtidError| {
+            SqlError::Unexpected { instance: key.clone(), what: "gtid_current_pos".into(), detail: e.to_string() }
+        })?;
+        let want: GtidPos = gtid.parse().map_err(|e: crate::topology::GtidError| SqlError::Unexpected {
+            instance: key.clone(),
+            what: "wait target".into(),
+            detail: e.to_string(),
+        })?;
+        let remaining = want.ahead_of(&have);
+        if remaining.is_empty() {
+            return Ok(OpRecord::new(key, &[Statement::new(d.executed_position())], Duration::ZERO));
+        }
+        target = remaining.to_string();
+    }
+    let stmt = d.wait_for_gtid(&target, timeout.as_secs_f64());
     wait(conn, key, stmt, gtid, timeout, |r| r == Some(0)).await
 }
 

@@ -230,6 +230,12 @@ impl GtidSet {
         other.subtract(self).is_empty()
     }
 
+    /// The set without the transactions of server `uuid` (any tag).
+    pub fn without_uuid(&self, uuid: &str) -> GtidSet {
+        let sets = self.sets.iter().filter(|(s, _)| !s.uuid.eq_ignore_ascii_case(uuid)).map(|(s, v)| (s.clone(), v.clone())).collect();
+        GtidSet { sets }
+    }
+
     /// Number of transactions in the set.
     pub fn count(&self) -> u128 {
         self.sets.values().flatten().map(|(a, b)| (b - a) as u128 + 1).sum()

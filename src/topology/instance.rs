@@ -80,17 +80,33 @@ impl GtidState {
         }
     }
 
-    /// Transactions this server has that `master` does not: errant when `self` is a replica.
-    /// Empty string when none. On MariaDB this compares `gtid_binlog_pos` per domain (a replica's
-    /// own writes advance its binlog position past the master's); on MySQL it is set subtraction.
-    pub fn errant_against(&self, master: &GtidState) -> Option<String> {
+    /// Transactions this server wrote itself that `master` does not have: errant when `self` is a
+    /// replica. The check must hold although the two states were read at different moments (the
+    /// replica may have received transactions newer than the master's snapshot):
+    /// * MariaDB: a domain's last binlog GTID is errant when replication does not explain it (it
+    ///   differs from `gtid_slave_pos` for that domain) and the master has not reached its sequence.
+    /// * MySQL: executed minus the master's executed, leaving out the master's own uuid (those can
+    ///   only be transactions newer than the master's snapshot).
+    pub fn errant_against(&self, master: &GtidState, master_uuid: Option<&str>) -> Option<String> {
         match (self, master) {
-            (GtidState::MariaDb { binlog_pos, .. }, GtidState::MariaDb { binlog_pos: m, current_pos: mc, .. }) => {
-                let ahead = binlog_pos.ahead_of(&m.union(mc));
-                (!ahead.is_empty()).then(|| ahead.to_string())
+            (
+                GtidState::MariaDb { binlog_pos, slave_pos, .. },
+                GtidState::MariaDb { binlog_pos: m, current_pos: mc, .. },
+            ) => {
+                let known = m.union(mc);
+                let errant: Vec<String> = binlog_pos
+                    .iter()
+                    .filter(|g| slave_pos.get(g.domain) != Some(*g))
+                    .filter(|g| known.get(g.domain).is_none_or(|k| k.seq < g.seq))
+                    .map(|g| format!("{}-{}-{}", g.domain, g.server, g.seq))
+                    .collect();
+                (!errant.is_empty()).then(|| errant.join(","))
             }
             (GtidState::MySql { executed, .. }, GtidState::MySql { executed: m, .. }) => {
-                let errant = executed.subtract(m);
+                let mut errant = executed.subtract(m);
+                if let Some(u) = master_uuid {
+                    errant = errant.without_uuid(u);
+                }
                 (!errant.is_empty()).then(|| errant.to_string())
             }
             _ => None,
@@ -267,7 +283,23 @@ mod tests {
             slave_pos: "0-1-10".parse().unwrap(),
             strict_mode: true,
         };
-        assert_eq!(ok.errant_against(&m), None);
-        assert_eq!(errant.errant_against(&m).as_deref(), Some("0-2-11"));
+        assert_eq!(ok.errant_against(&m, None), None);
+        assert_eq!(errant.errant_against(&m, None).as_deref(), Some("0-2-11"));
+        // Replicated further than the master's (older) snapshot: not errant.
+        let ahead = GtidState::MariaDb {
+            binlog_pos: "0-1-12".parse().unwrap(),
+            current_pos: "0-1-12".parse().unwrap(),
+            slave_pos: "0-1-12".parse().unwrap(),
+            strict_mode: true,
+        };
+        assert_eq!(ahead.errant_against(&m, None), None);
+        // A demoted master's own old writes, known to the new master: not errant.
+        let demoted = GtidState::MariaDb {
+            binlog_pos: "0-1-10".parse().unwrap(),
+            current_pos: "0-1-10".parse().unwrap(),
+            slave_pos: Default::default(),
+            strict_mode: true,
+        };
+        assert_eq!(demoted.errant_against(&m, None), None);
     }
 }

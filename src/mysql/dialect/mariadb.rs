@@ -28,6 +28,14 @@ impl Dialect for MariaDb {
         "SELECT @@gtid_binlog_pos AS gtid; SHOW MASTER STATUS".to_string()
     }
 
+    fn executed_position(&self) -> &'static str {
+        "SELECT @@gtid_current_pos AS gtid"
+    }
+
+    fn replicated_position(&self) -> &'static str {
+        "SELECT @@gtid_slave_pos AS gtid"
+    }
+
     fn wait_for_gtid(&self, gtid: &str, timeout_s: f64) -> Statement {
         // 0: reached; -1: timed out.
         Statement::new(format!("SELECT MASTER_GTID_WAIT({}, {timeout_s:.3}) AS r", quote(gtid)))

@@ -98,6 +98,10 @@ pub trait Dialect: Send + Sync {
     fn set_read_only(&self, on: bool) -> Vec<Statement>;
     /// Returns one row: `gtid` (the executed position/set) and the own binlog coordinates as a second set.
     fn own_position(&self) -> String;
+    /// One row, column `gtid`: what this server has executed, wherever it came from.
+    fn executed_position(&self) -> &'static str;
+    /// One row, column `gtid`: what this server has executed of what it replicated.
+    fn replicated_position(&self) -> &'static str;
     /// One row, column `r`: 0 when reached, else timed out or failed (see `wait_result`).
     fn wait_for_gtid(&self, gtid: &str, timeout_s: f64) -> Statement;
     fn wait_for_coordinates(&self, file: &str, pos: u64, timeout_s: f64) -> Statement;

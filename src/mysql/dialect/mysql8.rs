@@ -51,6 +51,14 @@ impl Dialect for MySql {
         format!("SELECT @@gtid_executed AS gtid; {status}")
     }
 
+    fn executed_position(&self) -> &'static str {
+        "SELECT @@gtid_executed AS gtid"
+    }
+
+    fn replicated_position(&self) -> &'static str {
+        "SELECT @@gtid_executed AS gtid"
+    }
+
     fn wait_for_gtid(&self, gtid: &str, timeout_s: f64) -> Statement {
         // 0: reached; 1: timed out. The timeout is in whole or fractional seconds.
         Statement::new(format!("SELECT WAIT_FOR_EXECUTED_GTID_SET({}, {timeout_s:.3}) AS r", quote(gtid)))

@@ -1,0 +1,254 @@
+//! Graceful takeovers on real MariaDB topologies: each test gets a fresh topology, since each
+//! changes who is master.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::config::Config;
+use baton::engine::{Engine, HookContext, HookFuture, Hooks, NoHooks, Phase, Status, TakeoverReport, TakeoverRequest};
+use baton::mysql::workload::{rows_of, Writer};
+use baton::mysql::{ops, Connector};
+use baton::sandbox::APP_USER;
+use baton::store::{SqliteStore, Store};
+use baton::topology::{Cluster, InstanceKey, ThreadState};
+use common::*;
+
+fn engine_with(cfg: &Config, hooks: Arc<dyn Hooks>) -> Engine {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir).unwrap());
+    Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(cfg)), store, hooks)
+}
+
+fn engine(cfg: &Config) -> Engine {
+    engine_with(cfg, Arc::new(NoHooks))
+}
+
+fn req(hint: &InstanceKey, to: Option<&InstanceKey>) -> TakeoverRequest {
+    TakeoverRequest { cluster_hint: hint.to_string(), designated: to.cloned(), ..Default::default() }
+}
+
+async fn cluster(t: &Topology) -> Cluster {
+    let conn = t.connector();
+    let c = baton::discovery::discover(&conn, &t.cfg(), &t.sandbox.keys()).await.unwrap();
+    conn.close().await;
+    c
+}
+
+/// Exactly one writable instance, `master`; every other replicates from `expect_source(key)` with
+/// both threads running (or IO connecting), and no problems.
+async fn assert_shape(t: &Topology, master: &InstanceKey, stopped_ok: &[&InstanceKey]) -> Cluster {
+    let c = cluster(t).await;
+    assert_eq!(c.master.as_ref(), Some(master), "{c:#?}");
+    let writable: Vec<_> = c.writable_members().into_iter().cloned().collect();
+    assert_eq!(writable, vec![master.clone()], "exactly one writable instance");
+    for m in &c.members {
+        if &m.key == master {
+            continue;
+        }
+        let r = m.instance.as_ref().unwrap().replication.as_ref().unwrap_or_else(|| panic!("{} has no replication", m.key));
+        assert_eq!(&r.source, master, "{} replicates from {}", m.key, r.source);
+        if !stopped_ok.contains(&&m.key) {
+            assert!(r.io_thread != ThreadState::No && r.sql_thread == ThreadState::Yes, "{}: {:?}", m.key, r);
+        }
+    }
+    c
+}
+
+#[track_caller]
+fn assert_status(r: &TakeoverReport, s: Status) {
+    assert_eq!(r.status, s, "{}", serde_json::to_string_pretty(r).unwrap());
+}
+
+#[tokio::test]
+async fn explicit_takeover_and_back_ten_times_without_losing_writes() {
+    let t = fresh(3).await;
+    let cfg = t.cfg();
+    let e = engine(&cfg);
+    let (a, b) = (t.master(), t.replicas()[0].clone());
+    let writer = Writer::start(t.sandbox.keys(), APP_USER.0, APP_USER.1, 7, Duration::from_millis(2), 1e9).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for round in 0..10 {
+        let (from, to) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let mut r = req(from, Some(to));
+        r.start_replication = true;
+        let rep = e.takeover(r, None).await;
+        assert_status(&rep, Status::Promoted);
+        assert_eq!(rep.old_master.as_deref(), Some(from.to_string().as_str()));
+        assert_eq!(rep.new_master.as_deref(), Some(to.to_string().as_str()));
+        assert!(rep.old_master_repointed);
+        assert!(rep.write_unavailable_ms.unwrap() > 0.0);
+        let names: Vec<&str> = rep.phases.iter().map(|p| p.name.name()).collect();
+        assert_eq!(names[..5], ["resolve", "check_master", "choose_designated", "check_designated", "pre_takeover_hooks"]);
+        assert!(rep.phase(Phase::Fence).unwrap().ops[0].statements.iter().any(|s| s == "SET GLOBAL read_only = ON"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stats = writer.stop().await;
+    assert!(stats.acked.len() > 20, "the writer kept writing: {}", stats.acked.len());
+    assert_shape(&t, &a, &[]).await;
+
+    // Every acknowledged row is on every instance.
+    let conn = t.connector();
+    let pos = ops::own_position(&conn, &a).await.unwrap();
+    for k in t.sandbox.keys() {
+        if k != a {
+            let d = conn.dialect(&k).await.unwrap();
+            ops::wait_for_gtid(&conn, d.as_ref(), &k, &pos.gtid, Duration::from_secs(10)).await.unwrap();
+        }
+        let have: HashSet<i64> = rows_of(&conn, &k, 7).await.unwrap().into_iter().collect();
+        let missing: Vec<&i64> = stats.acked.iter().filter(|id| !have.contains(id)).collect();
+        assert!(missing.is_empty(), "{k} lacks acknowledged rows {missing:?}");
+    }
+    // The audit has all ten.
+    let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
+    let audit = store.takeovers(None, 100).unwrap();
+    assert_eq!(audit.iter().filter(|e| e.status == "promoted").count(), 10);
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn auto_takeover_picks_a_candidate_and_starts_the_old_master() {
+    let t = fresh(3).await;
+    let cfg = t.cfg();
+    let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
+    // must_not on the first replica, prefer on the third.
+    use baton::store::{PromotionRule, RuleEntry};
+    store.set_promotion_rule(&RuleEntry { instance: t.replicas()[0].clone(), rule: PromotionRule::MustNot, until: None }).unwrap();
+    store.set_promotion_rule(&RuleEntry { instance: t.replicas()[2].clone(), rule: PromotionRule::Prefer, until: None }).unwrap();
+    let e = engine(&cfg);
+    let mut r = req(&t.master(), None);
+    // Without auto and with several replicas: refused, naming them.
+    let rep = e.takeover(r.clone(), None).await;
+    assert_status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains(&t.replicas()[1].to_string()), "{:?}", rep.errors);
+    r.auto = true;
+    let rep = e.takeover(r, None).await;
+    assert_status(&rep, Status::Promoted);
+    let new = t.replicas()[2].clone();
+    assert_eq!(rep.new_master.as_deref(), Some(new.to_string().as_str()));
+    assert!(rep.choice.as_ref().unwrap().contains("rule prefer"), "{:?}", rep.choice);
+    assert!(rep.choice.as_ref().unwrap().contains("must_not"), "{:?}", rep.choice);
+    assert_eq!(rep.command, "graceful-master-takeover-auto");
+    assert_shape(&t, &new, &[]).await;
+}
+
+#[tokio::test]
+async fn implicit_single_replica_then_back_without_started_replication() {
+    let t = fresh(1).await;
+    let cfg = t.cfg();
+    let e = engine(&cfg);
+    let (a, b) = (t.master(), t.replicas()[0].clone());
+    // A -> B, the old master repointed but NOT started.
+    let rep = e.takeover(req(&a, None), None).await;
+    assert_status(&rep, Status::Promoted);
+    assert_eq!(rep.choice.as_deref(), Some("the master's only replica"));
+    assert_shape(&t, &b, &[&a]).await;
+    // B -> A: orchestrator left no writable master here; Baton starts A's replication first.
+    let rep = e.takeover(req(&b, Some(&a)), None).await;
+    assert_status(&rep, Status::Promoted);
+    assert!(rep.phase(Phase::CheckDesignated).unwrap().detail.contains("started replication"));
+    assert_shape(&t, &a, &[&b]).await;
+}
+
+#[tokio::test]
+async fn refusals_change_nothing() {
+    let t = fresh(3).await;
+    let cfg = t.cfg();
+    let e = engine(&cfg);
+    let conn = t.connector();
+    let (m, r1, r2, r3) = (t.master(), t.replicas()[0].clone(), t.replicas()[1].clone(), t.replicas()[2].clone());
+
+    // Designated is not a direct replica / expected master mismatch.
+    let rep = e.takeover(req(&m, Some(&InstanceKey::new("127.0.0.1", 1))), None).await;
+    assert_status(&rep, Status::Refused);
+    let mut r = req(&m, Some(&r1));
+    r.expected_master = Some(r2.clone());
+    let rep = e.takeover(r, None).await;
+    assert_status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("expected_master"), "{:?}", rep.errors);
+
+    // Designated SQL thread stopped: lag is NULL, not 0. Refused up front.
+    exec(&conn, &r1, "STOP SLAVE SQL_THREAD").await;
+    let rep = e.takeover(req(&m, Some(&r1)), None).await;
+    assert_status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("lag") || rep.errors[0].contains("replication_running"), "{:?}", rep.errors);
+    assert!(rep.phase(Phase::Fence).is_none(), "never fenced");
+    exec(&conn, &r1, "START SLAVE SQL_THREAD").await;
+
+    // Wrong replication password: refused before the siblings are moved.
+    let mut bad = cfg.clone();
+    bad.replication.password = baton::config::Secret::new("wrong");
+    let rep = engine(&bad).takeover(req(&m, Some(&r1)), None).await;
+    assert_status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("replication_credentials"), "{:?}", rep.errors);
+
+    // A hook veto.
+    struct Veto;
+    impl Hooks for Veto {
+        fn run<'a>(&'a self, phase: Phase, _ctx: &'a HookContext) -> HookFuture<'a> {
+            Box::pin(async move { if phase == Phase::PreTakeoverHooks { Err("change freeze".into()) } else { Ok(()) } })
+        }
+        fn describe(&self, _phase: Phase) -> Vec<String> {
+            vec!["veto".into()]
+        }
+    }
+    let rep = engine_with(&cfg, Arc::new(Veto)).takeover(req(&m, Some(&r1)), None).await;
+    assert_status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("change freeze"));
+
+    // Another takeover holds the cluster's lock.
+    let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
+    store.lock_cluster(&t.sandbox.alias, "other-takeover").unwrap();
+    let rep = e.takeover(req(&m, Some(&r1)), None).await;
+    assert_status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("already running (id other-takeover)"), "{:?}", rep.errors);
+    store.unlock_cluster(&t.sandbox.alias, "other-takeover").unwrap();
+
+    // A non-designated replica is down: refused, nothing moved.
+    let pid3 = t.sandbox.instance(r3.port).unwrap().pid;
+    baton::sandbox::send_signal(pid3, libc::SIGKILL);
+    baton::sandbox::wait_exit(pid3, Duration::from_secs(10)).await;
+    let rep = e.takeover(req(&m, Some(&r1)), None).await;
+    assert_status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains(&r3.to_string()), "{:?}", rep.errors);
+
+    // The designated replica itself is down: refused before touching anything.
+    let rep = e.takeover(req(&m, Some(&r3)), None).await;
+    assert_status(&rep, Status::Refused);
+
+    let c = cluster(&t).await;
+    assert_eq!(c.master.as_ref(), Some(&m));
+    assert_eq!(c.writable_members(), vec![&m]);
+    for k in [&r1, &r2] {
+        assert_eq!(c.member(k).unwrap().source.as_ref(), Some(&m), "{k} not moved");
+    }
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn catch_up_timeout_rolls_back() {
+    let t = fresh(1).await;
+    let mut cfg = t.cfg();
+    cfg.takeover.catchup_timeout_ms = 700;
+    let e = engine(&cfg);
+    let (m, r1) = (t.master(), t.replicas()[0].clone());
+    // Block r1's SQL thread: a session on r1 holds a write lock on the table the master writes to.
+    let blocker = t.connector();
+    let mut c = blocker.conn(&r1).await.unwrap();
+    use mysql_async::prelude::Queryable;
+    c.query_drop("LOCK TABLES app.writes WRITE").await.unwrap();
+    let conn = t.connector();
+    exec(&conn, &m, "INSERT INTO app.writes (id) VALUES (1)").await;
+    let rep = e.takeover(req(&m, Some(&r1)), None).await;
+    assert_status(&rep, Status::RolledBack);
+    assert!(rep.errors[0].starts_with("catch_up:"), "{:?}", rep.errors);
+    assert!(rep.phase(Phase::Rollback).is_some());
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    drop(c);
+    // Old master writable, sibling back under it, designated replicating.
+    assert_shape(&t, &m, &[]).await;
+    conn.close().await;
+    blocker.close().await;
+}
