@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use baton::config::Config;
 use baton::engine::{Engine, HookContext, HookFuture, Hooks, NoHooks, Phase, Status, TakeoverReport, TakeoverRequest};
-use baton::mysql::workload::{rows_of, Writer};
+use baton::mysql::workload::{rows_of, Sampler, Writer};
 use baton::mysql::{ops, Connector};
 use baton::sandbox::APP_USER;
 use baton::store::{SqliteStore, Store};
@@ -68,6 +68,7 @@ async fn explicit_takeover_and_back_ten_times_without_losing_writes() {
     let e = engine(&cfg);
     let (a, b) = (t.master(), t.replicas()[0].clone());
     let writer = Writer::start(t.sandbox.keys(), APP_USER.0, APP_USER.1, 7, Duration::from_millis(2), 1e9).await;
+    let sampler = Sampler::start(t.sandbox.keys(), &cfg.topology.user, cfg.topology.password.expose(), Duration::from_millis(2)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     for round in 0..10 {
         let (from, to) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
@@ -86,6 +87,9 @@ async fn explicit_takeover_and_back_ten_times_without_losing_writes() {
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let stats = writer.stop().await;
+    let (samples, two_writable) = sampler.stop().await;
+    assert!(samples > 10, "the sampler ran: {samples}");
+    assert_eq!(two_writable, 0, "two writable instances seen in {two_writable} of {samples} samples");
     assert!(stats.acked.len() > 20, "the writer kept writing: {}", stats.acked.len());
     assert_shape(&t, &a, &[]).await;
 
@@ -251,4 +255,19 @@ async fn catch_up_timeout_rolls_back() {
     assert_shape(&t, &m, &[]).await;
     conn.close().await;
     blocker.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_promote_once() {
+    let t = fresh(2).await;
+    let cfg = t.cfg();
+    let e = engine(&cfg);
+    let (m, r1) = (t.master(), t.replicas()[0].clone());
+    let (x, y) = tokio::join!(e.takeover(req(&m, Some(&r1)), None), e.takeover(req(&m, Some(&r1)), None));
+    let statuses = [x.status, y.status];
+    assert_eq!(statuses.iter().filter(|s| **s == Status::Promoted).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == Status::Refused).count(), 1, "{statuses:?}");
+    let refused = if x.status == Status::Refused { &x } else { &y };
+    assert!(refused.phase(Phase::Fence).is_none(), "the refused one never fenced");
+    assert_shape(&t, &r1, &[&m]).await;
 }
