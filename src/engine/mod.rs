@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::discovery::{self, DiscoveryError};
 use crate::mysql::ops::{self, OpRecord, OwnPosition};
 use crate::mysql::{Connector, SourcePosition, SourceSpec, SqlError};
-use crate::store::{Store, StoreError};
+use crate::store::{KnownCluster, Store, StoreError};
 use crate::topology::{Cluster, Flavor, GtidMode, InstanceKey};
 
 pub use hooks::{HookContext, HookFuture, Hooks, NoHooks};
@@ -149,8 +149,7 @@ impl Run {
             old_master: None,
             new_master: None,
             choice: None,
-            started_at: (crate::store::now_unix() * 1000)
-                + (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_millis() as i64).unwrap_or(0)),
+            started_at: crate::store::now_unix_ms(),
             total_ms: 0.0,
             write_unavailable_ms: None,
             old_master_repointed: false,
@@ -309,17 +308,19 @@ impl Run {
                 self.report.warnings.push(format!("on_failure hook: {e}"));
             }
         }
-        self.journal();
-        // Remember the cluster under its new name so that its alias keeps resolving.
-        if self.promoted {
-            // The old master is named as a seed: with replication not started its new master does
-            // not list it yet.
-            let mut seeds = vec![self.designated.clone().expect("promoted")];
-            seeds.extend(self.master.clone());
-            if let Ok(c) = discovery::discover(self.conn(), self.cfg(), &seeds).await {
-                let _ = discovery::remember(self.engine.store.as_ref(), &c);
+        // Remember the cluster under its new name so that its alias keeps resolving: same members,
+        // named after the new master (no second discovery: the snapshot has the members).
+        if let (true, Some(c), Some(d)) = (self.promoted, &self.cluster, &self.designated) {
+            let known = KnownCluster {
+                name: d.to_string(),
+                alias: c.alias.clone(),
+                members: c.members.iter().map(|m| m.key.clone()).collect(),
+            };
+            if let Err(e) = self.engine.store.remember_cluster(&known) {
+                self.report.warnings.push(format!("remembering the cluster: {e}"));
             }
         }
+        self.journal();
         info!(status = self.report.status.as_str(), ms = self.report.total_ms, "takeover finished");
         self.report
     }
@@ -466,9 +467,7 @@ impl Run {
             self.ops.push(ops::start_replication(self.conn(), &d).await.map_err(|source| TakeoverError::Sql { phase, source })?);
             self.started_designated_replication = true;
             let pos = ops::own_position(self.conn(), &master).await.map_err(|source| TakeoverError::Sql { phase, source })?;
-            let dialect = self.conn().dialect(&d).await.map_err(|source| TakeoverError::Sql { phase, source })?;
-            let limit = Duration::from_millis(self.cfg().takeover.catchup_timeout_ms);
-            self.ops.push(ops::wait_for_gtid(self.conn(), dialect.as_ref(), &d, &pos.gtid, limit).await.map_err(|source| TakeoverError::Sql { phase, source })?);
+            self.ops.push(self.wait_executed(&d, &pos).await.map_err(|source| TakeoverError::Sql { phase, source })?);
             // Re-read the cluster so that the checks see it running.
             let seeds = vec![master.clone()];
             let c = discovery::discover(self.conn(), self.cfg(), &seeds).await.map_err(|source| TakeoverError::Discovery { phase, source })?;
@@ -549,9 +548,8 @@ impl Run {
 
     /// The position mode an ordinary replica uses on a new source.
     fn replica_position(&self, key: &InstanceKey) -> SourcePosition {
-        let i = self.cluster.as_ref().and_then(|c| c.instance(key));
-        match i.map(|i| (i.flavor, i.replication.as_ref().map(|r| r.gtid_mode))) {
-            Some((Flavor::MySql, _)) => SourcePosition::AutoPosition,
+        match self.cluster.as_ref().and_then(|c| c.instance(key)).map(|i| i.flavor) {
+            Some(Flavor::MySql) => SourcePosition::AutoPosition,
             _ => SourcePosition::GtidSlavePos,
         }
     }
@@ -649,24 +647,28 @@ impl Run {
         let d = self.designated.clone().expect("chosen");
         let sql = |source| TakeoverError::Sql { phase, source };
         let pos = ops::own_position(self.conn(), &master).await.map_err(sql)?;
-        let dialect = self.conn().dialect(&d).await.map_err(sql)?;
-        let limit = Duration::from_millis(self.cfg().takeover.catchup_timeout_ms);
-        let gtid = self
-            .cluster
-            .as_ref()
-            .and_then(|c| c.instance(&d))
-            .and_then(|i| i.replication.as_ref())
-            .is_some_and(|r| r.gtid_mode != GtidMode::No);
-        let op = if gtid || pos.coordinates.is_none() {
-            ops::wait_for_gtid(self.conn(), dialect.as_ref(), &d, &pos.gtid, limit).await
-        } else {
-            ops::wait_for_coordinates(self.conn(), dialect.as_ref(), &d, pos.coordinates.as_ref().expect("checked"), limit).await
-        }
-        .map_err(sql)?;
+        let op = self.wait_executed(&d, &pos).await.map_err(sql)?;
         self.ops.push(op);
         self.detail = format!("{d} executed {}", if pos.gtid.is_empty() { "everything" } else { &pos.gtid });
         self.fenced_position = Some(pos);
         Ok(())
+    }
+
+    /// Waits, in `d`'s server, until it has executed `pos` of the master: by GTID when it
+    /// replicates with GTID (or no coordinates are known), else by binlog coordinates.
+    async fn wait_executed(&self, d: &InstanceKey, pos: &OwnPosition) -> Result<OpRecord, SqlError> {
+        let dialect = self.conn().dialect(d).await?;
+        let limit = Duration::from_millis(self.cfg().takeover.catchup_timeout_ms);
+        let gtid = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.instance(d))
+            .and_then(|i| i.replication.as_ref())
+            .is_some_and(|r| r.gtid_mode != GtidMode::No);
+        match (&pos.coordinates, gtid) {
+            (Some(coords), false) => ops::wait_for_coordinates(self.conn(), dialect.as_ref(), d, coords, limit).await,
+            _ => ops::wait_for_gtid(self.conn(), dialect.as_ref(), d, &pos.gtid, limit).await,
+        }
     }
 
     /// Replication off and forgotten on the designated replica, then read_only off.
@@ -768,9 +770,4 @@ impl Run {
 
 fn keys(list: &[InstanceKey]) -> String {
     list.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
-}
-
-/// Promotion-rule and downtime lookups keyed by instance, for callers outside the engine.
-pub fn current_inputs(cfg: &Config, store: &dyn Store) -> Result<PlanInputs, StoreError> {
-    plan_inputs(cfg, store)
 }

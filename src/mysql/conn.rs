@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, SslOpts, Value};
@@ -182,17 +182,6 @@ impl Connector {
     /// Runs one statement that returns rows.
     pub async fn query(&self, key: &InstanceKey, sql: &str) -> Result<Vec<RowMap>, SqlError> {
         Ok(self.query_sets(key, sql).await?.into_iter().next().unwrap_or_default())
-    }
-
-    /// Runs statements on one connection, in order, and returns how long they took. Used for the
-    /// write primitives, whose SQL the journal records.
-    pub async fn exec(&self, key: &InstanceKey, statements: &[String], limit: Duration) -> Result<Duration, SqlError> {
-        let mut conn = self.conn(key).await?;
-        let start = Instant::now();
-        for sql in statements {
-            self.bounded(key, sql, limit, conn.query_drop(sql.as_str())).await?;
-        }
-        Ok(start.elapsed())
     }
 
     /// Runs a statement with positional parameters (a prepared statement): values never become SQL text.

@@ -309,8 +309,8 @@ impl Sandbox {
             }
         }
 
-        let tmpl = tokio::task::spawn_blocking(move || template(&mariadbd)).await.expect("template task")?;
-        let mariadbd = find_mariadbd().ok_or(SandboxError::NoMariadb)?;
+        let bin = mariadbd.clone();
+        let tmpl = tokio::task::spawn_blocking(move || template(&bin)).await.expect("template task")?;
         debug!(ms = started.elapsed().as_millis() as u64, "template ready");
 
         let mut instances = Vec::new();
@@ -361,11 +361,10 @@ impl Sandbox {
     /// Makes the master writable, points the replicas at it, writes the alias row and waits until
     /// every replica has executed it.
     async fn wire(&self) -> Result<(), SandboxError> {
+        use crate::mysql::ops;
         let cfg = self.config();
         let conn = Connector::new(&cfg);
         let master = self.master();
-        let d = conn.dialect(&master).await?;
-        let limit = cfg.read_timeout();
         let spec = SourceSpec {
             host: master.host.clone(),
             port: master.port,
@@ -375,26 +374,21 @@ impl Sandbox {
             tls: false,
         };
         let replicas = self.instances[1..].iter().map(|i| {
-            let (conn, d, spec) = (&conn, &d, &spec);
-            async move {
-                let stmts = vec![d.change_source(spec).sql, d.start_replication().sql];
-                conn.exec(&i.key(), &stmts, limit).await
-            }
+            let (conn, spec) = (&conn, &spec);
+            async move { ops::repoint(conn, &i.key(), spec, true).await }
         });
         for r in futures::future::join_all(replicas).await {
             r?;
         }
-        let mut stmts: Vec<String> = d.set_read_only(false).into_iter().map(|s| s.sql).collect();
-        stmts.push(format!(
-            "REPLACE INTO meta.cluster (anchor, alias) VALUES (1, {})",
-            crate::mysql::dialect::quote(&self.alias)
-        ));
-        conn.exec(&master, &stmts, limit).await?;
-        let pos = conn.query(&master, "SELECT @@gtid_binlog_pos AS p").await?;
-        let pos = pos.first().and_then(|r| r.first()).unwrap_or_default().to_string();
+        ops::set_read_only(&conn, &master, false, cfg.takeover.fence_lock_wait_s).await?;
+        let alias_row =
+            format!("REPLACE INTO meta.cluster (anchor, alias) VALUES (1, {})", crate::mysql::dialect::quote(&self.alias));
+        conn.query(&master, &alias_row).await?;
+        let pos = ops::own_position(&conn, &master).await?;
+        let d = conn.dialect(&master).await?;
         let waits = self.instances[1..].iter().map(|i| {
             let (conn, d, pos) = (&conn, &d, &pos);
-            async move { crate::mysql::ops::wait_for_gtid(conn, d.as_ref(), &i.key(), pos, Duration::from_secs(30)).await }
+            async move { ops::wait_for_gtid(conn, d.as_ref(), &i.key(), &pos.gtid, Duration::from_secs(30)).await }
         });
         for r in futures::future::join_all(waits).await {
             r?;

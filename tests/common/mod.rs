@@ -111,9 +111,7 @@ pub async fn rows(conn: &Connector, key: &InstanceKey, sql: &str) -> Vec<RowMap>
 }
 
 pub async fn exec(conn: &Connector, key: &InstanceKey, sql: &str) {
-    conn.exec(key, &[sql.to_string()], std::time::Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("{key}: {sql}: {e}"));
+    conn.query(key, sql).await.unwrap_or_else(|e| panic!("{key}: {sql}: {e}"));
 }
 
 pub fn baton_bin() -> &'static str {
