@@ -107,6 +107,45 @@ pub struct PathsConfig {
     pub data_dir: PathBuf,
 }
 
+/// The Lua host: which policy file, the limits of every script call, and the capabilities that
+/// reach outside MySQL (off unless switched on).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScriptsConfig {
+    /// The candidate policy, relative to `paths.scripts_dir`. Empty: the built-in Rust ordering.
+    pub policy: String,
+    /// Memory one Lua VM (all scripts of one loaded version) may allocate, in MiB.
+    pub memory_limit_mb: usize,
+    /// Lua VM instructions one call (one hook, one policy choice) may execute.
+    pub instruction_limit: u64,
+    /// Wall-clock limit of one hook or policy call, waits included (ms).
+    pub hook_timeout_ms: u64,
+    /// Quiet time after the last change in the watched directories before reloading (ms).
+    pub reload_debounce_ms: u64,
+    /// `baton.shell(...)`: run commands with `sh -c`.
+    pub allow_shell: bool,
+    /// `baton.http.post(...)`: send HTTP requests.
+    pub allow_http: bool,
+    /// Free-form settings handed to the scripts as `baton.settings` (e.g. the commands of
+    /// `hooks/orchestrator_compat.lua`, a webhook URL, a data centre map).
+    pub settings: toml::Table,
+}
+
+impl Default for ScriptsConfig {
+    fn default() -> Self {
+        ScriptsConfig {
+            policy: "policy.lua".into(),
+            memory_limit_mb: 64,
+            instruction_limit: 100_000_000,
+            hook_timeout_ms: 10_000,
+            reload_debounce_ms: 200,
+            allow_shell: false,
+            allow_http: false,
+            settings: toml::Table::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -115,6 +154,7 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     pub takeover: TakeoverConfig,
     pub paths: PathsConfig,
+    pub scripts: ScriptsConfig,
     /// Static cluster aliases: alias = "host:port" of any member.
     pub aliases: BTreeMap<String, String>,
     /// Where this configuration came from, for error messages.
@@ -190,6 +230,7 @@ impl Default for Config {
             discovery: DiscoveryConfig::default(),
             takeover: TakeoverConfig::default(),
             paths: PathsConfig::default(),
+            scripts: ScriptsConfig::default(),
             aliases: BTreeMap::new(),
             origin: "built-in defaults".into(),
         }
@@ -246,6 +287,7 @@ impl Config {
                 "BATON_DATA_DIR" => self.paths.data_dir = v.into(),
                 "BATON_SCRIPTS_DIR" => self.paths.scripts_dir = v.into(),
                 "BATON_HOOKS_DIR" => self.paths.hooks_dir = v.into(),
+                "BATON_POLICY" => self.scripts.policy = v.clone(),
                 "BATON_CONNECT_TIMEOUT_MS" => {
                     self.topology.connect_timeout_ms = v.parse().map_err(|_| bad("not a number of milliseconds"))?
                 }
@@ -278,6 +320,9 @@ impl Config {
             ("topology.read_timeout_ms", self.topology.read_timeout_ms),
             ("takeover.catchup_timeout_ms", self.takeover.catchup_timeout_ms),
             ("takeover.fence_lock_wait_s", self.takeover.fence_lock_wait_s),
+            ("scripts.instruction_limit", self.scripts.instruction_limit),
+            ("scripts.hook_timeout_ms", self.scripts.hook_timeout_ms),
+            ("scripts.memory_limit_mb", self.scripts.memory_limit_mb as u64),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be greater than 0"));

@@ -9,6 +9,9 @@
 //! - [`discovery`]: from any member, probe the whole cluster in parallel and build the tree.
 //! - [`sandbox`]: real `mariadbd` replication topologies on loopback ports, for demos, tests and
 //!   benchmarks.
+//! - [`engine`]: the takeover as named phases with a journal; pure plan decisions in `plan`.
+//! - [`lua`]: the Lua host: the operator's candidate policy and hooks, sandboxed, reloaded on change.
+//! - [`store`]: the embedded store (SQLite) behind a small trait.
 //! - [`config`]: the TOML configuration and its `BATON_*` environment overrides.
 //! - [`cli`]: the `baton` command line, a thin shell over the modules above.
 //!
@@ -18,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod engine;
+pub mod lua;
 pub mod mysql;
 pub mod sandbox;
 pub mod store;

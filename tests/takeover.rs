@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton::config::Config;
-use baton::engine::{Engine, HookContext, HookFuture, Hooks, NoHooks, Phase, Status, TakeoverReport, TakeoverRequest};
+use baton::engine::{
+    Engine, HookContext, HookFuture, HookPhase, NoScripts, Phase, ScriptSource, Scripts, Status, TakeoverReport, TakeoverRequest,
+};
 use baton::mysql::workload::{rows_of, Sampler, Writer};
 use baton::mysql::{ops, Connector};
 use baton::sandbox::APP_USER;
@@ -16,13 +18,13 @@ use baton::store::{SqliteStore, Store};
 use baton::topology::{Cluster, InstanceKey, ThreadState};
 use common::*;
 
-fn engine_with(cfg: &Config, hooks: Arc<dyn Hooks>) -> Engine {
+fn engine_with(cfg: &Config, scripts: Arc<dyn ScriptSource>) -> Engine {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir).unwrap());
-    Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(cfg)), store, hooks)
+    Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(cfg)), store, scripts)
 }
 
 fn engine(cfg: &Config) -> Engine {
-    engine_with(cfg, Arc::new(NoHooks))
+    engine_with(cfg, Arc::new(NoScripts))
 }
 
 fn req(hint: &InstanceKey, to: Option<&InstanceKey>) -> TakeoverRequest {
@@ -189,12 +191,13 @@ async fn refusals_change_nothing() {
     assert!(rep.errors[0].contains("replication_credentials"), "{:?}", rep.errors);
 
     // A hook veto.
+    #[derive(Clone)]
     struct Veto;
-    impl Hooks for Veto {
-        fn run<'a>(&'a self, phase: Phase, _ctx: &'a HookContext) -> HookFuture<'a> {
-            Box::pin(async move { if phase == Phase::PreTakeoverHooks { Err("change freeze".into()) } else { Ok(()) } })
+    impl Scripts for Veto {
+        fn run_hooks<'a>(&'a self, phase: HookPhase, _ctx: &'a HookContext) -> HookFuture<'a> {
+            Box::pin(async move { if phase == HookPhase::PreTakeover { Err("change freeze".into()) } else { Ok("ok".into()) } })
         }
-        fn describe(&self, _phase: Phase) -> Vec<String> {
+        fn describe_hooks(&self, _phase: HookPhase) -> Vec<String> {
             vec!["veto".into()]
         }
     }

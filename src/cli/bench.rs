@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 
 use super::CliResult;
-use crate::engine::{Engine, NoHooks, Status, TakeoverRequest};
+use crate::engine::{Engine, NoScripts, Status, TakeoverRequest};
 use crate::mysql::workload::{rows_of, Sampler, Writer};
 use crate::mysql::Connector;
 use crate::sandbox::{Sandbox, SandboxSpec, APP_USER};
@@ -153,7 +153,7 @@ async fn bench_takeover(args: TakeoverBench) -> CliResult {
 async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint: String) -> CliResult {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir)?);
     let connector = Arc::new(Connector::new(&cfg));
-    let engine = Engine::new(Arc::new(cfg.clone()), connector.clone(), store.clone(), Arc::new(NoHooks));
+    let engine = Engine::new(Arc::new(cfg.clone()), connector.clone(), store.clone(), Arc::new(NoScripts));
     let first = crate::discovery::discover_hint(&connector, &cfg, store.as_ref(), &hint).await?;
     let members: Vec<InstanceKey> = first.members.iter().map(|m| m.key.clone()).collect();
     let a = first.master.clone().ok_or("no master")?;

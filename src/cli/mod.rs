@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod sandbox;
+mod script;
 mod takeover;
 mod topology;
 
@@ -36,6 +37,9 @@ pub enum Command {
     Topology(topology::TopologyArgs),
     /// Move the master role to a replica, gracefully.
     Takeover(takeover::TakeoverArgs),
+    /// Check, test and watch the Lua policy and hooks.
+    #[command(subcommand)]
+    Script(script::ScriptCmd),
     /// Show the takeover history.
     Audit(admin::AuditArgs),
     /// Set, clear or list promotion rules.
@@ -84,6 +88,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
         Command::Topology(args) => topology::run(&load()?, args).await,
         Command::Takeover(args) => takeover::run(&load()?, args).await,
+        Command::Script(cmd) => script::run(&load()?, cmd).await,
         Command::Audit(args) => admin::audit(&load()?, args),
         Command::PromotionRule(cmd) => admin::rule(&load()?, cmd),
         Command::Downtime(cmd) => admin::downtime(&load()?, cmd),

@@ -4,7 +4,8 @@ use clap::Args;
 
 use super::CliResult;
 use crate::config::Config;
-use crate::engine::{Engine, NoHooks, Outcome, PhaseEvent, Status, TakeoverReport, TakeoverRequest};
+use crate::engine::{Engine, Outcome, PhaseEvent, Status, TakeoverReport, TakeoverRequest};
+use crate::lua::{Env, ScriptHost};
 use crate::mysql::Connector;
 use crate::store::{SqliteStore, Store};
 use crate::topology::InstanceKey;
@@ -30,14 +31,17 @@ pub struct TakeoverArgs {
     pub json: bool,
 }
 
-/// Builds an engine for the CLI from the configuration.
-pub fn engine(cfg: &Config) -> Result<Engine, Box<dyn std::error::Error>> {
+/// Builds an engine for the CLI from the configuration, with the configured Lua policy and
+/// hooks (a script that does not load stops here: nothing runs without the operator's hooks).
+pub async fn engine(cfg: &Config) -> Result<Engine, Box<dyn std::error::Error>> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir)?);
-    Ok(Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(cfg)), store, Arc::new(NoHooks)))
+    let env = Arc::new(Env { cfg: Arc::new(cfg.clone()), connector: Arc::new(Connector::new(cfg)), store });
+    let host = ScriptHost::start(env.clone()).await?;
+    Ok(Engine::new(env.cfg.clone(), env.connector.clone(), env.store.clone(), host))
 }
 
 pub async fn run(cfg: &Config, args: TakeoverArgs) -> CliResult {
-    let engine = engine(cfg)?;
+    let engine = engine(cfg).await?;
     let req = TakeoverRequest {
         cluster_hint: args.cluster,
         designated: args.designated,

@@ -30,8 +30,11 @@ use crate::mysql::{Connector, SourcePosition, SourceSpec, SqlError};
 use crate::store::{KnownCluster, Store, StoreError};
 use crate::topology::{Cluster, Flavor, GtidMode, InstanceKey};
 
-pub use hooks::{HookContext, HookFuture, Hooks, NoHooks};
-pub use plan::{Check, PlanInputs};
+pub use hooks::{
+    Choice, ChoiceFuture, HookContext, HookFuture, HookPhase, NoScripts, PhaseTiming, PolicyInput, ScriptSource, Scripts,
+    ScriptsVersion,
+};
+pub use plan::{Candidate, Check, Excluded, PlanInputs};
 pub use report::{Outcome, Phase, PhaseEvent, PhaseRecord, Status, TakeoverReport};
 
 /// What the caller asks for.
@@ -83,12 +86,12 @@ pub struct Engine {
     pub cfg: Arc<Config>,
     pub connector: Arc<Connector>,
     pub store: Arc<dyn Store>,
-    pub hooks: Arc<dyn Hooks>,
+    pub scripts: Arc<dyn ScriptSource>,
 }
 
 impl Engine {
-    pub fn new(cfg: Arc<Config>, connector: Arc<Connector>, store: Arc<dyn Store>, hooks: Arc<dyn Hooks>) -> Engine {
-        Engine { cfg, connector, store, hooks }
+    pub fn new(cfg: Arc<Config>, connector: Arc<Connector>, store: Arc<dyn Store>, scripts: Arc<dyn ScriptSource>) -> Engine {
+        Engine { cfg, connector, store, scripts }
     }
 
     /// Runs one takeover to its end and returns its report (also saved in the store).
@@ -113,6 +116,8 @@ fn plan_inputs(cfg: &Config, store: &dyn Store) -> Result<PlanInputs, StoreError
 /// One takeover in progress: the context that travels through the phases.
 struct Run {
     engine: Engine,
+    /// The scripts version this takeover started with, kept to its end.
+    scripts: Arc<dyn Scripts>,
     req: TakeoverRequest,
     events: Option<EventSink>,
     report: TakeoverReport,
@@ -129,6 +134,7 @@ struct Run {
     fenced_position: Option<OwnPosition>,
     designated_reset: bool,
     promoted: bool,
+    rolled_back: Vec<String>,
     // Filled by the running phase.
     ops: Vec<OpRecord>,
     checks: Vec<Check>,
@@ -157,9 +163,14 @@ impl Run {
             phases: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            scripts: None,
         };
+        let scripts = engine.scripts.current();
+        let mut report = report;
+        report.scripts = scripts.version();
         Run {
             engine,
+            scripts,
             req,
             events,
             report,
@@ -175,6 +186,7 @@ impl Run {
             fenced_position: None,
             designated_reset: false,
             promoted: false,
+            rolled_back: Vec::new(),
             ops: Vec::new(),
             checks: Vec::new(),
             detail: String::new(),
@@ -229,14 +241,16 @@ impl Run {
             match phase {
                 Phase::Resolve => self.resolve().await,
                 Phase::CheckMaster => self.check_master(),
-                Phase::ChooseDesignated => self.choose_designated(),
+                Phase::ChooseDesignated => self.choose_designated().await,
                 Phase::CheckDesignated => self.check_designated().await,
-                Phase::PreTakeoverHooks | Phase::PreFenceHooks => self.hooks(phase, true).await,
+                Phase::PreTakeoverHooks => self.hooks(phase, HookPhase::PreTakeover).await,
+                Phase::PreFenceHooks => self.hooks(phase, HookPhase::PreFence).await,
                 Phase::RelocateSiblings => self.relocate_siblings().await,
                 Phase::Fence => self.fence().await,
                 Phase::CatchUp => self.catch_up().await,
                 Phase::Promote => self.promote().await,
-                Phase::PostPromoteHooks | Phase::PostTakeoverHooks => self.hooks(phase, false).await,
+                Phase::PostPromoteHooks => self.hooks(phase, HookPhase::PostPromote).await,
+                Phase::PostTakeoverHooks => self.hooks(phase, HookPhase::PostTakeover).await,
                 Phase::RepointOldMaster => self.repoint_old_master().await,
                 Phase::Rollback => unreachable!("rollback is not a step"),
             }
@@ -303,8 +317,9 @@ impl Run {
             }
         }
         if self.report.status != Status::Promoted && self.report.status != Status::Refused {
-            let ctx = self.hook_context(self.report.errors.first().cloned());
-            if let Err(e) = self.engine.hooks.run(Phase::Rollback, &ctx).await {
+            let ctx = self.hook_context(HookPhase::OnFailure);
+            let scripts = self.scripts.clone();
+            if let Err(e) = scripts.run_hooks(HookPhase::OnFailure, &ctx).await {
                 self.report.warnings.push(format!("on_failure hook: {e}"));
             }
         }
@@ -325,7 +340,7 @@ impl Run {
         self.report
     }
 
-    fn hook_context(&self, error: Option<String>) -> HookContext {
+    fn hook_context(&self, phase: HookPhase) -> HookContext {
         let replicas = self
             .cluster
             .as_ref()
@@ -339,15 +354,24 @@ impl Run {
         HookContext {
             takeover_id: self.report.id.clone(),
             command: self.report.command.clone(),
+            phase: phase.name().to_string(),
             cluster: self.report.cluster.clone(),
             alias: self.report.alias.clone(),
             old_master: self.report.old_master.clone(),
             successor: self.designated.as_ref().map(|k| k.to_string()),
             replicas,
             lost_replicas: lost,
-            phase_timings: self.report.phases.iter().map(|p| (p.name.name().to_string(), p.duration_ms)).collect(),
+            phase_timings: self
+                .report
+                .phases
+                .iter()
+                .map(|p| PhaseTiming { phase: p.name.name().to_string(), ms: p.duration_ms })
+                .collect(),
             dry_run: false,
-            error,
+            status: self.report.status.as_str().to_string(),
+            error: self.report.errors.first().cloned(),
+            rolled_back: self.rolled_back.clone(),
+            scripts_version: self.report.scripts.as_ref().map(|v| v.id.clone()),
         }
     }
 
@@ -419,7 +443,7 @@ impl Run {
         Ok(())
     }
 
-    fn choose_designated(&mut self) -> PhaseResult {
+    async fn choose_designated(&mut self) -> PhaseResult {
         let phase = Phase::ChooseDesignated;
         let c = self.cluster.as_ref().expect("resolved");
         let master = self.master.clone().expect("checked");
@@ -445,13 +469,41 @@ impl Run {
                     format!("the master has {} replicas ({}): name one, or ask for auto", replicas.len(), keys(&replicas)),
                 ))
             }
-            None => plan::choose_candidate(c, &master, &self.inputs)
-                .map_err(|why| TakeoverError::refused(phase, "candidate", Some(&master), why))?,
+            None => self.policy_choice(phase, &master).await?,
         };
         self.report.choice = Some(why.clone());
         self.detail = why;
         self.designated = Some(designated);
         Ok(())
+    }
+
+    /// The candidate policy's choice among the eligible replicas: the operator's Lua policy when
+    /// one is loaded, else the built-in ordering. The policy may only pick an eligible candidate.
+    async fn policy_choice(&self, phase: Phase, master: &InstanceKey) -> Result<(InstanceKey, String), TakeoverError> {
+        let c = self.cluster.as_ref().expect("resolved");
+        let refused = |why: String| TakeoverError::refused(phase, "candidate", Some(master), why);
+        let (candidates, excluded) = plan::candidates(c, master, &self.inputs);
+        let input = PolicyInput { cluster: c.clone(), master: master.clone(), candidates, excluded };
+        let Some(choice) = self.scripts.choose(&input) else {
+            return plan::choose_candidate(c, master, &self.inputs).map_err(refused);
+        };
+        if input.candidates.is_empty() {
+            let why: Vec<String> = input.excluded.iter().map(|e| format!("{} ({})", e.key, e.reason)).collect();
+            return Err(refused(format!("no eligible replica of {master}: {}", why.join("; "))));
+        }
+        match choice.await {
+            Ok(Choice::Chosen { key, reason }) if input.candidates.iter().any(|c| c.instance.key == key) => {
+                Ok((key, format!("policy: {reason}")))
+            }
+            Ok(Choice::Chosen { key, reason }) => Err(TakeoverError::refused(
+                phase,
+                "policy",
+                Some(&key),
+                format!("the policy chose {key}, which is not an eligible candidate ({reason})"),
+            )),
+            Ok(Choice::Refused { reason }) => Err(TakeoverError::refused(phase, "policy", Some(master), format!("the policy refused: {reason}"))),
+            Err(e) => Err(TakeoverError::refused(phase, "policy", Some(master), format!("the policy failed: {e}"))),
+        }
     }
 
     async fn check_designated(&mut self) -> PhaseResult {
@@ -498,13 +550,15 @@ impl Run {
         result
     }
 
-    async fn hooks(&mut self, phase: Phase, may_veto: bool) -> PhaseResult {
-        let ctx = self.hook_context(None);
-        let names = self.engine.hooks.describe(phase);
-        self.detail = if names.is_empty() { "no hooks".into() } else { names.join(", ") };
-        match self.engine.hooks.run(phase, &ctx).await {
-            Ok(()) => Ok(()),
-            Err(reason) if may_veto => Err(TakeoverError::Vetoed { phase, reason }),
+    async fn hooks(&mut self, phase: Phase, hook: HookPhase) -> PhaseResult {
+        let ctx = self.hook_context(hook);
+        let scripts = self.scripts.clone();
+        match scripts.run_hooks(hook, &ctx).await {
+            Ok(summary) => {
+                self.detail = summary;
+                Ok(())
+            }
+            Err(reason) if hook.may_veto() => Err(TakeoverError::Vetoed { phase, reason }),
             Err(reason) => Err(TakeoverError::HookFailed { phase, reason }),
         }
     }
@@ -521,6 +575,7 @@ impl Run {
         let detail = match r {
             Ok(op) => {
                 self.ops.push(op);
+                self.rolled_back.push(format!("stopped replication on {d} again"));
                 format!("stopped replication on {d} again")
             }
             Err(e) => {
@@ -759,6 +814,7 @@ impl Run {
             }
         }
         let ok = failures.is_empty();
+        self.rolled_back.extend(done.iter().cloned());
         let detail = if ok { done.join("; ") } else { format!("{}; FAILED: {}", done.join("; "), failures.join("; ")) };
         for f in &failures {
             self.report.errors.push(format!("rollback: {f}"));

@@ -67,62 +67,93 @@ pub fn exclusion(cluster: &Cluster, master: &InstanceKey, i: &Instance, inputs: 
     None
 }
 
-/// The default candidate policy: among direct replicas that are not excluded, prefer promotion rule
-/// `prefer`, then the most advanced executed position, then the least lag, then a version not newer
-/// than its siblings (so they can replicate from it), then the key. Returns the choice and why.
-pub fn choose_candidate(cluster: &Cluster, master: &InstanceKey, inputs: &PlanInputs) -> Result<(InstanceKey, String), String> {
+/// A replica that passed the safety rules, with what a policy ranks by. Serialized, it is the
+/// instance's probed fields (as in `baton topology --json`) plus these.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    #[serde(flatten)]
+    pub instance: Instance,
+    pub promotion_rule: PromotionRule,
+    /// Seconds_Behind_Master; None when unknown.
+    pub lag_s: Option<u64>,
+    /// Transactions executed (sum of GTID sequence numbers per domain on MariaDB, count of the
+    /// executed set on MySQL): bigger is more advanced.
+    pub executed_progress: f64,
+    /// Relay-log execution position in the master's binlog (for clusters without GTID).
+    pub exec_pos: u64,
+    /// A newer server version than some sibling: those siblings might not replicate from it.
+    pub newer_than_siblings: bool,
+}
+
+/// A replica the safety rules ruled out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Excluded {
+    pub key: InstanceKey,
+    pub reason: String,
+}
+
+/// Splits the master's direct replicas into candidates and excluded ones (both in key order).
+pub fn candidates(cluster: &Cluster, master: &InstanceKey, inputs: &PlanInputs) -> (Vec<Candidate>, Vec<Excluded>) {
     let replicas: Vec<&Instance> =
         cluster.replicas_of(master).into_iter().filter_map(|m| m.instance.as_ref()).collect();
-    let mut excluded = Vec::new();
+    let min_version = replicas.iter().map(|i| i.version_number()).min().unwrap_or_default();
     let mut eligible = Vec::new();
-    for i in &replicas {
+    let mut excluded = Vec::new();
+    for i in replicas {
         match exclusion(cluster, master, i, inputs) {
-            Some(why) => excluded.push(format!("{} ({why})", i.key)),
-            None => eligible.push(*i),
+            Some(reason) => excluded.push(Excluded { key: i.key.clone(), reason }),
+            None => eligible.push(Candidate {
+                promotion_rule: inputs.rule(&i.key),
+                lag_s: i.replication.as_ref().and_then(|r| r.seconds_behind),
+                executed_progress: i.gtid.progress() as f64,
+                exec_pos: i.replication.as_ref().and_then(|r| r.exec_coordinates.as_ref()).map(|c| c.pos).unwrap_or(0),
+                newer_than_siblings: i.version_number() > min_version,
+                instance: i.clone(),
+            }),
         }
     }
+    eligible.sort_by(|a, b| a.instance.key.cmp(&b.instance.key));
+    excluded.sort_by(|a, b| a.key.cmp(&b.key));
+    (eligible, excluded)
+}
+
+/// The built-in candidate policy, used when no Lua policy is configured (`scripts/policy.lua`
+/// ships the same ordering): prefer promotion rule `prefer`, then the most advanced executed
+/// position, then the least lag, then a version not newer than its siblings (so they can
+/// replicate from it), then the key. Returns the choice and why.
+pub fn choose_candidate(cluster: &Cluster, master: &InstanceKey, inputs: &PlanInputs) -> Result<(InstanceKey, String), String> {
+    let (mut eligible, excluded) = candidates(cluster, master, inputs);
+    let excluded: Vec<String> = excluded.iter().map(|e| format!("{} ({})", e.key, e.reason)).collect();
     if eligible.is_empty() {
         return Err(format!("no eligible replica of {master}: {}", excluded.join("; ")));
     }
-    let min_version = replicas.iter().map(|i| i.version_number()).min().unwrap_or_default();
-    let rank = |i: &Instance| -> u8 {
-        match inputs.rule(&i.key) {
-            PromotionRule::Prefer => 0,
-            PromotionRule::Neutral => 1,
-            PromotionRule::PreferNot => 2,
-            PromotionRule::MustNot => 3,
-        }
-    };
-    let exec = |i: &Instance| -> (u128, u64) {
-        let coords = i.replication.as_ref().and_then(|r| r.exec_coordinates.as_ref());
-        (i.gtid.progress(), coords.map(|c| c.pos).unwrap_or(0))
-    };
-    let lag = |i: &Instance| i.replication.as_ref().and_then(|r| r.seconds_behind).unwrap_or(u64::MAX);
+    let exec = |c: &Candidate| (c.instance.gtid.progress(), c.exec_pos);
+    let lag = |c: &Candidate| c.lag_s.unwrap_or(u64::MAX);
     eligible.sort_by(|a, b| {
-        rank(a)
-            .cmp(&rank(b))
+        a.promotion_rule
+            .cmp(&b.promotion_rule)
             .then(exec(b).cmp(&exec(a)))
             .then(lag(a).cmp(&lag(b)))
-            .then((a.version_number() > min_version).cmp(&(b.version_number() > min_version)))
-            .then(a.key.cmp(&b.key))
+            .then(a.newer_than_siblings.cmp(&b.newer_than_siblings))
+            .then(a.instance.key.cmp(&b.instance.key))
     });
-    let best = eligible[0];
+    let best = &eligible[0];
     let mut reason = format!(
         "{} chosen: rule {}, executed {}, lag {}s, version {}",
-        best.key,
-        inputs.rule(&best.key),
-        best.gtid.summary(),
+        best.instance.key,
+        best.promotion_rule,
+        best.instance.gtid.summary(),
         lag(best),
-        best.version
+        best.instance.version
     );
     if eligible.len() > 1 {
-        let others: Vec<String> = eligible[1..].iter().map(|i| i.key.to_string()).collect();
+        let others: Vec<String> = eligible[1..].iter().map(|c| c.instance.key.to_string()).collect();
         reason.push_str(&format!("; ranked ahead of {}", others.join(", ")));
     }
     if !excluded.is_empty() {
         reason.push_str(&format!("; excluded: {}", excluded.join("; ")));
     }
-    Ok((best.key.clone(), reason))
+    Ok((best.instance.key.clone(), reason))
 }
 
 /// The checks on the designated replica before anything changes. All are returned, failing or not.

@@ -130,6 +130,9 @@ pub struct TakeoverReport {
     pub phases: Vec<PhaseRecord>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// The version of the operator's scripts this takeover ran with (None: no scripts).
+    #[serde(default)]
+    pub scripts: Option<super::hooks::ScriptsVersion>,
 }
 
 impl TakeoverReport {

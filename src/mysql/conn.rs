@@ -19,7 +19,7 @@ use crate::topology::{Flavor, InstanceKey, Version};
 pub struct RowMap(pub Vec<(String, Option<String>)>);
 
 impl RowMap {
-    fn from_row(row: Row) -> RowMap {
+    pub(crate) fn from_row(row: Row) -> RowMap {
         let cols: Vec<String> = row.columns_ref().iter().map(|c| c.name_str().to_ascii_lowercase()).collect();
         let values = row.unwrap();
         RowMap(cols.into_iter().zip(values).map(|(c, v)| (c, value_text(v))).collect())

@@ -193,3 +193,67 @@ pub async fn kill_client_connections(conn: &Connector, key: &InstanceKey, own_us
     }
     Ok(OpRecord::new(key, &stmts, start.elapsed()))
 }
+
+/// A read-only query for operator scripts (`baton.query`): one statement that starts with
+/// SELECT, SHOW, WITH, EXPLAIN or DESCRIBE, run in a read-only transaction, with positional
+/// parameters bound by the server (never spliced into the text). Rows come back as text.
+pub async fn read_query(
+    conn: &Connector,
+    key: &InstanceKey,
+    sql: &str,
+    params: Vec<mysql_async::Value>,
+) -> Result<Vec<super::RowMap>, SqlError> {
+    check_read_only_statement(sql).map_err(|detail| SqlError::Unexpected {
+        instance: key.clone(),
+        what: "baton.query".into(),
+        detail,
+    })?;
+    let mut c = conn.conn(key).await?;
+    use mysql_async::prelude::Queryable;
+    let limit = conn.read_timeout();
+    conn.bounded(key, "START TRANSACTION READ ONLY", limit, c.query_drop("START TRANSACTION READ ONLY")).await?;
+    let rows = if params.is_empty() {
+        conn.bounded(key, sql, limit, c.query::<mysql_async::Row, _>(sql)).await
+    } else {
+        conn.bounded(key, sql, limit, c.exec::<mysql_async::Row, _, _>(sql, params)).await
+    };
+    // Always end the transaction, even after an error, so the pooled connection is clean.
+    let end = conn.bounded(key, "ROLLBACK", limit, c.query_drop("ROLLBACK")).await;
+    let rows = rows?;
+    end?;
+    Ok(rows.into_iter().map(super::RowMap::from_row).collect())
+}
+
+/// Why `sql` is not an acceptable read-only statement, if it is not.
+pub fn check_read_only_statement(sql: &str) -> Result<(), String> {
+    let text = sql.trim().trim_end_matches(';').trim();
+    let first = text.split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("").to_ascii_uppercase();
+    if !matches!(first.as_str(), "SELECT" | "SHOW" | "WITH" | "EXPLAIN" | "DESCRIBE" | "DESC") {
+        return Err(format!("only SELECT, SHOW, WITH, EXPLAIN and DESCRIBE are allowed, not `{first}`"));
+    }
+    if text.contains(';') {
+        return Err("one statement only (found ';')".into());
+    }
+    let upper = text.to_ascii_uppercase();
+    if upper.contains("INTO OUTFILE") || upper.contains("INTO DUMPFILE") {
+        return Err("SELECT ... INTO OUTFILE/DUMPFILE writes a file: not allowed".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod read_query_tests {
+    use super::check_read_only_statement as check;
+
+    #[test]
+    fn only_reads_pass() {
+        assert!(check("SELECT @@read_only").is_ok());
+        assert!(check("  show replica status;").is_ok());
+        assert!(check("WITH x AS (SELECT 1) SELECT * FROM x").is_ok());
+        assert!(check("UPDATE t SET a = 1").unwrap_err().contains("UPDATE"));
+        assert!(check("DROP TABLE t").is_err());
+        assert!(check("SELECT 1; DROP TABLE t").unwrap_err().contains("one statement"));
+        assert!(check("SELECT * FROM t INTO OUTFILE '/tmp/x'").is_err());
+        assert!(check("").is_err());
+    }
+}

@@ -39,6 +39,15 @@ impl SqliteStore {
         Ok(SqliteStore { path: p, db: Mutex::new(db) })
     }
 
+    /// A store that lives in memory only (offline tools, unit tests).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        let p = ":memory:".to_string();
+        let err = |source| StoreError::Sqlite { path: p.clone(), source };
+        let db = Connection::open_in_memory().map_err(err)?;
+        db.execute_batch(SCHEMA).map_err(err)?;
+        Ok(SqliteStore { path: p, db: Mutex::new(db) })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let db = self.db.lock().expect("store mutex poisoned");
         f(&db).map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
