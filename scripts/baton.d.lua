@@ -6,8 +6,8 @@
 
 ---@class baton.Replication
 ---@field source string               "host:port" of the source
----@field io_thread "running"|"connecting"|"stopped"
----@field sql_thread "running"|"connecting"|"stopped"
+---@field io_thread "yes"|"connecting"|"no"
+---@field sql_thread "yes"|"no"
 ---@field seconds_behind integer?
 ---@field read_coordinates { file: string, pos: integer }?
 ---@field exec_coordinates { file: string, pos: integer }?

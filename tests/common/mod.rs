@@ -117,3 +117,28 @@ pub async fn exec(conn: &Connector, key: &InstanceKey, sql: &str) {
 pub fn baton_bin() -> &'static str {
     env!("CARGO_BIN_EXE_baton")
 }
+
+/// Accepts one HTTP request on `listener`, answers 200, and returns its head and body.
+pub async fn one_http_request(listener: tokio::net::TcpListener) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut sock, _) = listener.accept().await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Read until the body announced by content-length is complete.
+    loop {
+        let n = sock.read(&mut chunk).await.unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            if body.len() >= len {
+                sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                return (head.to_string(), body.to_string());
+            }
+        }
+        assert!(n > 0, "connection closed before the whole request arrived");
+    }
+}
