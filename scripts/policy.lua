@@ -15,8 +15,8 @@ function policy.choose(cluster, candidates)
   if #candidates == 0 then
     return nil, "no eligible replica of " .. tostring(cluster.master) .. ": " .. rank.excluded_text(cluster)
   end
-  local list = rank.sorted(candidates)
-  return list[1].key, rank.explain(list[1], list, cluster)
+  local top = rank.top(candidates, rank.RUNNERS_UP_SHOWN + 1)
+  return top[1].key, rank.explain(top, #candidates, cluster)
 end
 
 return policy

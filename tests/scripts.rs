@@ -310,7 +310,7 @@ async fn shipped_policy(file: &str, settings: &str) -> (Dirs, LoadedScripts) {
 async fn choose(s: &LoadedScripts, cluster: &Cluster, inputs: &PlanInputs) -> Choice {
     let master = cluster.master.clone().unwrap();
     let (candidates, excluded) = plan::candidates(cluster, &master, inputs);
-    s.run_policy(&PolicyInput { cluster: cluster.clone(), master, candidates, excluded }).await.unwrap()
+    s.run_policy(Arc::new(PolicyInput { cluster: cluster.clone(), master, candidates, excluded })).await.unwrap()
 }
 
 #[tokio::test]
@@ -390,7 +390,7 @@ async fn a_policy_answer_that_breaks_the_contract_is_an_error() {
     let c = snapshot("mariadb_1_3.json");
     let master = c.master.clone().unwrap();
     let (candidates, excluded) = plan::candidates(&c, &master, &PlanInputs::default());
-    let input = PolicyInput { cluster: c.clone(), master, candidates, excluded };
+    let input = Arc::new(PolicyInput { cluster: c.clone(), master, candidates, excluded });
     for (body, expect) in [
         ("return 42, 'x'", "must return a \"host:port\" string or nil, not a integer"),
         ("return 'nonsense', 'x'", "not host:port"),
@@ -399,7 +399,7 @@ async fn a_policy_answer_that_breaks_the_contract_is_an_error() {
     ] {
         d.write("scripts/policy.lua", &format!("return {{ choose = function(cluster, cands) {body} end }}"));
         let s = d.load().await.unwrap();
-        let e = s.run_policy(&input).await.unwrap_err().to_string();
+        let e = s.run_policy(input.clone()).await.unwrap_err().to_string();
         assert!(e.contains(expect) && e.contains("policy.lua: choose"), "{body}: {e}");
     }
     // The cluster table carries the master, the members and the excluded list.
@@ -408,7 +408,7 @@ async fn a_policy_answer_that_breaks_the_contract_is_an_error() {
         "return { choose = function(cluster, cands)\n assert(cluster.master == '127.0.0.1:24306')\n assert(#cluster.members == 4)\n assert(type(cluster.excluded) == 'table')\n assert(cands[1].replication.source == '127.0.0.1:24306')\n return nil, 'checked' end }",
     );
     let s = d.load().await.unwrap();
-    assert_eq!(s.run_policy(&input).await.unwrap(), Choice::Refused { reason: "checked".into() });
+    assert_eq!(s.run_policy(input.clone()).await.unwrap(), Choice::Refused { reason: "checked".into() });
 }
 
 // ---- reload ----------------------------------------------------------------------------------

@@ -45,10 +45,10 @@ function policy.choose(cluster, candidates)
   end
   local pool, where = fresh, "no candidate in " .. tostring(prefer)
   if #local_dc > 0 then pool, where = local_dc, "in " .. prefer end
-  local list = rank.sorted(pool)
-  local reason = string.format("%s (%s)", rank.explain(list[1], list, cluster), where)
+  local top = rank.top(pool, rank.RUNNERS_UP_SHOWN + 1)
+  local reason = string.format("%s (%s)", rank.explain(top, #pool, cluster), where)
   if #too_far > 0 then reason = reason .. "; lagging more than " .. max_lag .. "s: " .. table.concat(too_far, ", ") end
-  return list[1].key, reason
+  return top[1].key, reason
 end
 
 return policy

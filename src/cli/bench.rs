@@ -32,6 +32,13 @@ pub enum BenchCmd {
     },
     /// Takeovers back and forth under an application writer.
     Takeover(TakeoverBench),
+    /// The Lua host: policy choice over many candidates, hook call overhead, reload latency.
+    Scripts {
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        #[arg(long, default_value_t = 1000)]
+        candidates: usize,
+    },
 }
 
 #[derive(Args)]
@@ -79,6 +86,7 @@ fn bench_dir(name: &str) -> PathBuf {
 
 pub async fn run(cmd: BenchCmd) -> CliResult {
     match cmd {
+        BenchCmd::Scripts { runs, candidates } => super::bench_scripts::run(runs, candidates).await,
         BenchCmd::Sandbox { runs, base_port } => {
             let (mut ups, mut baseline) = (Vec::new(), Vec::new());
             for _ in 0..runs {

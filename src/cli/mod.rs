@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod bench_scripts;
 mod sandbox;
 mod script;
 mod takeover;

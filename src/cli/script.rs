@@ -121,8 +121,8 @@ async fn test(cfg: &Config, args: TestArgs) -> CliResult {
     }
     let loaded = LoadedScripts::load(&sources, offline_env(cfg)?).await?;
     let (candidates, excluded) = plan::candidates(&cluster, &master, &inputs);
-    let input = PolicyInput { cluster, master, candidates, excluded };
-    let choice = loaded.run_policy(&input).await?;
+    let input = Arc::new(PolicyInput { cluster, master, candidates, excluded });
+    let choice = loaded.run_policy(input.clone()).await?;
     let (chosen, reason) = match &choice {
         Choice::Chosen { key, reason } => (Some(key.to_string()), reason.clone()),
         Choice::Refused { reason } => (None, reason.clone()),

@@ -136,7 +136,7 @@ pub trait Scripts: Send + Sync {
     /// Names of the hooks that would run at `phase` (`file:phase`).
     fn describe_hooks(&self, phase: HookPhase) -> Vec<String>;
     /// The candidate policy; None when none is configured (the built-in ordering decides).
-    fn choose<'a>(&'a self, _input: &'a PolicyInput) -> Option<ChoiceFuture<'a>> {
+    fn choose(&self, _input: Arc<PolicyInput>) -> Option<ChoiceFuture<'_>> {
         None
     }
     fn version(&self) -> Option<ScriptsVersion> {

@@ -483,8 +483,8 @@ impl Run {
         let c = self.cluster.as_ref().expect("resolved");
         let refused = |why: String| TakeoverError::refused(phase, "candidate", Some(master), why);
         let (candidates, excluded) = plan::candidates(c, master, &self.inputs);
-        let input = PolicyInput { cluster: c.clone(), master: master.clone(), candidates, excluded };
-        let Some(choice) = self.scripts.choose(&input) else {
+        let input = Arc::new(PolicyInput { cluster: c.clone(), master: master.clone(), candidates, excluded });
+        let Some(choice) = self.scripts.choose(input.clone()) else {
             return plan::choose_candidate(c, master, &self.inputs).map_err(refused);
         };
         if input.candidates.is_empty() {

@@ -117,38 +117,50 @@ pub fn candidates(cluster: &Cluster, master: &InstanceKey, inputs: &PlanInputs) 
     (eligible, excluded)
 }
 
-/// The built-in candidate policy, used when no Lua policy is configured (`scripts/policy.lua`
-/// ships the same ordering): prefer promotion rule `prefer`, then the most advanced executed
-/// position, then the least lag, then a version not newer than its siblings (so they can
-/// replicate from it), then the key. Returns the choice and why.
-pub fn choose_candidate(cluster: &Cluster, master: &InstanceKey, inputs: &PlanInputs) -> Result<(InstanceKey, String), String> {
-    let (mut eligible, excluded) = candidates(cluster, master, inputs);
-    let excluded: Vec<String> = excluded.iter().map(|e| format!("{} ({})", e.key, e.reason)).collect();
-    if eligible.is_empty() {
-        return Err(format!("no eligible replica of {master}: {}", excluded.join("; ")));
-    }
+/// The built-in ordering: `Less` when `a` ranks ahead of `b`. Promotion rule `prefer` first,
+/// then the most advanced executed position, then the least lag, then a version not newer than
+/// its siblings (so they can replicate from it), then the key.
+pub fn rank_order(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
     let exec = |c: &Candidate| (c.instance.gtid.progress(), c.exec_pos);
     let lag = |c: &Candidate| c.lag_s.unwrap_or(u64::MAX);
-    eligible.sort_by(|a, b| {
-        a.promotion_rule
-            .cmp(&b.promotion_rule)
-            .then(exec(b).cmp(&exec(a)))
-            .then(lag(a).cmp(&lag(b)))
-            .then(a.newer_than_siblings.cmp(&b.newer_than_siblings))
-            .then(a.instance.key.cmp(&b.instance.key))
-    });
-    let best = &eligible[0];
+    a.promotion_rule
+        .cmp(&b.promotion_rule)
+        .then(exec(b).cmp(&exec(a)))
+        .then(lag(a).cmp(&lag(b)))
+        .then(a.newer_than_siblings.cmp(&b.newer_than_siblings))
+        .then(a.instance.key.cmp(&b.instance.key))
+}
+
+/// Runners-up named in a reason; the rest are counted.
+pub const RUNNERS_UP_SHOWN: usize = 5;
+
+/// The built-in candidate policy, used when no Lua policy is configured (`scripts/policy.lua`
+/// ships the same ordering, `rank_order`). Returns the choice and why.
+pub fn choose_candidate(cluster: &Cluster, master: &InstanceKey, inputs: &PlanInputs) -> Result<(InstanceKey, String), String> {
+    let (eligible, excluded) = candidates(cluster, master, inputs);
+    choose_among(master, &eligible, &excluded)
+}
+
+/// The built-in choice among prepared candidates.
+pub fn choose_among(master: &InstanceKey, eligible: &[Candidate], excluded: &[Excluded]) -> Result<(InstanceKey, String), String> {
+    let excluded: Vec<String> = excluded.iter().map(|e| format!("{} ({})", e.key, e.reason)).collect();
+    let mut order: Vec<&Candidate> = eligible.iter().collect();
+    if order.is_empty() {
+        return Err(format!("no eligible replica of {master}: {}", excluded.join("; ")));
+    }
+    order.sort_by(|a, b| rank_order(a, b));
+    let best = order[0];
+    let lag = best.lag_s.map(|l| l.to_string()).unwrap_or_else(|| "unknown ".into());
     let mut reason = format!(
-        "{} chosen: rule {}, executed {}, lag {}s, version {}",
-        best.instance.key,
-        best.promotion_rule,
-        best.instance.gtid.summary(),
-        lag(best),
-        best.instance.version
+        "{} chosen: rule {}, executed {}, lag {lag}s, version {}",
+        best.instance.key, best.promotion_rule, best.executed_progress, best.instance.version
     );
-    if eligible.len() > 1 {
-        let others: Vec<String> = eligible[1..].iter().map(|c| c.instance.key.to_string()).collect();
+    if order.len() > 1 {
+        let others: Vec<String> = order[1..].iter().take(RUNNERS_UP_SHOWN).map(|c| c.instance.key.to_string()).collect();
         reason.push_str(&format!("; ranked ahead of {}", others.join(", ")));
+        if order.len() - 1 > RUNNERS_UP_SHOWN {
+            reason.push_str(&format!(" and {} more", order.len() - 1 - RUNNERS_UP_SHOWN));
+        }
     }
     if !excluded.is_empty() {
         reason.push_str(&format!("; excluded: {}", excluded.join("; ")));

@@ -15,6 +15,7 @@
 //! time and memory limits; the engine sees the host only through `engine::Scripts`.
 
 pub mod api;
+mod marshal;
 pub mod vm;
 pub mod watch;
 
@@ -226,6 +227,8 @@ pub struct LoadedScripts {
     vm: Vm,
     version: ScriptsVersion,
     policy: Option<(String, Function)>,
+    /// Builds the policy's arguments and calls it (`marshal`).
+    policy_call: Function,
     hooks: Vec<HookFn>,
 }
 
@@ -299,8 +302,9 @@ impl LoadedScripts {
             hooks.extend(found);
         }
 
+        let policy_call = marshal::compile(&vm.lua).map_err(|e| ScriptError::Vm(e.to_string()))?;
         let version = ScriptsVersion { id: sources.version_id(), loaded_at: crate::store::now_unix_ms() as u64, files: sources.files() };
-        Ok(LoadedScripts { vm, version, policy, hooks })
+        Ok(LoadedScripts { vm, version, policy, policy_call, hooks })
     }
 
     pub fn version_info(&self) -> &ScriptsVersion {
@@ -312,21 +316,15 @@ impl LoadedScripts {
     }
 
     /// Runs the policy on `input` (also used offline by `baton script test`).
-    pub async fn run_policy(&self, input: &PolicyInput) -> Result<Choice, ScriptError> {
+    pub async fn run_policy(&self, input: Arc<PolicyInput>) -> Result<Choice, ScriptError> {
         let Some((file, choose)) = &self.policy else {
             return Err(ScriptError::Invalid { file: "scripts.policy".into(), message: "no policy configured".into() });
         };
         let what = format!("{file}: choose");
-        let lua = &self.vm.lua;
-        let args = (|| -> mlua::Result<(Value, Value)> {
-            let cluster = api::to_lua(lua, &input.cluster)?;
-            if let Value::Table(t) = &cluster {
-                t.set("excluded", api::to_lua(lua, &input.excluded)?)?;
-            }
-            Ok((cluster, api::to_lua(lua, &input.candidates)?))
-        })()
-        .map_err(|e| ScriptError::from_lua(&what, &e))?;
-        let (chosen, reason): (Value, Value) = self.vm.call(&what, choose, args).await?;
+        let (cols, n, fill_candidate, cluster, fill_cluster) =
+            self.vm.build(|lua| marshal::policy_args(lua, input)).map_err(|e| ScriptError::from_lua(&what, &e))?;
+        let (chosen, reason): (Value, Value) =
+            self.vm.call(&what, &self.policy_call, (choose.clone(), cols, n, fill_candidate, cluster, fill_cluster)).await?;
         let reason = match reason {
             Value::Nil => "no reason given".to_string(),
             Value::String(s) => s.to_str().map(|s| s.to_string()).unwrap_or_default(),
@@ -354,7 +352,7 @@ impl LoadedScripts {
         for h in self.hooks.iter().filter(|h| h.phase == phase) {
             let what = format!("{}: {}", h.file, phase);
             let start = Instant::now();
-            let arg = api::to_lua(&self.vm.lua, ctx).map_err(|e| format!("{what}: {e}"))?;
+            let arg = self.vm.build(|lua| api::to_lua(lua, ctx)).map_err(|e| format!("{what}: {e}"))?;
             let result: Result<(Value, Value), ScriptError> = self.vm.call(&what, &h.func, arg).await;
             let ms = start.elapsed().as_secs_f64() * 1000.0;
             let failure = match result {
@@ -402,7 +400,7 @@ impl Scripts for LoadedScripts {
     fn describe_hooks(&self, phase: HookPhase) -> Vec<String> {
         self.hook_names(phase)
     }
-    fn choose<'a>(&'a self, input: &'a PolicyInput) -> Option<ChoiceFuture<'a>> {
+    fn choose(&self, input: Arc<PolicyInput>) -> Option<ChoiceFuture<'_>> {
         self.policy.as_ref()?;
         Some(Box::pin(async move { self.run_policy(input).await.map_err(|e| e.to_string()) }))
     }

@@ -98,6 +98,18 @@ impl Vm {
         Ok(Vm { lua, meter, limits })
     }
 
+    /// Builds arguments for a call (Rust values to Lua tables). No Lua code runs here, so the
+    /// memory limit is lifted meanwhile: with a limit, mlua protects every single table write,
+    /// which made building a thousand candidates cost more than the policy itself. The memory is
+    /// still counted once the limit is back.
+    pub fn build<T>(&self, f: impl FnOnce(&Lua) -> mlua::Result<T>) -> mlua::Result<T> {
+        let _running = self.meter.exec.lock().unwrap_or_else(|p| p.into_inner());
+        self.lua.set_memory_limit(0)?;
+        let out = f(&self.lua);
+        self.lua.set_memory_limit(self.limits.memory_bytes)?;
+        out
+    }
+
     /// Calls `f` within this call's budgets. `what` names the call in errors.
     pub async fn call<R: FromLuaMulti + Send + 'static>(
         &self,
