@@ -16,7 +16,7 @@ use crate::topology::{Cluster, Instance, InstanceKey, Member};
 
 fn line_us(name: &str, v: Vec<f64>) -> String {
     let (min, med, max) = summary(v);
-    format!("  {name:<44} min {min:>9.1}  median {med:>9.1}  max {max:>9.1}")
+    format!("  {name:<44} min {min:>9.2}  median {med:>9.2}  max {max:>9.2}")
 }
 
 /// A master and `n` direct replicas with varied positions and lag (deterministic).

@@ -94,6 +94,9 @@ pub fn timeline(r: &TakeoverReport) -> String {
         out.push_str(&format!("  writes unavailable: {w:.1} ms (fence to new master writable)\n"));
     }
     out.push_str(&format!("  total: {:.1} ms\n", r.total_ms));
+    if let Some(v) = &r.scripts {
+        out.push_str(&format!("  scripts: version {} ({} files)\n", v.id, v.files.len()));
+    }
     let scale = r.total_ms.max(1.0);
     for p in &r.phases {
         let from = ((p.start_ms / scale) * 40.0) as usize;
