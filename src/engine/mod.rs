@@ -146,7 +146,7 @@ type PhaseResult = Result<(), TakeoverError>;
 impl Run {
     fn new(engine: Engine, id: String, req: TakeoverRequest, events: Option<EventSink>) -> Run {
         let command = if req.auto { "graceful-master-takeover-auto" } else { "graceful-master-takeover" };
-        let report = TakeoverReport {
+        let mut report = TakeoverReport {
             id,
             command: command.into(),
             status: Status::Running,
@@ -165,8 +165,8 @@ impl Run {
             warnings: Vec::new(),
             scripts: None,
         };
+        // The scripts version is fixed for the whole takeover, even if a reload happens meanwhile.
         let scripts = engine.scripts.current();
-        let mut report = report;
         report.scripts = scripts.version();
         Run {
             engine,
@@ -311,16 +311,18 @@ impl Run {
     }
 
     async fn finish(mut self) -> TakeoverReport {
-        if let Some(lock) = self.lock.take() {
-            if let Err(e) = self.engine.store.unlock_cluster(&lock, &self.report.id) {
-                self.report.warnings.push(format!("releasing the cluster lock: {e}"));
-            }
-        }
+        // on_failure runs while the cluster is still locked: after a rollback, after a failure, and
+        // after a promotion with errors (not after a refusal: nothing changed).
         if self.report.status != Status::Promoted && self.report.status != Status::Refused {
             let ctx = self.hook_context(HookPhase::OnFailure);
             let scripts = self.scripts.clone();
             if let Err(e) = scripts.run_hooks(HookPhase::OnFailure, &ctx).await {
                 self.report.warnings.push(format!("on_failure hook: {e}"));
+            }
+        }
+        if let Some(lock) = self.lock.take() {
+            if let Err(e) = self.engine.store.unlock_cluster(&lock, &self.report.id) {
+                self.report.warnings.push(format!("releasing the cluster lock: {e}"));
             }
         }
         // Remember the cluster under its new name so that its alias keeps resolving: same members,
