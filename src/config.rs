@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::topology::InstanceKey;
 
@@ -146,6 +146,69 @@ impl Default for ScriptsConfig {
     }
 }
 
+/// `baton serve`: where it listens, who may call it, and the orchestrator-compatible routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: String,
+    /// `none` (loopback only), `basic` (users) or `token` (bearer tokens).
+    pub auth: AuthMode,
+    /// Serve orchestrator's routes under `/api` (for `orchestrator-client`).
+    pub orchestrator_routes: bool,
+    pub max_body_bytes: usize,
+    /// Whole-request limit; a takeover's own limits are far below it.
+    pub request_timeout_ms: u64,
+    /// Basic auth users: name = { password_hash = "$argon2id$...", role = "read" | "admin" }
+    /// (`baton hash-password` makes the hash).
+    pub users: BTreeMap<String, HttpUser>,
+    /// Bearer tokens: name = { sha256 = "hex of the token", role = "read" | "admin" }
+    /// (`baton hash-token` makes a token and its hash).
+    pub tokens: BTreeMap<String, HttpToken>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    None,
+    Basic,
+    Token,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Read,
+    Admin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpUser {
+    pub password_hash: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpToken {
+    pub sha256: String,
+    pub role: Role,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:3000".into(),
+            auth: AuthMode::None,
+            orchestrator_routes: true,
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 120_000,
+            users: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -155,6 +218,7 @@ pub struct Config {
     pub takeover: TakeoverConfig,
     pub paths: PathsConfig,
     pub scripts: ScriptsConfig,
+    pub http: HttpConfig,
     /// Static cluster aliases: alias = "host:port" of any member.
     pub aliases: BTreeMap<String, String>,
     /// Where this configuration came from, for error messages.
@@ -231,6 +295,7 @@ impl Default for Config {
             takeover: TakeoverConfig::default(),
             paths: PathsConfig::default(),
             scripts: ScriptsConfig::default(),
+            http: HttpConfig::default(),
             aliases: BTreeMap::new(),
             origin: "built-in defaults".into(),
         }
@@ -288,6 +353,7 @@ impl Config {
                 "BATON_SCRIPTS_DIR" => self.paths.scripts_dir = v.into(),
                 "BATON_HOOKS_DIR" => self.paths.hooks_dir = v.into(),
                 "BATON_POLICY" => self.scripts.policy = v.clone(),
+                "BATON_LISTEN" => self.http.listen = v.clone(),
                 "BATON_CONNECT_TIMEOUT_MS" => {
                     self.topology.connect_timeout_ms = v.parse().map_err(|_| bad("not a number of milliseconds"))?
                 }
@@ -333,6 +399,19 @@ impl Config {
         }
         if self.discovery.max_parallel == 0 {
             return Err(bad("discovery.max_parallel", "must be at least 1"));
+        }
+        if self.http.max_body_bytes == 0 || self.http.request_timeout_ms == 0 {
+            return Err(bad("http", "max_body_bytes and request_timeout_ms must be greater than 0"));
+        }
+        for (name, t) in &self.http.tokens {
+            if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad(&format!("http.tokens.{name}.sha256"), "must be 64 hex digits (baton hash-token makes it)"));
+            }
+        }
+        for (name, u) in &self.http.users {
+            if !u.password_hash.starts_with("$argon2") {
+                return Err(bad(&format!("http.users.{name}.password_hash"), "must be an argon2 hash (baton hash-password makes it)"));
+            }
         }
         for (alias, target) in &self.aliases {
             target

@@ -11,16 +11,20 @@
 //!   benchmarks.
 //! - [`engine`]: the takeover as named phases with a journal; pure plan decisions in `plan`.
 //! - [`lua`]: the Lua host: the operator's candidate policy and hooks, sandboxed, reloaded on change.
+//! - [`http`]: `baton serve`: the native JSON API and orchestrator's routes, thin over the rest.
 //! - [`store`]: the embedded store (SQLite) behind a small trait.
 //! - [`config`]: the TOML configuration and its `BATON_*` environment overrides.
 //! - [`cli`]: the `baton` command line, a thin shell over the modules above.
 //!
 //! `docs/ARCHITECTURE.md` has the bird's-eye view and the invariants.
 
+#![recursion_limit = "512"]
+
 pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod engine;
+pub mod http;
 pub mod lua;
 pub mod mysql;
 pub mod sandbox;

@@ -17,9 +17,28 @@ pub struct AuditArgs {
     pub limit: usize,
     #[arg(long)]
     pub json: bool,
+    /// Ask Baton servers instead of the local store (comma-separated URLs).
+    #[arg(long, env = "BATON_API", value_delimiter = ',')]
+    pub api: Vec<String>,
 }
 
-pub fn audit(cfg: &Config, args: AuditArgs) -> CliResult {
+pub async fn audit(cfg: &Config, args: AuditArgs) -> CliResult {
+    if !args.api.is_empty() {
+        let v = super::client::audit(&args.api, args.id.as_deref(), args.cluster.as_deref(), args.limit).await?;
+        match (&args.id, args.json) {
+            (Some(_), false) => {
+                let r: crate::engine::TakeoverReport = serde_json::from_value(v)?;
+                print!("{}", super::takeover::timeline(&r));
+            }
+            (None, false) => {
+                for row in v.as_array().into_iter().flatten() {
+                    println!("{}  {}  {}", row["id"].as_str().unwrap_or("?"), row["cluster"].as_str().unwrap_or("?"), row["status"].as_str().unwrap_or("?"));
+                }
+            }
+            (_, true) => println!("{}", serde_json::to_string_pretty(&v)?),
+        }
+        return Ok(());
+    }
     let store = SqliteStore::open(&cfg.paths.data_dir)?;
     if let Some(id) = args.id {
         let e = store.takeover(&id)?.ok_or_else(|| format!("no takeover with id '{id}'"))?;

@@ -252,6 +252,9 @@ pub async fn demo(args: DemoArgs) -> CliResult {
             start_replication: false,
             expected_master: None,
             json: false,
+            dry_run: false,
+            plan_hash: None,
+            api: Vec::new(),
         },
     )
     .await?;

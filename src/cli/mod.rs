@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod bench_scripts;
+mod client;
 mod sandbox;
 mod script;
 mod takeover;
@@ -54,6 +55,16 @@ pub enum Command {
     Bench(bench::BenchCmd),
     /// Start a 1+3 sandbox, show it, take it over, show it again.
     Demo(bench::DemoArgs),
+    /// Run the HTTP service: native API under /api/v1, orchestrator's routes under /api.
+    Serve {
+        /// Address to listen on (default: http.listen of the config).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Print the argon2 hash of a password read from stdin, for http.users.*.password_hash.
+    HashPassword,
+    /// Print a new random API token and its SHA-256, for http.tokens.*.sha256.
+    HashToken,
 }
 
 /// A failure the CLI reports as one line on stderr and exit status 1.
@@ -90,10 +101,26 @@ async fn run(cli: Cli) -> CliResult {
         Command::Topology(args) => topology::run(&load()?, args).await,
         Command::Takeover(args) => takeover::run(&load()?, args).await,
         Command::Script(cmd) => script::run(&load()?, cmd).await,
-        Command::Audit(args) => admin::audit(&load()?, args),
+        Command::Audit(args) => admin::audit(&load()?, args).await,
         Command::PromotionRule(cmd) => admin::rule(&load()?, cmd),
         Command::Downtime(cmd) => admin::downtime(&load()?, cmd),
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Demo(args) => bench::demo(args).await,
+        Command::Serve { listen } => crate::http::serve(&load()?, listen.as_deref()).await.map_err(|e| e.to_string().into()),
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                return Err("no password on stdin".into());
+            }
+            println!("{}", crate::http::auth::hash_password(password)?);
+            Ok(())
+        }
+        Command::HashToken => {
+            let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            println!("token:  {token}\nsha256: {}", crate::http::auth::token_digest(&token));
+            Ok(())
+        }
     }
 }

@@ -26,9 +26,19 @@ pub struct TakeoverArgs {
     /// Refuse unless this is the current master.
     #[arg(long)]
     pub expected_master: Option<InstanceKey>,
+    /// Decide and print the plan (checks, choice, statements, hooks); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run only if the topology still hashes to this (the `plan_hash` a dry run printed).
+    #[arg(long)]
+    pub plan_hash: Option<String>,
     /// Print one JSON object instead of the live phases and the timeline.
     #[arg(long)]
     pub json: bool,
+    /// Send the request to Baton servers instead of running here (comma-separated URLs; the leader
+    /// is found with /api/leader-check, as orchestrator-client does).
+    #[arg(long, env = "BATON_API", value_delimiter = ',')]
+    pub api: Vec<String>,
 }
 
 /// Builds an engine for the CLI from the configuration, with the configured Lua policy and
@@ -41,41 +51,87 @@ pub async fn engine(cfg: &Config) -> Result<Engine, Box<dyn std::error::Error>> 
 }
 
 pub async fn run(cfg: &Config, args: TakeoverArgs) -> CliResult {
-    let engine = engine(cfg).await?;
     let req = TakeoverRequest {
-        cluster_hint: args.cluster,
-        designated: args.designated,
+        cluster_hint: args.cluster.clone(),
+        designated: args.designated.clone(),
         auto: args.auto,
         start_replication: args.start_replication,
-        expected_master: args.expected_master,
+        expected_master: args.expected_master.clone(),
+        dry_run: args.dry_run,
+        plan_hash: args.plan_hash.clone(),
     };
-    let live: Option<crate::engine::EventSink> = if args.json {
-        None
+    let report = if args.api.is_empty() {
+        let engine = engine(cfg).await?;
+        let live: Option<crate::engine::EventSink> = if args.json { None } else { Some(Arc::new(|ev: &PhaseEvent| print_event(ev))) };
+        let report = engine.takeover(req, live).await;
+        engine.connector.close().await;
+        report
     } else {
-        Some(Arc::new(|ev: &PhaseEvent| {
-            if let PhaseEvent::Finished { record, .. } = ev {
-                let mark = match record.outcome {
-                    Outcome::Ok => "ok",
-                    Outcome::Refused => "REFUSED",
-                    Outcome::Failed => "FAILED",
-                };
-                println!("  {:<20} {:>8.1} ms  {:<7} {}", record.name.name(), record.duration_ms, mark, record.detail);
-            }
-        }))
+        super::client::takeover(&args.api, &req, !args.json).await?
     };
-    let report = engine.takeover(req, live).await;
-    engine.connector.close().await;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", timeline(&report));
+    finish(&report, args.json)
+}
+
+/// Prints one finished phase as it happens.
+pub fn print_event(ev: &PhaseEvent) {
+    if let PhaseEvent::Finished { record, .. } = ev {
+        let mark = match record.outcome {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "REFUSED",
+            Outcome::Failed => "FAILED",
+        };
+        println!("  {:<20} {:>8.1} ms  {:<7} {}", record.name.name(), record.duration_ms, mark, record.detail);
     }
-    let success = matches!(report.status, Status::Promoted | Status::PromotedWithErrors) && report.old_master_repointed;
+}
+
+/// Prints the end of a takeover (or plan) and turns it into the exit status.
+fn finish(report: &TakeoverReport, json: bool) -> CliResult {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", timeline(report));
+        if let Some(plan) = &report.plan {
+            print!("{}", render_plan(report, plan));
+        }
+    }
+    let success = match report.status {
+        Status::Planned => true,
+        Status::Promoted | Status::PromotedWithErrors => report.old_master_repointed,
+        _ => false,
+    };
     if success {
         Ok(())
     } else {
         Err(format!("takeover {} {}: {}", report.id, report.status.as_str(), report.errors.join("; ")).into())
     }
+}
+
+/// A dry run's plan: the choice, the checks, the steps with their statements, the hooks.
+pub fn render_plan(r: &TakeoverReport, plan: &crate::engine::Plan) -> String {
+    let mut out = String::from("plan (nothing was changed):\n");
+    if let Some(c) = &r.choice {
+        out.push_str(&format!("  choice: {c}\n"));
+    }
+    for p in &r.phases {
+        for c in &p.checks {
+            out.push_str(&format!("  check {:<24} {:<4} {}\n", c.name, if c.ok { "ok" } else { "FAIL" }, c.detail));
+        }
+    }
+    for (i, s) in plan.steps.iter().enumerate() {
+        out.push_str(&format!("  {:>2}. [{}] {}: {}\n", i + 1, s.phase.name(), s.instance, s.action));
+        for st in &s.statements {
+            out.push_str(&format!("        {st}\n"));
+        }
+    }
+    for (phase, hooks) in &plan.hooks {
+        if !hooks.is_empty() {
+            out.push_str(&format!("  hooks {phase}: {}\n", hooks.join(", ")));
+        }
+    }
+    if let Some(h) = &r.plan_hash {
+        out.push_str(&format!("  plan_hash: {h}  (run it with --plan-hash {h})\n"));
+    }
+    out
 }
 
 /// The final summary: outcome, masters, the write-unavailability window and each phase's span.

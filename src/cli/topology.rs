@@ -5,7 +5,6 @@ use crate::config::Config;
 use crate::discovery;
 use crate::mysql::Connector;
 use crate::store::SqliteStore;
-use crate::topology::{Cluster, Member};
 
 #[derive(Args)]
 pub struct TopologyArgs {
@@ -14,14 +13,21 @@ pub struct TopologyArgs {
     /// Print the full model as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Ask Baton servers instead of discovering from here (comma-separated URLs).
+    #[arg(long, env = "BATON_API", value_delimiter = ',')]
+    pub api: Vec<String>,
 }
 
 pub async fn run(cfg: &Config, args: TopologyArgs) -> CliResult {
-    let store = SqliteStore::open(&cfg.paths.data_dir)?;
-    let conn = Connector::new(cfg);
-    let cluster = discovery::discover_hint(&conn, cfg, &store, &args.hint).await;
-    conn.close().await;
-    let cluster = cluster?;
+    let cluster = if args.api.is_empty() {
+        let store = SqliteStore::open(&cfg.paths.data_dir)?;
+        let conn = Connector::new(cfg);
+        let cluster = discovery::discover_hint(&conn, cfg, &store, &args.hint).await;
+        conn.close().await;
+        cluster?
+    } else {
+        super::client::cluster(&args.api, &args.hint).await?
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&cluster)?);
     } else {
@@ -30,68 +36,4 @@ pub async fn run(cfg: &Config, args: TopologyArgs) -> CliResult {
     Ok(())
 }
 
-/// The tree, one line per instance, in the spirit of `orchestrator-client -c topology`.
-pub fn render(cluster: &Cluster) -> String {
-    let mut out = format!(
-        "cluster {}{}\n",
-        cluster.name,
-        cluster.alias.as_ref().map(|a| format!(" (alias {a})")).unwrap_or_default()
-    );
-    let mut placed = std::collections::BTreeSet::new();
-    if let Some(m) = &cluster.master {
-        walk(cluster, m, 0, &mut out, &mut placed);
-    }
-    for m in cluster.members.iter().filter(|m| !placed.contains(&m.key)) {
-        out.push_str(&format!("? {}\n", line(cluster, m)));
-    }
-    if !cluster.problems.is_empty() {
-        out.push_str("problems:\n");
-        for p in &cluster.problems {
-            out.push_str(&format!("  {} {:?}: {}\n", p.instance, p.kind, p.message));
-        }
-    }
-    out
-}
-
-fn walk(
-    cluster: &Cluster,
-    key: &crate::topology::InstanceKey,
-    depth: usize,
-    out: &mut String,
-    placed: &mut std::collections::BTreeSet<crate::topology::InstanceKey>,
-) {
-    if !placed.insert(key.clone()) {
-        return;
-    }
-    let Some(m) = cluster.member(key) else { return };
-    let prefix = if depth == 0 { String::new() } else { format!("{}+ ", "  ".repeat(depth - 1)) };
-    out.push_str(&format!("{prefix}{}\n", line(cluster, m)));
-    for r in cluster.replicas_of(key) {
-        walk(cluster, &r.key, depth + 1, out, placed);
-    }
-}
-
-fn line(cluster: &Cluster, m: &Member) -> String {
-    let Some(i) = &m.instance else {
-        return format!("{} [unreachable: {}]", m.key, m.error.as_deref().unwrap_or("?"));
-    };
-    let lag = match &i.replication {
-        None => "0s".to_string(),
-        Some(r) => r.seconds_behind.map(|s| format!("{s}s")).unwrap_or_else(|| "null".into()),
-    };
-    let state = match &i.replication {
-        Some(r) if r.broken() => "broken",
-        Some(r) if !r.running() => "stopped",
-        _ => "ok",
-    };
-    let problems: Vec<String> = cluster.problems_of(&m.key).iter().map(|p| format!("{:?}", p.kind)).collect();
-    format!(
-        "{} [{lag},{state},{},{},{},{}]{}",
-        m.key,
-        i.version,
-        if i.read_only { "ro" } else { "rw" },
-        i.binlog_format,
-        i.gtid.summary(),
-        if problems.is_empty() { String::new() } else { format!(" problems: {}", problems.join(",")) }
-    )
-}
+pub use crate::topology::render::render;

@@ -35,7 +35,7 @@ pub use hooks::{
     ScriptsVersion,
 };
 pub use plan::{Candidate, Check, Excluded, PlanInputs};
-pub use report::{Outcome, Phase, PhaseEvent, PhaseRecord, Status, TakeoverReport};
+pub use report::{Outcome, Phase, PhaseEvent, PhaseRecord, Plan, PlannedStep, Refusal, RefusalKind, Status, TakeoverReport};
 
 /// What the caller asks for.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +50,10 @@ pub struct TakeoverRequest {
     pub start_replication: bool,
     /// Compare-and-set: refuse unless this is the current master.
     pub expected_master: Option<InstanceKey>,
+    /// Decide and plan, change nothing.
+    pub dry_run: bool,
+    /// Refuse unless the live topology hashes to this (`TakeoverReport::plan_hash` of a dry run).
+    pub plan_hash: Option<String>,
 }
 
 /// Why a phase stopped the takeover. Names the phase, and the instance where there is one.
@@ -69,6 +73,25 @@ pub enum TakeoverError {
     Vetoed { phase: Phase, reason: String },
     #[error("{phase}: hook failed: {reason}")]
     HookFailed { phase: Phase, reason: String },
+}
+
+impl TakeoverError {
+    /// How a refusal is classified for callers (HTTP status codes).
+    fn refusal(&self, current: Phase) -> Refusal {
+        let (kind, phase, check, instance) = match self {
+            TakeoverError::Busy { phase, .. } => (RefusalKind::Busy, *phase, "busy".to_string(), None),
+            TakeoverError::Discovery { phase, source: DiscoveryError::UnknownHint(_) | DiscoveryError::BadKey(_) } => {
+                (RefusalKind::UnknownCluster, *phase, "unknown_cluster".to_string(), None)
+            }
+            TakeoverError::Refused { phase, check, instance, .. } => {
+                (RefusalKind::Check, *phase, check.clone(), instance.as_ref().map(|i| i.to_string()))
+            }
+            TakeoverError::Vetoed { phase, .. } => (RefusalKind::Veto, *phase, "hook".to_string(), None),
+            TakeoverError::Sql { phase, source } => (RefusalKind::Error, *phase, "sql".to_string(), Some(source.instance().to_string())),
+            _ => (RefusalKind::Error, current, "error".to_string(), None),
+        };
+        Refusal { kind, phase, check, instance }
+    }
 }
 
 impl TakeoverError {
@@ -96,8 +119,17 @@ impl Engine {
 
     /// Runs one takeover to its end and returns its report (also saved in the store).
     pub async fn takeover(&self, req: TakeoverRequest, events: Option<EventSink>) -> TakeoverReport {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let span = info_span!("takeover", id = %id, hint = %req.cluster_hint);
+        self.takeover_with_id(Engine::new_id(), req, events).await
+    }
+
+    /// A fresh takeover id.
+    pub fn new_id() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+
+    /// `takeover` under an id the caller chose (to answer before the takeover ends).
+    pub async fn takeover_with_id(&self, id: String, req: TakeoverRequest, events: Option<EventSink>) -> TakeoverReport {
+        let span = info_span!("takeover", id = %id, hint = %req.cluster_hint, dry_run = req.dry_run);
         let run = Run::new(self.clone(), id, req, events);
         run.execute().instrument(span).await
     }
@@ -164,6 +196,12 @@ impl Run {
             errors: Vec::new(),
             warnings: Vec::new(),
             scripts: None,
+            dry_run: req.dry_run,
+            replicas: Vec::new(),
+            lost_replicas: Vec::new(),
+            plan_hash: None,
+            plan: None,
+            refusal: None,
         };
         // The scripts version is fixed for the whole takeover, even if a reload happens meanwhile.
         let scripts = engine.scripts.current();
@@ -203,14 +241,35 @@ impl Run {
 
     async fn execute(mut self) -> TakeoverReport {
         use Phase::*;
-        // Nothing changes in these phases: a failure is a refusal.
-        for p in [Resolve, CheckMaster, ChooseDesignated, CheckDesignated, PreTakeoverHooks] {
+        // Nothing changes in these phases: a failure is a refusal. A dry run stops after the
+        // checks (hooks are listed in the plan, not called) and plans the rest.
+        let checks: &[Phase] = if self.req.dry_run {
+            &[Resolve, CheckMaster, ChooseDesignated, CheckDesignated]
+        } else {
+            &[Resolve, CheckMaster, ChooseDesignated, CheckDesignated, PreTakeoverHooks]
+        };
+        for &p in checks {
             if let Err(e) = self.step(p).await {
                 self.report.errors.push(e.to_string());
+                self.report.refusal = Some(e.refusal(p));
                 let undo = self.undo_preparation().await;
                 self.report.status = if undo { Status::Refused } else { Status::Failed };
                 return self.finish().await;
             }
+        }
+        if self.req.dry_run {
+            match self.plan().await {
+                Ok(plan) => {
+                    self.report.plan = Some(plan);
+                    self.report.status = Status::Planned;
+                }
+                Err(e) => {
+                    self.report.errors.push(e.to_string());
+                    self.report.refusal = Some(e.refusal(Phase::CheckDesignated));
+                    self.report.status = Status::Refused;
+                }
+            }
+            return self.finish().await;
         }
         // Changes begin. Until the new master is writable, a failure rolls everything back.
         for p in [RelocateSiblings, PreFenceHooks, Fence, CatchUp, Promote] {
@@ -343,16 +402,6 @@ impl Run {
     }
 
     fn hook_context(&self, phase: HookPhase) -> HookContext {
-        let replicas = self
-            .cluster
-            .as_ref()
-            .map(|c| c.members.iter().filter(|m| m.depth.unwrap_or(0) > 0).map(|m| m.key.to_string()).collect())
-            .unwrap_or_default();
-        let lost = self
-            .cluster
-            .as_ref()
-            .map(|c| c.members.iter().filter(|m| !m.reachable()).map(|m| m.key.to_string()).collect())
-            .unwrap_or_default();
         HookContext {
             takeover_id: self.report.id.clone(),
             command: self.report.command.clone(),
@@ -361,8 +410,8 @@ impl Run {
             alias: self.report.alias.clone(),
             old_master: self.report.old_master.clone(),
             successor: self.designated.as_ref().map(|k| k.to_string()),
-            replicas,
-            lost_replicas: lost,
+            replicas: self.report.replicas.clone(),
+            lost_replicas: self.report.lost_replicas.clone(),
             phase_timings: self
                 .report
                 .phases
@@ -389,6 +438,26 @@ impl Run {
         self.inputs = plan_inputs(self.cfg(), store.as_ref()).map_err(|source| TakeoverError::Store { phase, source })?;
         self.report.cluster = cluster.name.clone();
         self.report.alias = cluster.alias.clone();
+        self.report.replicas = cluster.members.iter().filter(|m| m.depth.unwrap_or(0) > 0).map(|m| m.key.to_string()).collect();
+        self.report.lost_replicas = cluster.members.iter().filter(|m| !m.reachable()).map(|m| m.key.to_string()).collect();
+        let hash = plan::topology_hash(&cluster);
+        self.report.plan_hash = Some(hash.clone());
+        if let Some(want) = &self.req.plan_hash {
+            if *want != hash {
+                return Err(TakeoverError::refused(
+                    phase,
+                    "plan_hash",
+                    None,
+                    format!("the topology changed since the plan was made (plan {want}, now {hash}): make a new plan"),
+                ));
+            }
+        }
+        self.detail = format!("{} members, {} problems, topology {hash}", cluster.members.len(), cluster.problems.len());
+        if self.req.dry_run {
+            // A dry run changes nothing and takes no lock.
+            self.cluster = Some(cluster);
+            return Ok(());
+        }
         // One takeover per cluster: the lock is named after the alias when there is one (stable
         // across takeovers), else after the cluster's name.
         let lock = cluster.alias.clone().unwrap_or_else(|| cluster.name.clone());
@@ -396,7 +465,6 @@ impl Run {
             return Err(TakeoverError::Busy { phase, cluster: lock, holder });
         }
         self.lock = Some(lock);
-        self.detail = format!("{} members, {} problems", cluster.members.len(), cluster.problems.len());
         self.cluster = Some(cluster);
         Ok(())
     }
@@ -517,7 +585,9 @@ impl Run {
         let stopped_cleanly = self.cluster.as_ref().and_then(|c| c.instance(&d)).and_then(|i| i.replication.as_ref()).is_some_and(|r| {
             r.source == master && !r.io_thread.running() && !r.sql_thread.running() && !r.broken()
         });
-        if stopped_cleanly {
+        if stopped_cleanly && self.req.dry_run {
+            self.detail = format!("replication on {d} is stopped: a takeover starts it and waits for it to catch up first; ");
+        } else if stopped_cleanly {
             self.ops.push(ops::start_replication(self.conn(), &d).await.map_err(|source| TakeoverError::Sql { phase, source })?);
             self.started_designated_replication = true;
             let pos = ops::own_position(self.conn(), &master).await.map_err(|source| TakeoverError::Sql { phase, source })?;
@@ -530,6 +600,12 @@ impl Run {
         }
         let c = self.cluster.as_ref().expect("resolved");
         let mut checks = plan::check_designated(c, &master, &d, &self.inputs);
+        if stopped_cleanly && self.req.dry_run {
+            for ch in checks.iter_mut().filter(|ch| ch.name == "replication_running" || ch.name == "lag_within_limit") {
+                ch.ok = true;
+                ch.detail = format!("{} (stopped cleanly: started and caught up before the takeover)", ch.detail);
+            }
+        }
         // The replicas will log in to the designated replica with the replication account: prove
         // that works now, not after the siblings were moved (a wrong password would break them).
         let login = self.conn().try_login(&d, &self.cfg().replication).await;
@@ -587,6 +663,71 @@ impl Run {
         };
         self.record(Phase::Rollback, start, if ok { Outcome::Ok } else { Outcome::Failed }, detail);
         ok
+    }
+
+    /// Dry run: the steps a takeover would take from here, each with the statements it would run
+    /// (positions known only at run time appear as `<...>`), and the hooks that would be called.
+    async fn plan(&mut self) -> Result<Plan, TakeoverError> {
+        let phase = Phase::CheckDesignated;
+        let sql = |source| TakeoverError::Sql { phase, source };
+        let master = self.master.clone().expect("checked");
+        let d = self.designated.clone().expect("chosen");
+        let c = self.cluster.as_ref().expect("resolved");
+        let limit = self.cfg().takeover.catchup_timeout_ms as f64 / 1000.0;
+        let lock_wait = self.cfg().takeover.fence_lock_wait_s;
+        let shown = |v: Vec<crate::mysql::Statement>| v.into_iter().map(|s| s.shown).collect::<Vec<_>>();
+        let mut steps = Vec::new();
+        let mut step = |phase: Phase, instance: &InstanceKey, action: String, statements: Vec<String>| {
+            steps.push(PlannedStep { phase, instance: instance.to_string(), action, statements })
+        };
+        let dd = self.conn().dialect(&d).await.map_err(sql)?;
+        let md = self.conn().dialect(&master).await.map_err(sql)?;
+        let stopped = c.instance(&d).and_then(|i| i.replication.as_ref()).is_some_and(|r| !r.io_thread.running() && !r.sql_thread.running());
+        if stopped {
+            step(Phase::CheckDesignated, &d, "start replication and wait until the master's position is executed".into(), vec![
+                dd.start_replication().shown,
+                dd.wait_for_gtid("<the master's position>", limit).shown,
+            ]);
+        }
+        let siblings: Vec<InstanceKey> =
+            c.replicas_of(&master).iter().map(|m| m.key.clone()).filter(|k| *k != d && c.instance(k).is_some()).collect();
+        for s in &siblings {
+            let sd = self.conn().dialect(s).await.map_err(sql)?;
+            step(Phase::RelocateSiblings, s, "stop replication".into(), vec![sd.stop_replication().shown]);
+            step(Phase::RelocateSiblings, &d, format!("wait until it executed what {s} had"), vec![
+                dd.wait_for_gtid(&format!("<gtid executed by {s}>"), limit).shown,
+            ]);
+            let spec = self.replication_spec(&d, self.replica_position(s), self.uses_tls(s));
+            step(Phase::RelocateSiblings, s, format!("replicate from {d}"), shown(ops::statements::repoint(sd.as_ref(), &spec, true))[1..].to_vec());
+        }
+        step(Phase::Fence, &master, "read_only on".into(), shown(ops::statements::set_read_only(md.as_ref(), true, lock_wait)));
+        if self.cfg().takeover.kill_connections_after_ms.is_some() {
+            step(Phase::Fence, &master, "kill client connections".into(), vec![
+                md.client_connections(&self.cfg().topology.user).shown,
+                md.kill_connection(0).shown.replace(" 0", " <id>"),
+            ]);
+        }
+        step(Phase::CatchUp, &d, "wait until the fenced master's position is executed".into(), vec![
+            dd.wait_for_gtid("<the master's position after the fence>", limit).shown,
+        ]);
+        let mut promote = shown(ops::statements::reset_replication(dd.as_ref()));
+        promote.extend(shown(ops::statements::set_read_only(dd.as_ref(), false, lock_wait)));
+        step(Phase::Promote, &d, "forget replication, read_only off".into(), promote);
+        let position = match c.instance(&master).map(|i| i.flavor) {
+            Some(Flavor::MySql) => SourcePosition::AutoPosition,
+            _ => SourcePosition::GtidCurrentPos,
+        };
+        let spec = self.replication_spec(&d, position, self.uses_tls(&d));
+        let start = self.req.auto || self.req.start_replication;
+        step(
+            Phase::RepointOldMaster,
+            &master,
+            format!("replicate from {d}{}", if start { "" } else { " (not started)" }),
+            shown(ops::statements::repoint(md.as_ref(), &spec, start)),
+        );
+        let hooks = HookPhase::ALL.iter().map(|p| (p.name().to_string(), self.scripts.describe_hooks(*p))).collect();
+        self.detail = format!("{} steps planned", steps.len());
+        Ok(Plan { steps, hooks })
     }
 
     // ---- phases that change the topology ------------------------------------------------------

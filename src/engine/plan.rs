@@ -224,6 +224,39 @@ pub fn check_designated(cluster: &Cluster, master: &InstanceKey, designated: &In
     checks
 }
 
+/// The hash a plan is pinned to: the cluster's shape (members, who replicates from whom, who
+/// is writable, whose threads run, versions), not its positions, which move with every write.
+pub fn topology_hash(cluster: &Cluster) -> String {
+    use sha2::{Digest, Sha256};
+    let mut lines: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| match &m.instance {
+            Some(i) => {
+                let r = i.replication.as_ref();
+                format!(
+                    "{} src={} ro={} io={} sql={} v={}",
+                    m.key,
+                    m.source.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                    i.read_only,
+                    r.is_some_and(|r| r.io_thread.running()),
+                    r.is_some_and(|r| r.sql_thread.running()),
+                    i.version
+                )
+            }
+            None => format!("{} unreachable", m.key),
+        })
+        .collect();
+    lines.sort();
+    let mut h = Sha256::new();
+    h.update(format!("master={:?}\n", cluster.master.as_ref().map(|k| k.to_string())));
+    for l in lines {
+        h.update(l);
+        h.update("\n");
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -21,6 +21,8 @@ pub enum Status {
     Failed,
     /// Promotion completed; some later step failed (never a plain failure).
     PromotedWithErrors,
+    /// A dry run that passed every check: `plan` says what a takeover would do.
+    Planned,
 }
 
 impl Status {
@@ -32,6 +34,7 @@ impl Status {
             Status::RolledBack => "rolled_back",
             Status::Failed => "failed",
             Status::PromotedWithErrors => "promoted_with_errors",
+            Status::Planned => "planned",
         }
     }
 }
@@ -133,6 +136,68 @@ pub struct TakeoverReport {
     /// The version of the operator's scripts this takeover ran with (None: no scripts).
     #[serde(default)]
     pub scripts: Option<super::hooks::ScriptsVersion>,
+    /// A dry run.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The members below the master when the takeover started, and those unreachable then.
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    #[serde(default)]
+    pub lost_replicas: Vec<String>,
+    /// Hash of the topology the takeover (or the plan) was decided on: members, sources,
+    /// read_only, replication threads, versions. A request carrying a `plan_hash` runs only if
+    /// the live topology still hashes the same.
+    #[serde(default)]
+    pub plan_hash: Option<String>,
+    /// Dry run: what a takeover would do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    /// Why the takeover did not start, for callers that map it (HTTP status codes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+}
+
+/// What a dry run found a takeover would do.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Plan {
+    /// The ordered steps, each with the statements it would run on one instance.
+    pub steps: Vec<PlannedStep>,
+    /// Hook phase -> the hooks that would run (`file: phase`).
+    pub hooks: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedStep {
+    pub phase: Phase,
+    pub instance: String,
+    pub action: String,
+    /// As they would run (passwords masked); positions known only at run time appear as `<...>`.
+    pub statements: Vec<String>,
+}
+
+/// Why a takeover was refused before any change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub phase: Phase,
+    /// The check that refused (`busy` and `unknown_cluster` name themselves).
+    pub check: String,
+    pub instance: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalKind {
+    /// Another takeover of the cluster is running.
+    Busy,
+    /// The hint names no cluster Baton can find.
+    UnknownCluster,
+    /// A check or the policy refused.
+    Check,
+    /// A pre hook vetoed.
+    Veto,
+    /// Something failed before any change (a server error, the store).
+    Error,
 }
 
 impl TakeoverReport {
@@ -142,7 +207,7 @@ impl TakeoverReport {
 }
 
 /// Progress, as phases start and end (for the CLI's live output and the HTTP event stream).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum PhaseEvent {
     Started { id: String, phase: Phase },

@@ -43,8 +43,7 @@ async fn run(conn: &Connector, key: &InstanceKey, stmts: Vec<Statement>, limit: 
 /// statement waits behind locks (a long transaction, FLUSH TABLES WITH READ LOCK).
 pub async fn set_read_only(conn: &Connector, key: &InstanceKey, on: bool, lock_wait_s: u64) -> Result<OpRecord, SqlError> {
     let d = conn.dialect(key).await?;
-    let mut stmts = vec![d.lock_wait(lock_wait_s)];
-    stmts.extend(d.set_read_only(on));
+    let stmts = statements::set_read_only(d.as_ref(), on, lock_wait_s);
     run(conn, key, stmts, Duration::from_secs(lock_wait_s) + conn.read_timeout()).await
 }
 
@@ -159,17 +158,13 @@ pub async fn change_source(conn: &Connector, key: &InstanceKey, spec: &SourceSpe
 /// Stop replication, change the source, and start again unless `start` is false.
 pub async fn repoint(conn: &Connector, key: &InstanceKey, spec: &SourceSpec, start: bool) -> Result<OpRecord, SqlError> {
     let d = conn.dialect(key).await?;
-    let mut stmts = vec![d.stop_replication(), d.change_source(spec)];
-    if start {
-        stmts.push(d.start_replication());
-    }
-    run(conn, key, stmts, conn.read_timeout()).await
+    run(conn, key, statements::repoint(d.as_ref(), spec, start), conn.read_timeout()).await
 }
 
 /// Stop replication and forget its settings: the promoted replica.
 pub async fn reset_replication(conn: &Connector, key: &InstanceKey) -> Result<OpRecord, SqlError> {
     let d = conn.dialect(key).await?;
-    run(conn, key, vec![d.stop_replication(), d.reset_replication()], conn.read_timeout()).await
+    run(conn, key, statements::reset_replication(d.as_ref()), conn.read_timeout()).await
 }
 
 /// Kills client connections (not replication, not system threads, not `own_user`'s).
@@ -192,6 +187,30 @@ pub async fn kill_client_connections(conn: &Connector, key: &InstanceKey, own_us
         stmts.push(kill);
     }
     Ok(OpRecord::new(key, &stmts, start.elapsed()))
+}
+
+/// The statements of the primitives that run several, built without running them: the
+/// primitives above use these, and so do dry-run plans.
+pub mod statements {
+    use super::{Dialect, SourceSpec, Statement};
+
+    pub fn set_read_only(d: &dyn Dialect, on: bool, lock_wait_s: u64) -> Vec<Statement> {
+        let mut stmts = vec![d.lock_wait(lock_wait_s)];
+        stmts.extend(d.set_read_only(on));
+        stmts
+    }
+
+    pub fn repoint(d: &dyn Dialect, spec: &SourceSpec, start: bool) -> Vec<Statement> {
+        let mut stmts = vec![d.stop_replication(), d.change_source(spec)];
+        if start {
+            stmts.push(d.start_replication());
+        }
+        stmts
+    }
+
+    pub fn reset_replication(d: &dyn Dialect) -> Vec<Statement> {
+        vec![d.stop_replication(), d.reset_replication()]
+    }
 }
 
 /// A read-only query for operator scripts (`baton.query`): one statement that starts with

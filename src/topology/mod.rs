@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod gtid;
 pub mod instance;
 pub mod key;
+pub mod render;
 
 pub use cluster::{BuildOptions, Cluster, Member, Problem, ProblemKind, ProbeOutcome};
 pub use gtid::{GtidError, GtidPos, GtidSet};

@@ -1,0 +1,133 @@
+//! Who is calling, and may they: `none` (loopback only), `basic` (argon2-hashed passwords; what
+//! `orchestrator-client` sends with ORCHESTRATOR_AUTH_USER/_PASSWORD) or `token` (bearer tokens
+//! stored as SHA-256). Reads need role `read`, anything that changes state needs `admin`.
+//! 401 when the caller is unknown, 403 when known but not allowed. Comparisons are constant
+//! time; no credential reaches a log line or an error message.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use axum::http::{HeaderMap, Method};
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use crate::config::{AuthMode, HttpConfig, Role};
+
+/// How long a verified basic-auth password is remembered (argon2 is slow on purpose).
+const VERIFIED_FOR: Duration = Duration::from_secs(300);
+
+pub struct Auth {
+    cfg: HttpConfig,
+    /// sha256(user NUL password) -> (role, verified at): skips argon2 for a recent success.
+    verified: Mutex<HashMap<[u8; 32], (Role, Instant)>>,
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+        h.update([0u8]);
+    }
+    h.finalize().into()
+}
+
+/// Hex of SHA-256 of a token, as stored in `http.tokens.*.sha256`.
+pub fn token_digest(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An argon2id PHC string for a password (`baton hash-password`).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    // 16 random bytes (a v4 uuid's randomness comes from the OS).
+    let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes()).map_err(|e| e.to_string())?;
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+impl Auth {
+    pub fn new(cfg: &HttpConfig) -> Auth {
+        Auth { cfg: cfg.clone(), verified: Mutex::new(HashMap::new()) }
+    }
+
+    /// The role needed for a request: admin for anything that changes state. orchestrator's
+    /// compatible routes are all GET, so they are classified by path.
+    pub fn needed(method: &Method, path: &str) -> Role {
+        const COMPAT_WRITES: [&str; 5] =
+            ["/api/graceful-master-takeover", "/api/register-candidate", "/api/begin-downtime", "/api/end-downtime", "/api/v1/scripts/reload"];
+        let write_path = COMPAT_WRITES.iter().any(|p| path.starts_with(p));
+        let read_method = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if write_path || !read_method {
+            Role::Admin
+        } else {
+            Role::Read
+        }
+    }
+
+    /// Checks the request's credentials for `needed`.
+    pub fn check(&self, headers: &HeaderMap, needed: Role) -> Result<(), ApiError> {
+        let role = match self.cfg.auth {
+            AuthMode::None => return Ok(()),
+            AuthMode::Basic => self.basic(headers)?,
+            AuthMode::Token => self.token(headers)?,
+        };
+        if role >= needed {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("this needs role {needed:?}; the caller has role {role:?}").to_lowercase()))
+        }
+    }
+
+    fn header<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+        let v = headers.get("authorization")?.to_str().ok()?;
+        let (s, rest) = v.split_once(' ')?;
+        s.eq_ignore_ascii_case(scheme).then_some(rest.trim())
+    }
+
+    fn basic(&self, headers: &HeaderMap) -> Result<Role, ApiError> {
+        let encoded = Self::header(headers, "basic").ok_or(ApiError::Unauthorized)?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| ApiError::Unauthorized)?;
+        let text = String::from_utf8(decoded).map_err(|_| ApiError::Unauthorized)?;
+        let (user, password) = text.split_once(':').ok_or(ApiError::Unauthorized)?;
+        let digest = sha256(&[user.as_bytes(), password.as_bytes()]);
+        {
+            let mut cache = self.verified.lock().expect("auth cache");
+            cache.retain(|_, (_, at)| at.elapsed() < VERIFIED_FOR);
+            if let Some((role, _)) = cache.iter().find(|(k, _)| bool::from(k.ct_eq(&digest))).map(|(_, v)| *v) {
+                return Ok(role);
+            }
+        }
+        // Verify against every user's hash shape the same way: an unknown user costs as much as
+        // a wrong password.
+        let user_entry = self.cfg.users.get(user);
+        let hash = user_entry.map(|u| u.password_hash.as_str()).unwrap_or(DUMMY_HASH);
+        let parsed = PasswordHash::new(hash).map_err(|_| ApiError::Unauthorized)?;
+        let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        match (ok, user_entry) {
+            (true, Some(u)) => {
+                self.verified.lock().expect("auth cache").insert(digest, (u.role, Instant::now()));
+                Ok(u.role)
+            }
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+
+    fn token(&self, headers: &HeaderMap) -> Result<Role, ApiError> {
+        let token = Self::header(headers, "bearer").ok_or(ApiError::Unauthorized)?;
+        let digest = token_digest(token);
+        let mut found = None;
+        for t in self.cfg.tokens.values() {
+            // Compare every entry (constant time each) so timing does not tell which matched.
+            if bool::from(t.sha256.to_ascii_lowercase().as_bytes().ct_eq(digest.as_bytes())) {
+                found = Some(t.role);
+            }
+        }
+        found.ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The hash of a password nobody has, verified for unknown users.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Hcc3kG7gUHCMXlZ45VrcYBnuKbK+kzbZ4JzMNIhbDc";

@@ -1,0 +1,547 @@
+//! orchestrator's HTTP routes under `/api`, answering in orchestrator's shapes (field names as
+//! in the answers of orchestrator 3.2.6 captured in `shared/reference/orchestrator-api/`), so that
+//! `orchestrator-client` and operators' scripts can point at Baton unchanged.
+//!
+//! Commands answer `{"Code": "OK"|"ERROR", "Message": ..., "Details": ...}` (ERROR with HTTP 500,
+//! or 400 for a malformed path); reads answer the bare object or list, as orchestrator does.
+//! Values orchestrator has and Baton does not track (uptime, semi-sync, data centre, ...) are
+//! given their zero value.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::error::{key_from_parts, ApiError};
+use super::native::{discover, hint};
+use super::AppState;
+use crate::engine::{PlanInputs, Status, TakeoverReport, TakeoverRequest};
+use crate::store::{now_unix, Downtime, PromotionRule, RuleEntry};
+use crate::topology::{BinlogCoordinates, Cluster, Flavor, GtidMode, GtidState, InstanceKey, Member, ThreadState};
+
+pub fn routes() -> Router<AppState> {
+    let mut r = Router::new()
+        .route("/api", get(|| async { Json("OK") }).head(|| async { StatusCode::OK }))
+        .route("/api/leader-check", get(|| async { Json("OK") }))
+        .route("/api/routed-leader-check", get(|| async { Json("OK") }))
+        .route("/api/health", get(health))
+        .route("/api/clusters", get(clusters))
+        .route("/api/clusters-info", get(clusters_info))
+        .route("/api/cluster/{hint}", get(cluster))
+        .route("/api/cluster/alias/{alias}", get(cluster))
+        .route("/api/cluster-info/{hint}", get(cluster_info_of))
+        .route("/api/cluster-info/alias/{alias}", get(cluster_info_of))
+        .route("/api/instance/{host}/{port}", get(instance))
+        .route("/api/master/{hint}", get(master))
+        .route("/api/instance-replicas/{host}/{port}", get(instance_replicas))
+        .route("/api/topology/{hint}", get(topology))
+        .route("/api/audit-recovery", get(audit_recovery))
+        .route("/api/audit-recovery/{hint}", get(audit_recovery_of))
+        .route("/api/audit-recovery-steps/{uid}", get(audit_recovery_steps))
+        .route("/api/register-candidate/{host}/{port}/{rule}", get(register_candidate))
+        .route("/api/begin-downtime/{host}/{port}/{owner}/{reason}", get(begin_downtime))
+        .route("/api/begin-downtime/{host}/{port}/{owner}/{reason}/{duration}", get(begin_downtime))
+        .route("/api/end-downtime/{host}/{port}", get(end_downtime));
+    for (cmd, auto) in [("graceful-master-takeover", false), ("graceful-master-takeover-auto", true)] {
+        let handler = move |s: State<AppState>, p: Path<Vec<String>>| takeover(s, p, auto);
+        r = r
+            .route(&format!("/api/{cmd}/{{a}}"), get(handler))
+            .route(&format!("/api/{cmd}/{{a}}/{{b}}"), get(handler))
+            .route(&format!("/api/{cmd}/{{a}}/{{b}}/{{c}}"), get(handler))
+            .route(&format!("/api/{cmd}/{{a}}/{{b}}/{{c}}/{{d}}"), get(handler));
+    }
+    r
+}
+
+// ---- the envelope -----------------------------------------------------------------------------
+
+fn ok(message: impl Into<String>, details: Value) -> Response {
+    Json(json!({ "Code": "OK", "Message": message.into(), "Details": details })).into_response()
+}
+
+/// orchestrator's error answer. Bad input is a 400, anything else a 500 (what orchestrator sends).
+struct OrcError(ApiError);
+
+impl From<ApiError> for OrcError {
+    fn from(e: ApiError) -> Self {
+        OrcError(e)
+    }
+}
+
+impl IntoResponse for OrcError {
+    fn into_response(self) -> Response {
+        let status = match self.0 {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized | ApiError::Forbidden(_) => self.0.status(),
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, Json(json!({ "Code": "ERROR", "Message": self.0.to_string(), "Details": Value::Null }))).into_response()
+    }
+}
+
+type OrcResult = Result<Response, OrcError>;
+
+// ---- shapes -----------------------------------------------------------------------------------
+
+fn key(k: Option<&InstanceKey>) -> Value {
+    match k {
+        Some(k) => json!({ "Hostname": k.host, "Port": k.port }),
+        None => json!({ "Hostname": "", "Port": 0 }),
+    }
+}
+
+fn parse_key(s: &str) -> Option<InstanceKey> {
+    s.parse().ok()
+}
+
+fn coords(c: Option<&BinlogCoordinates>, kind: u8) -> Value {
+    match c {
+        Some(c) => json!({ "LogFile": c.file, "LogPos": c.pos, "Type": kind }),
+        None => json!({ "LogFile": "", "LogPos": 0, "Type": kind }),
+    }
+}
+
+fn null_int(v: Option<u64>) -> Value {
+    json!({ "Int64": v.unwrap_or(0), "Valid": v.is_some() })
+}
+
+/// Unix seconds as `2026-11-26T00:23:22Z`.
+pub fn rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+fn thread_state(t: Option<ThreadState>) -> i32 {
+    match t {
+        None => -1,
+        Some(ThreadState::Yes) => 1,
+        Some(ThreadState::No) => 0,
+        Some(_) => 2,
+    }
+}
+
+/// An orchestrator `Instance` for one member of `cluster`.
+fn instance_json(m: &Member, c: &Cluster, inputs: &PlanInputs) -> Value {
+    let rule = inputs.rule(&m.key);
+    let downtime = inputs.downtimes.get(&m.key);
+    let problems: Vec<String> = c.problems.iter().filter(|p| p.instance == m.key).map(|p| p.message.clone()).collect();
+    let replicas: Vec<Value> = c.replicas_of(&m.key).iter().map(|r| key(Some(&r.key))).collect();
+    let Some(i) = &m.instance else {
+        return json!({
+            "Key": key(Some(&m.key)), "MasterKey": key(m.source.as_ref()), "ClusterName": c.name,
+            "SuggestedClusterAlias": c.alias.clone().unwrap_or_default(), "ReplicationDepth": m.depth.unwrap_or(0),
+            "IsLastCheckValid": false, "IsUpToDate": false, "IsRecentlyChecked": true, "Problems": problems,
+            "PromotionRule": rule.to_string(), "IsDowntimed": downtime.is_some(),
+        });
+    };
+    let r = i.replication.as_ref();
+    let lag = r.and_then(|r| r.seconds_behind);
+    let (gtid_mode, executed) = match &i.gtid {
+        GtidState::MySql { mode, executed } => (mode.to_string(), executed.to_string()),
+        GtidState::MariaDb { .. } => (String::new(), String::new()),
+    };
+    let mariadb_gtid = r.is_some_and(|r| i.flavor == Flavor::MariaDb && r.gtid_mode != GtidMode::No);
+    let oracle_gtid = r.is_some_and(|r| i.flavor == Flavor::MySql && r.gtid_mode != GtidMode::No);
+    let error = |e: Option<&crate::topology::ThreadError>| e.map(|e| format!("{}: {}", e.errno, e.message)).unwrap_or_default();
+    json!({
+        "Key": key(Some(&i.key)),
+        "InstanceAlias": "",
+        "Uptime": 0,
+        "ServerID": i.server_id,
+        "ServerUUID": i.server_uuid.clone().unwrap_or_default(),
+        "Version": i.version,
+        "VersionComment": i.version_comment,
+        "FlavorName": if i.flavor == Flavor::MySql { "MySQL" } else { "MariaDB" },
+        "ReadOnly": i.read_only,
+        "Binlog_format": i.binlog_format,
+        "BinlogRowImage": "",
+        "LogBinEnabled": i.log_bin,
+        "LogSlaveUpdatesEnabled": i.log_slave_updates,
+        "LogReplicationUpdatesEnabled": i.log_slave_updates,
+        "SelfBinlogCoordinates": coords(i.binlog.as_ref(), 0),
+        "MasterKey": key(r.map(|r| &r.source)),
+        "MasterUUID": "",
+        "AncestryUUID": "",
+        "IsDetachedMaster": false,
+        "Slave_SQL_Running": r.is_some_and(|r| r.sql_thread.running()),
+        "ReplicationSQLThreadRuning": r.is_some_and(|r| r.sql_thread.running()),
+        "Slave_IO_Running": r.is_some_and(|r| r.io_thread.running()),
+        "ReplicationIOThreadRuning": r.is_some_and(|r| r.io_thread.running()),
+        "ReplicationSQLThreadState": thread_state(r.map(|r| r.sql_thread)),
+        "ReplicationIOThreadState": thread_state(r.map(|r| r.io_thread)),
+        "HasReplicationFilters": false,
+        "GTIDMode": gtid_mode,
+        "SupportsOracleGTID": i.flavor == Flavor::MySql,
+        "UsingOracleGTID": oracle_gtid,
+        "UsingMariaDBGTID": mariadb_gtid,
+        "UsingPseudoGTID": false,
+        "ReadBinlogCoordinates": coords(r.and_then(|r| r.read_coordinates.as_ref()), 0),
+        "ExecBinlogCoordinates": coords(r.and_then(|r| r.exec_coordinates.as_ref()), 0),
+        "IsDetached": false,
+        "RelaylogCoordinates": coords(None, 1),
+        "LastSQLError": error(r.and_then(|r| r.last_sql_error.as_ref())),
+        "LastIOError": error(r.and_then(|r| r.last_io_error.as_ref())),
+        "SecondsBehindMaster": null_int(lag),
+        "SQLDelay": r.map(|r| r.sql_delay).unwrap_or(0),
+        "ExecutedGtidSet": executed,
+        "GtidPurged": "",
+        "GtidErrant": "",
+        "SlaveLagSeconds": null_int(lag.or(r.is_none().then_some(0))),
+        "ReplicationLagSeconds": null_int(lag.or(r.is_none().then_some(0))),
+        "SlaveHosts": replicas.clone(),
+        "Replicas": replicas,
+        "ClusterName": c.name,
+        "SuggestedClusterAlias": c.alias.clone().unwrap_or_default(),
+        "DataCenter": "",
+        "Region": "",
+        "PhysicalEnvironment": "",
+        "ReplicationDepth": m.depth.unwrap_or(0),
+        "IsCoMaster": false,
+        "HasReplicationCredentials": r.is_some(),
+        "ReplicationCredentialsAvailable": false,
+        "SemiSyncAvailable": false,
+        "SemiSyncPriority": 0,
+        "SemiSyncMasterEnabled": false,
+        "SemiSyncReplicaEnabled": false,
+        "SemiSyncMasterTimeout": 0,
+        "SemiSyncMasterWaitForReplicaCount": 0,
+        "SemiSyncMasterStatus": false,
+        "SemiSyncMasterClients": 0,
+        "SemiSyncReplicaStatus": false,
+        "LastSeenTimestamp": rfc3339(now_unix()),
+        "IsLastCheckValid": true,
+        "IsUpToDate": true,
+        "IsRecentlyChecked": true,
+        "SecondsSinceLastSeen": null_int(Some(0)),
+        "CountMySQLSnapshots": 0,
+        "IsCandidate": rule == PromotionRule::Prefer,
+        "PromotionRule": rule.to_string(),
+        "IsDowntimed": downtime.is_some(),
+        "DowntimeReason": downtime.map(|d| d.reason.clone()).unwrap_or_default(),
+        "DowntimeOwner": downtime.map(|d| d.owner.clone()).unwrap_or_default(),
+        "DowntimeEndTimestamp": downtime.map(|d| rfc3339(d.until)).unwrap_or_default(),
+        "ElapsedDowntime": 0,
+        "UnresolvedHostname": "",
+        "AllowTLS": r.is_some_and(|r| r.ssl),
+        "Problems": problems,
+        "LastDiscoveryLatency": (i.probe_ms * 1e6) as u64,
+        "ReplicationGroupName": "",
+        "ReplicationGroupIsSinglePrimary": false,
+        "ReplicationGroupMemberState": "",
+        "ReplicationGroupMemberRole": "",
+        "ReplicationGroupMembers": [],
+        "ReplicationGroupPrimaryInstanceKey": key(None),
+    })
+}
+
+fn cluster_info(name: &str, alias: Option<&str>, count: usize) -> Value {
+    json!({
+        "ClusterName": name,
+        "ClusterAlias": alias.unwrap_or_default(),
+        "ClusterDomain": "",
+        "CountInstances": count,
+        "HeuristicLag": 0,
+        "HasAutomatedMasterRecovery": false,
+        "HasAutomatedIntermediateMasterRecovery": false,
+    })
+}
+
+fn keys_json(list: &[String]) -> Value {
+    Value::Array(list.iter().map(|k| key(parse_key(k).as_ref())).collect())
+}
+
+/// An orchestrator `TopologyRecovery` for one takeover report.
+fn recovery_json(r: &TakeoverReport) -> Value {
+    let old = r.old_master.as_deref().and_then(parse_key);
+    let new = r.new_master.as_deref().and_then(parse_key);
+    let promoted = matches!(r.status, Status::Promoted | Status::PromotedWithErrors);
+    let end = r.started_at + r.total_ms as i64;
+    let analysis = json!({
+        "AnalyzedInstanceKey": key(old.as_ref()),
+        "AnalyzedInstanceMasterKey": key(None),
+        "ClusterDetails": cluster_info(&r.cluster, r.alias.as_deref(), r.replicas.len() + 1),
+        "AnalyzedInstanceDataCenter": "",
+        "AnalyzedInstanceRegion": "",
+        "AnalyzedInstancePhysicalEnvironment": "",
+        "AnalyzedInstanceBinlogCoordinates": coords(None, 0),
+        "IsMaster": true,
+        "IsReplicationGroupMember": false,
+        "IsCoMaster": false,
+        "LastCheckValid": true,
+        "LastCheckPartialSuccess": true,
+        "CountReplicas": r.replicas.len(),
+        "CountValidReplicas": r.replicas.len() - r.lost_replicas.len().min(r.replicas.len()),
+        "CountValidReplicatingReplicas": r.replicas.len() - r.lost_replicas.len().min(r.replicas.len()),
+        "CountReplicasFailingToConnectToMaster": 0,
+        "CountDowntimedReplicas": r.lost_replicas.len(),
+        "ReplicationDepth": 0,
+        "Replicas": keys_json(&r.replicas),
+        "SlaveHosts": keys_json(&r.replicas),
+        "IsFailingToConnectToMaster": false,
+        "Analysis": "DeadMaster",
+        "Description": "",
+        "StructureAnalysis": Value::Null,
+        "IsDowntimed": false,
+        "IsReplicasDowntimed": false,
+        "DowntimeEndTimestamp": "",
+        "DowntimeRemainingSeconds": 0,
+        "IsBinlogServer": false,
+        "PseudoGTIDImmediateTopology": false,
+        "OracleGTIDImmediateTopology": false,
+        "MariaDBGTIDImmediateTopology": true,
+        "BinlogServerImmediateTopology": false,
+        "SemiSyncMasterEnabled": false,
+        "SemiSyncMasterStatus": false,
+        "SemiSyncMasterWaitForReplicaCount": 0,
+        "SemiSyncMasterClients": 0,
+        "CountSemiSyncReplicasEnabled": 0,
+        "CountLoggingReplicas": r.replicas.len(),
+        "CountStatementBasedLoggingReplicas": 0,
+        "CountMixedBasedLoggingReplicas": 0,
+        "CountRowBasedLoggingReplicas": r.replicas.len(),
+        "CountDistinctMajorVersionsLoggingReplicas": 1,
+        "CountDelayedReplicas": 0,
+        "CountLaggingReplicas": 0,
+        "IsActionableRecovery": true,
+        "ProcessingNodeHostname": "",
+        "ProcessingNodeToken": "",
+        "CountAdditionalAgreeingNodes": 0,
+        "StartActivePeriod": "",
+        "SkippableDueToDowntime": false,
+        "GTIDMode": "",
+        "MinReplicaGTIDMode": "",
+        "MaxReplicaGTIDMode": "",
+        "MaxReplicaGTIDErrant": "",
+        "CommandHint": "graceful-master-takeover",
+        "IsReadOnly": false,
+    });
+    json!({
+        "Id": r.started_at,
+        "UID": r.id,
+        "AnalysisEntry": analysis,
+        "SuccessorKey": if promoted { key(new.as_ref()) } else { Value::Null },
+        "SuccessorAlias": "",
+        "SuccessorBinlogCoordinates": coords(None, 0),
+        "IsActive": r.status == Status::Running,
+        "IsSuccessful": promoted,
+        "LostReplicas": keys_json(&r.lost_replicas),
+        "ParticipatingInstanceKeys": keys_json(&[r.old_master.clone(), r.new_master.clone()].into_iter().flatten().collect::<Vec<_>>()),
+        "AllErrors": r.errors,
+        "RecoveryStartTimestamp": rfc3339(r.started_at / 1000),
+        "RecoveryEndTimestamp": if r.status == Status::Running { String::new() } else { rfc3339(end / 1000) },
+        "ProcessingNodeHostname": "",
+        "ProcessingNodeToken": "",
+        "Acknowledged": false,
+        "AcknowledgedAt": "",
+        "AcknowledgedBy": "",
+        "AcknowledgedComment": "",
+        "LastDetectionId": 0,
+        "RelatedRecoveryId": 0,
+        "Type": "MasterRecovery",
+        "RecoveryType": "MasterRecoveryGTID",
+    })
+}
+
+// ---- handlers ---------------------------------------------------------------------------------
+
+fn inputs(s: &AppState) -> Result<PlanInputs, ApiError> {
+    Ok(PlanInputs {
+        rules: s.engine.store.promotion_rules()?.into_iter().map(|r| (r.instance, r.rule)).collect(),
+        downtimes: s.engine.store.downtimes()?.into_iter().map(|d| (d.instance.clone(), d)).collect(),
+        ..Default::default()
+    })
+}
+
+/// `{a}`, `{host}/{port}`, `{hint}/{dhost}/{dport}`, `{host}/{port}/{dhost}/{dport}`.
+async fn takeover(State(s): State<AppState>, Path(parts): Path<Vec<String>>, auto: bool) -> OrcResult {
+    let (hint_text, designated) = match parts.as_slice() {
+        [a] => (hint(a)?, None),
+        [h, p] => (key_from_parts(h, p)?.to_string(), None),
+        [a, dh, dp] => (hint(a)?, Some(key_from_parts(dh, dp)?)),
+        [h, p, dh, dp] => (key_from_parts(h, p)?.to_string(), Some(key_from_parts(dh, dp)?)),
+        _ => return Err(ApiError::BadRequest("unexpected path".into()).into()),
+    };
+    let req = TakeoverRequest { cluster_hint: hint_text, designated, auto, ..Default::default() };
+    let (_, handle) = s.tracks.start(&s.engine, &s.metrics, req);
+    let report = handle.await.map_err(|e| ApiError::Internal(format!("takeover task: {e}")))?;
+    let command = if auto { "graceful-master-takeover-auto" } else { "graceful-master-takeover" };
+    match report.status {
+        Status::Promoted => Ok(ok(format!("{command}: successor promoted"), recovery_json(&report))),
+        Status::PromotedWithErrors => {
+            let body = json!({ "Code": "ERROR", "Message": report.errors.join("; "), "Details": recovery_json(&report) });
+            Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response())
+        }
+        _ => Err(ApiError::Internal(report.errors.first().cloned().unwrap_or_else(|| report.status.as_str().into())).into()),
+    }
+}
+
+async fn health() -> Response {
+    ok("Application node is healthy", json!({ "Healthy": true, "IsActiveNode": true, "Error": Value::Null }))
+}
+
+async fn clusters(State(s): State<AppState>) -> OrcResult {
+    let names: Vec<String> = s.engine.store.clusters().map_err(ApiError::from)?.into_iter().map(|c| c.name).collect();
+    Ok(Json(names).into_response())
+}
+
+async fn clusters_info(State(s): State<AppState>) -> OrcResult {
+    let list: Vec<Value> = s
+        .engine
+        .store
+        .clusters()
+        .map_err(ApiError::from)?
+        .iter()
+        .map(|c| cluster_info(&c.name, c.alias.as_deref(), c.members.len()))
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+async fn live(s: &AppState, h: &str) -> Result<(Cluster, PlanInputs), ApiError> {
+    let c = discover(s, &hint(h)?).await?;
+    Ok((c, inputs(s)?))
+}
+
+async fn cluster(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
+    let (c, inp) = live(&s, &h).await?;
+    Ok(Json(c.members.iter().map(|m| instance_json(m, &c, &inp)).collect::<Vec<_>>()).into_response())
+}
+
+async fn cluster_info_of(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
+    let (c, _) = live(&s, &h).await?;
+    Ok(Json(cluster_info(&c.name, c.alias.as_deref(), c.members.len())).into_response())
+}
+
+async fn instance(State(s): State<AppState>, Path((host, port)): Path<(String, String)>) -> OrcResult {
+    let k = key_from_parts(&host, &port)?;
+    let (c, inp) = live(&s, &k.to_string()).await?;
+    let m = c.member(&k).ok_or_else(|| ApiError::NotFound(format!("{k} is not a member of {}", c.name)))?;
+    Ok(Json(instance_json(m, &c, &inp)).into_response())
+}
+
+async fn master(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
+    let (c, inp) = live(&s, &h).await?;
+    let m = c.master.as_ref().and_then(|k| c.member(k)).ok_or_else(|| ApiError::NotFound(format!("cluster {} has no single master", c.name)))?;
+    Ok(Json(instance_json(m, &c, &inp)).into_response())
+}
+
+async fn instance_replicas(State(s): State<AppState>, Path((host, port)): Path<(String, String)>) -> OrcResult {
+    let k = key_from_parts(&host, &port)?;
+    let (c, inp) = live(&s, &k.to_string()).await?;
+    Ok(Json(c.replicas_of(&k).iter().map(|m| instance_json(m, &c, &inp)).collect::<Vec<_>>()).into_response())
+}
+
+async fn topology(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
+    let (c, _) = live(&s, &h).await?;
+    let tree = crate::topology::render::tree(&c);
+    Ok(ok(format!("Topology for cluster {}", c.name), json!(tree.trim_end())))
+}
+
+fn recoveries(s: &AppState, cluster: Option<&str>) -> Result<Vec<Value>, ApiError> {
+    let entries = s.engine.store.takeovers(None, 1000)?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| serde_json::from_value::<TakeoverReport>(e.record).ok())
+        .filter(|r| !r.dry_run && r.status != Status::Refused)
+        .filter(|r| cluster.is_none_or(|c| r.cluster == c || r.alias.as_deref() == Some(c) || r.new_master.as_deref() == Some(c)))
+        .map(|r| recovery_json(&r))
+        .collect())
+}
+
+async fn audit_recovery(State(s): State<AppState>) -> OrcResult {
+    Ok(Json(recoveries(&s, None)?).into_response())
+}
+
+async fn audit_recovery_of(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
+    Ok(Json(recoveries(&s, Some(&hint(&h)?))?).into_response())
+}
+
+async fn audit_recovery_steps(State(s): State<AppState>, Path(uid): Path<String>) -> OrcResult {
+    let r = super::native::stored_report(&s, &uid)?;
+    let steps: Vec<Value> = r
+        .phases
+        .iter()
+        .enumerate()
+        .map(|(n, p)| {
+            json!({
+                "Id": n + 1,
+                "RecoveryUID": r.id,
+                "AuditAt": rfc3339((r.started_at + p.start_ms as i64) / 1000),
+                "Message": format!("{}: {:?} in {:.1} ms: {}", p.name.name(), p.outcome, p.duration_ms, p.detail),
+            })
+        })
+        .collect();
+    Ok(Json(steps).into_response())
+}
+
+async fn register_candidate(State(s): State<AppState>, Path((host, port, rule)): Path<(String, String, String)>) -> OrcResult {
+    let k = key_from_parts(&host, &port)?;
+    let rule: PromotionRule = rule.parse().map_err(ApiError::BadRequest)?;
+    // orchestrator's candidate registrations expire (CandidateInstanceExpireMinutes, 60 by default).
+    let entry = RuleEntry { instance: k.clone(), rule, until: Some(now_unix() + 3600) };
+    s.engine.store.set_promotion_rule(&entry).map_err(ApiError::from)?;
+    Ok(ok("Registered candidate", key(Some(&k))))
+}
+
+/// `3600`, `90s`, `30m`, `2h`, `1d`.
+fn duration_s(text: &str) -> Result<i64, ApiError> {
+    let bad = || ApiError::BadRequest(format!("duration '{text}': a number with an optional unit s, m, h or d"));
+    let (num, unit) = text.find(|c: char| !c.is_ascii_digit()).map(|i| text.split_at(i)).unwrap_or((text, "s"));
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    Some(n * mult).filter(|d| *d > 0).ok_or_else(bad)
+}
+
+async fn begin_downtime(State(s): State<AppState>, Path(parts): Path<Vec<String>>) -> OrcResult {
+    let [host, port, owner, reason, rest @ ..] = parts.as_slice() else {
+        return Err(ApiError::BadRequest("begin-downtime/{host}/{port}/{owner}/{reason}[/{duration}]".into()).into());
+    };
+    let k = key_from_parts(host, port)?;
+    let secs = match rest.first() {
+        Some(d) => duration_s(d)?,
+        None => 3600,
+    };
+    let d = Downtime { instance: k.clone(), owner: owner.clone(), reason: reason.clone(), until: now_unix() + secs };
+    s.engine.store.begin_downtime(&d).map_err(ApiError::from)?;
+    Ok(ok("Downtime begun", key(Some(&k))))
+}
+
+async fn end_downtime(State(s): State<AppState>, Path((host, port)): Path<(String, String)>) -> OrcResult {
+    let k = key_from_parts(&host, &port)?;
+    s.engine.store.end_downtime(&k).map_err(ApiError::from)?;
+    Ok(ok("Downtime ended", key(Some(&k))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_durations() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_652_602), "2026-11-26T00:23:22Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(duration_s("90").unwrap(), 90);
+        assert_eq!(duration_s("30m").unwrap(), 1800);
+        assert_eq!(duration_s("2h").unwrap(), 7200);
+        assert!(duration_s("0").is_err() && duration_s("5y").is_err() && duration_s("m").is_err());
+    }
+}

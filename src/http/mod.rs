@@ -1,0 +1,141 @@
+//! `baton serve`: the HTTP service (axum). Thin: it parses requests, checks auth, calls the
+//! engine, discovery, the store and the Lua host, and shapes answers.
+//!
+//! - `native`: the JSON API under `/api/v1` (takeovers with dry runs and plan hashes, the event
+//!   stream, audit, promotion rules, downtime, scripts) and `/healthz`, `/metrics`.
+//! - `compat`: orchestrator's routes under `/api`, answering in orchestrator's shapes so that
+//!   `orchestrator-client` can point at Baton.
+//! - `auth`, `error`, `metrics`, `track` (takeovers in flight and their events).
+//!
+//! Architecture invariant: only this module knows routes and JSON shapes of the service; it holds
+//! no takeover logic.
+
+pub mod auth;
+pub mod compat;
+pub mod error;
+pub mod metrics;
+pub mod native;
+pub mod track;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tracing::{info, warn};
+
+use crate::config::{AuthMode, Config};
+use crate::engine::Engine;
+use crate::lua::{Env, ReloadEvent, ScriptHost};
+use crate::mysql::Connector;
+use crate::store::{SqliteStore, Store};
+use auth::Auth;
+use error::ApiError;
+use metrics::Metrics;
+use track::Tracks;
+
+/// Everything a handler reaches.
+#[derive(Clone)]
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub engine: Engine,
+    pub scripts: Arc<ScriptHost>,
+    pub metrics: Arc<Metrics>,
+    pub tracks: Arc<Tracks>,
+    pub auth: Arc<Auth>,
+}
+
+impl AppState {
+    /// Builds the state from the config: store, connector, scripts (which must load).
+    pub async fn new(cfg: &Config) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir)?);
+        let env = Arc::new(Env { cfg: Arc::new(cfg.clone()), connector: Arc::new(Connector::new(cfg)), store });
+        let scripts = ScriptHost::start(env.clone()).await?;
+        let engine = Engine::new(env.cfg.clone(), env.connector.clone(), env.store.clone(), scripts.clone());
+        Ok(AppState {
+            cfg: env.cfg.clone(),
+            engine,
+            scripts,
+            metrics: Arc::new(Metrics::new()),
+            tracks: Arc::new(Tracks::default()),
+            auth: Arc::new(Auth::new(&cfg.http)),
+        })
+    }
+}
+
+/// The whole service: native routes, orchestrator routes (unless switched off), auth, limits,
+/// request metrics, JSON 404s.
+pub fn router(state: AppState) -> Router {
+    let mut app = native::routes();
+    if state.cfg.http.orchestrator_routes {
+        app = app.merge(compat::routes());
+    }
+    let timeout = Duration::from_millis(state.cfg.http.request_timeout_ms);
+    app.fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(RequestBodyLimitLayer::new(state.cfg.http.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
+        .with_state(state)
+}
+
+/// Auth first, then the handler; every answer is counted by route and status code.
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let path = req.uri().path().to_string();
+    let open = path == "/healthz" || path == "/metrics";
+    let resp = match open {
+        true => next.run(req).await,
+        false => match state.auth.check(req.headers(), Auth::needed(req.method(), &path)) {
+            Ok(()) => next.run(req).await,
+            Err(e) => e.into_response(),
+        },
+    };
+    state.metrics.request(&route, resp.status().as_u16());
+    resp
+}
+
+/// Runs the service until Ctrl-C or SIGTERM. Scripts reload on change and SIGHUP.
+pub async fn serve(cfg: &Config, listen: Option<&str>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let listen = listen.unwrap_or(&cfg.http.listen);
+    let addr: SocketAddr = listen.parse().map_err(|e| format!("http.listen '{listen}': {e}"))?;
+    if cfg.http.auth == AuthMode::None && !addr.ip().is_loopback() {
+        return Err(format!("http.auth = \"none\" is allowed only on a loopback address, not {addr}: configure basic or token auth").into());
+    }
+    let state = AppState::new(cfg).await?;
+    let _watch = crate::lua::watch::watch(state.scripts.clone())?;
+    // Count reloads for /metrics.
+    let (mut reloads, metrics) = (state.scripts.subscribe(), state.metrics.clone());
+    tokio::spawn(async move {
+        while let Ok(ev) = reloads.recv().await {
+            metrics.script_reload(matches!(ev, ReloadEvent::Loaded { .. }));
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    info!(%addr, auth = ?cfg.http.auth, orchestrator_routes = cfg.http.orchestrator_routes, "baton serve listening");
+    let tracks = state.tracks.clone();
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await?;
+    // A takeover started with wait=false is never cut short by a shutdown.
+    tracks.wait_idle().await;
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "no SIGTERM handler");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("shutting down");
+}
