@@ -1,0 +1,185 @@
+//! The HTTP service in-process (tower `oneshot`, no listener, no MySQL): routing, auth in each
+//! mode and role, bad input answered with a 4xx that names the problem, and the error shapes.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use base64::Engine as _;
+use baton::config::{AuthMode, Config, HttpToken, HttpUser, Role};
+use baton::http::{auth, router, AppState};
+use tower::ServiceExt;
+
+struct Server {
+    app: axum::Router,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn server(mode: AuthMode) -> Server {
+    baton::init_crypto();
+    let dir = std::env::temp_dir().join(format!("baton-http-{}", uuid::Uuid::new_v4().simple()));
+    let mut cfg = Config::default();
+    cfg.paths.data_dir = dir.join("data");
+    cfg.paths.scripts_dir = dir.join("scripts");
+    cfg.paths.hooks_dir = dir.join("hooks");
+    cfg.scripts.policy = String::new();
+    cfg.http.auth = mode;
+    let mut users = BTreeMap::new();
+    users.insert("ops".to_string(), HttpUser { password_hash: auth::hash_password("ops-secret").unwrap(), role: Role::Admin });
+    users.insert("viewer".to_string(), HttpUser { password_hash: auth::hash_password("view-secret").unwrap(), role: Role::Read });
+    cfg.http.users = users;
+    let mut tokens = BTreeMap::new();
+    tokens.insert("ci".to_string(), HttpToken { sha256: auth::token_digest("admin-token"), role: Role::Admin });
+    tokens.insert("dash".to_string(), HttpToken { sha256: auth::token_digest("read-token"), role: Role::Read });
+    cfg.http.tokens = tokens;
+    let state = AppState::new(&cfg).await.unwrap();
+    Server { app: router(state), _dir: TempDir(dir) }
+}
+
+struct Answer {
+    status: StatusCode,
+    body: serde_json::Value,
+    www_authenticate: bool,
+}
+
+async fn call(s: &Server, method: Method, uri: &str, auth: Option<&str>, body: &str) -> Answer {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let resp = s.app.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = resp.status();
+    let www_authenticate = resp.headers().contains_key("www-authenticate");
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    Answer { status, body, www_authenticate }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+#[tokio::test]
+async fn basic_auth_roles_and_answers() {
+    let s = server(AuthMode::Basic).await;
+    let takeover = "/api/v1/clusters/nosuch/takeover";
+    // No credentials, wrong password, unknown user: 401 with a challenge; nothing leaks.
+    for a in [None, Some(basic("ops", "wrong")), Some(basic("nobody", "ops-secret")), Some("Basic !!!".to_string())] {
+        let r = call(&s, Method::GET, "/api/v1/takeovers", a.as_deref(), "").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{a:?}");
+        assert!(r.www_authenticate);
+        assert_eq!(r.body["error"]["code"], "unauthorized");
+        assert!(!r.body.to_string().contains("secret"));
+    }
+    // A reader reads, and is forbidden to act (403, not 401), natively and on orchestrator's routes.
+    let viewer = basic("viewer", "view-secret");
+    assert_eq!(call(&s, Method::GET, "/api/v1/takeovers", Some(&viewer), "").await.status, StatusCode::OK);
+    let r = call(&s, Method::POST, takeover, Some(&viewer), "{}").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("needs role admin"));
+    for uri in ["/api/graceful-master-takeover/nosuch", "/api/register-candidate/db1/3306/prefer", "/api/end-downtime/db1/3306", "/api/v1/scripts/reload"] {
+        let method = if uri.ends_with("reload") { Method::POST } else { Method::GET };
+        assert_eq!(call(&s, method, uri, Some(&viewer), "").await.status, StatusCode::FORBIDDEN, "{uri}");
+    }
+    // An admin gets through auth (and then a 404 for the unknown cluster).
+    let ops = basic("ops", "ops-secret");
+    let r = call(&s, Method::POST, takeover, Some(&ops), "{}").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(r.body["error"]["check"], "unknown_cluster");
+    // Twice (the second from the verified cache): same answer.
+    assert_eq!(call(&s, Method::POST, takeover, Some(&ops), "{}").await.status, StatusCode::NOT_FOUND);
+    // orchestrator-client's auth probe and the open routes.
+    assert_eq!(call(&s, Method::HEAD, "/api", None, "").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&s, Method::HEAD, "/api", Some(&viewer), "").await.status, StatusCode::OK);
+    assert_eq!(call(&s, Method::GET, "/api/leader-check", Some(&viewer), "").await.body, "OK");
+    assert_eq!(call(&s, Method::GET, "/healthz", None, "").await.status, StatusCode::OK);
+    let m = call(&s, Method::GET, "/metrics", None, "").await;
+    assert!(m.body.as_str().unwrap().contains("baton_http_requests_total{route=\"/api/v1/takeovers\",code=\"401\"}"), "{}", m.body);
+}
+
+#[tokio::test]
+async fn token_auth_roles() {
+    let s = server(AuthMode::Token).await;
+    assert_eq!(call(&s, Method::GET, "/api/v1/takeovers", None, "").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&s, Method::GET, "/api/v1/takeovers", Some("Bearer nope"), "").await.status, StatusCode::UNAUTHORIZED);
+    // A basic header is not a token.
+    assert_eq!(call(&s, Method::GET, "/api/v1/takeovers", Some(&basic("ops", "ops-secret")), "").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&s, Method::GET, "/api/v1/takeovers", Some("Bearer read-token"), "").await.status, StatusCode::OK);
+    assert_eq!(call(&s, Method::POST, "/api/v1/scripts/reload", Some("Bearer read-token"), "").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&s, Method::POST, "/api/v1/scripts/reload", Some("bearer admin-token"), "").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn no_auth_is_refused_off_loopback() {
+    let mut cfg = Config::default();
+    cfg.http.listen = "0.0.0.0:3000".into();
+    let e = baton::http::serve(&cfg, None).await.unwrap_err().to_string();
+    assert!(e.contains("allowed only on a loopback address"), "{e}");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_naming_the_problem() {
+    let s = server(AuthMode::None).await;
+    let cases: &[(Method, &str, &str, StatusCode, &str)] = &[
+        (Method::GET, "/api/v1/instances/db1/0", "", StatusCode::BAD_REQUEST, "'0' is not a port number"),
+        (Method::GET, "/api/v1/instances/db1/70000", "", StatusCode::BAD_REQUEST, "'70000' is not a port number"),
+        (Method::GET, "/api/v1/instances/db%20one/3306", "", StatusCode::BAD_REQUEST, "host"),
+        (Method::GET, "/api/v1/clusters/bad!name", "", StatusCode::BAD_REQUEST, "cluster 'bad!name'"),
+        (Method::POST, "/api/v1/clusters/main/takeover", "{", StatusCode::BAD_REQUEST, "request body"),
+        (Method::POST, "/api/v1/clusters/main/takeover", r#"{"autoo": true}"#, StatusCode::BAD_REQUEST, "unknown field `autoo`"),
+        (Method::POST, "/api/v1/clusters/main/takeover", r#"{"auto": "yes"}"#, StatusCode::BAD_REQUEST, "invalid type"),
+        (Method::POST, "/api/v1/clusters/main/takeover", r#"{"designated": "db1"}"#, StatusCode::BAD_REQUEST, "designated: 'db1' is not host:port"),
+        (Method::POST, "/api/v1/clusters/main/takeover", r#"{"expected_master": "db1:x"}"#, StatusCode::BAD_REQUEST, "expected_master"),
+        (Method::POST, "/api/v1/clusters/main/takeover", "{}", StatusCode::NOT_FOUND, "neither host:port nor a known cluster"),
+        (Method::GET, "/api/v1/takeovers?limit=0", "", StatusCode::BAD_REQUEST, "limit '0'"),
+        (Method::GET, "/api/v1/takeovers/not-an-id!", "", StatusCode::BAD_REQUEST, "takeover id"),
+        (Method::GET, "/api/v1/takeovers/abc123", "", StatusCode::NOT_FOUND, "no takeover with id abc123"),
+        (Method::GET, "/api/v1/takeovers/abc123/events", "", StatusCode::NOT_FOUND, "no takeover with id abc123"),
+        (Method::PUT, "/api/v1/instances/db1/3306/promotion-rule", r#"{"rule": "always"}"#, StatusCode::BAD_REQUEST, "'always' is not a promotion rule"),
+        (Method::PUT, "/api/v1/instances/db1/3306/downtime", r#"{"owner": "me", "reason": "", "duration_s": 60}"#, StatusCode::BAD_REQUEST, "must not be empty"),
+        (Method::DELETE, "/api/v1/instances/db1/3306/downtime", "", StatusCode::NOT_FOUND, "db1:3306 is not downtimed"),
+        (Method::GET, "/api/v1/nothing-here", "", StatusCode::NOT_FOUND, "no such route"),
+        (Method::GET, "/api/begin-downtime/db1/3306/me/maint/5years", "", StatusCode::BAD_REQUEST, "duration '5years'"),
+        (Method::GET, "/api/register-candidate/db1/3306/sometimes", "", StatusCode::BAD_REQUEST, "not a promotion rule"),
+        (Method::GET, "/api/graceful-master-takeover/db1/notaport", "", StatusCode::BAD_REQUEST, "'notaport' is not a port number"),
+        (Method::GET, "/api/graceful-master-takeover-auto/nosuch", "", StatusCode::INTERNAL_SERVER_ERROR, "neither host:port nor a known cluster"),
+    ];
+    for (method, uri, body, status, expect) in cases {
+        let r = call(&s, method.clone(), uri, None, body).await;
+        assert_eq!(r.status, *status, "{method} {uri} {body}: {}", r.body);
+        let msg = if uri.starts_with("/api/v1") || !uri.starts_with("/api/") {
+            assert_eq!(r.body["error"]["code"].as_str().is_some(), true, "{uri}: {}", r.body);
+            r.body["error"]["message"].as_str().unwrap().to_string()
+        } else {
+            assert_eq!(r.body["Code"], "ERROR", "{uri}: {}", r.body);
+            assert!(r.body.get("Details").is_some());
+            r.body["Message"].as_str().unwrap().to_string()
+        };
+        assert!(msg.contains(expect), "{method} {uri}: '{msg}' lacks '{expect}'");
+    }
+    // A body over the limit is refused before it is read.
+    let big = format!("{{\"auto\": true, \"pad\": \"{}\"}}", "x".repeat(100_000));
+    assert_eq!(call(&s, Method::POST, "/api/v1/clusters/main/takeover", None, &big).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Writes that are well-formed work without a server.
+    let r = call(&s, Method::PUT, "/api/v1/instances/db1/3306/promotion-rule", None, r#"{"rule": "prefer", "duration_s": 600}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["rule"], "prefer");
+    assert_eq!(call(&s, Method::DELETE, "/api/v1/instances/db1/3306/promotion-rule", None, "").await.status, StatusCode::NO_CONTENT);
+    let r = call(&s, Method::GET, "/api/begin-downtime/db1/3306/me/maint/30m", None, "").await;
+    assert_eq!((r.status, r.body["Code"].as_str()), (StatusCode::OK, Some("OK")));
+    assert_eq!(r.body["Details"], serde_json::json!({"Hostname": "db1", "Port": 3306}));
+    assert_eq!(call(&s, Method::DELETE, "/api/v1/instances/db1/3306/downtime", None, "").await.status, StatusCode::NO_CONTENT);
+    let r = call(&s, Method::GET, "/api/v1/scripts", None, "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["version"]["id"].as_str().is_some());
+}
