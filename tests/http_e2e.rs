@@ -152,6 +152,24 @@ async fn native_api_dry_run_plan_hash_event_stream_and_conflict() {
     assert!(metrics.contains("baton_takeovers_total{kind=\"takeover\",status=\"promoted\"} 1"), "{metrics}");
     assert!(metrics.contains("baton_takeovers_total{kind=\"dry_run\",status=\"planned\"} 1"));
     assert!(metrics.contains("baton_write_unavailable_ms_count 1"));
+
+    // The CLI as a client: the leader is found among several URLs (the first is down), the
+    // phases are shown live, the exit status is the takeover's.
+    let api = format!("http://127.0.0.1:1,{base}");
+    let out = tokio::process::Command::new(baton_bin())
+        .args(["takeover", &alias, "--auto", "--api", &api])
+        .env_remove("BATON_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("  fence ") && stdout.contains("): promoted"), "{stdout}");
+    let out = tokio::process::Command::new(baton_bin()).args(["takeover", &alias, "--auto", "--dry-run", "--api", &base]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("plan (nothing was changed)") && stdout.contains("plan_hash:"), "{stdout}");
+    let out = tokio::process::Command::new(baton_bin()).args(["topology", &alias, "--api", &base]).output().await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("(alias {alias})")));
 }
 
 /// The object keys (recursively, first element of arrays) `want` has and `got` lacks.

@@ -32,6 +32,17 @@ pub enum BenchCmd {
     },
     /// Takeovers back and forth under an application writer.
     Takeover(TakeoverBench),
+    /// The HTTP service: takeover call latency over HTTP against in-process, read throughput.
+    Http {
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        #[arg(long, default_value_t = 24306)]
+        base_port: u16,
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+    },
     /// The Lua host: policy choice over many candidates, hook call overhead, reload latency.
     Scripts {
         #[arg(long, default_value_t = 30)]
@@ -86,6 +97,7 @@ fn bench_dir(name: &str) -> PathBuf {
 
 pub async fn run(cmd: BenchCmd) -> CliResult {
     match cmd {
+        BenchCmd::Http { rounds, base_port, seconds, clients } => super::bench_http::run(rounds, base_port, seconds, clients).await,
         BenchCmd::Scripts { runs, candidates } => super::bench_scripts::run(runs, candidates).await,
         BenchCmd::Sandbox { runs, base_port } => {
             let (mut ups, mut baseline) = (Vec::new(), Vec::new());

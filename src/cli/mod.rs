@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod bench_http;
 mod bench_scripts;
 mod client;
 mod sandbox;

@@ -28,7 +28,7 @@ use crate::discovery::{self, DiscoveryError};
 use crate::mysql::ops::{self, OpRecord, OwnPosition};
 use crate::mysql::{Connector, SourcePosition, SourceSpec, SqlError};
 use crate::store::{KnownCluster, Store, StoreError};
-use crate::topology::{Cluster, Flavor, GtidMode, InstanceKey};
+use crate::topology::{Cluster, Flavor, GtidMode, InstanceKey, ThreadState};
 
 pub use hooks::{
     Choice, ChoiceFuture, HookContext, HookFuture, HookPhase, NoScripts, PhaseTiming, PolicyInput, ScriptSource, Scripts,
@@ -582,9 +582,26 @@ impl Run {
         let d = self.designated.clone().expect("chosen");
         // A designated replica whose replication was simply stopped (both threads, no error: a
         // demoted master repointed without starting replication) is started and caught up first.
-        let stopped_cleanly = self.cluster.as_ref().and_then(|c| c.instance(&d)).and_then(|i| i.replication.as_ref()).is_some_and(|r| {
+        let replication = self.cluster.as_ref().and_then(|c| c.instance(&d)).and_then(|i| i.replication.clone());
+        let stopped_cleanly = replication.as_ref().is_some_and(|r| {
             r.source == master && !r.io_thread.running() && !r.sql_thread.running() && !r.broken()
         });
+        // Replication just started (the IO thread still connecting, no error): wait, in the
+        // server, until it has caught up, instead of refusing a replica that is about to be fine.
+        let connecting = replication.as_ref().is_some_and(|r| {
+            r.source == master
+                && r.sql_thread.running()
+                && matches!(r.io_thread, ThreadState::Connecting | ThreadState::Preparing)
+                && !r.broken()
+        });
+        if connecting && !self.req.dry_run {
+            let pos = ops::own_position(self.conn(), &master).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+            self.ops.push(self.wait_executed(&d, &pos).await.map_err(|source| TakeoverError::Sql { phase, source })?);
+            let seeds = vec![master.clone()];
+            let c = discovery::discover(self.conn(), self.cfg(), &seeds).await.map_err(|source| TakeoverError::Discovery { phase, source })?;
+            self.cluster = Some(c);
+            self.detail = format!("replication on {d} was connecting: waited until it caught up; ");
+        }
         if stopped_cleanly && self.req.dry_run {
             self.detail = format!("replication on {d} is stopped: a takeover starts it and waits for it to catch up first; ");
         } else if stopped_cleanly {
