@@ -53,7 +53,8 @@ async fn shape(base: &str, hint: &str) -> Vec<(String, Value, Value, bool)> {
         .iter()
         .map(|m| {
             let r = &m["instance"]["replication"];
-            let running = r["io_thread"] == "yes" && r["sql_thread"] == "yes";
+            // Replicating (the IO thread may still be connecting right after a START SLAVE).
+            let running = r["io_thread"] != "no" && r["sql_thread"] == "yes" && r["last_io_error"].is_null();
             (m["key"].as_str().unwrap().to_string(), m["source"].clone(), m["instance"]["read_only"].clone(), running)
         })
         .collect();

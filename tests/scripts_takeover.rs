@@ -13,7 +13,7 @@ use baton::engine::{Engine, Phase, Status, TakeoverReport, TakeoverRequest};
 use baton::lua::{watch, Env, ReloadEvent, ScriptHost};
 use baton::mysql::Connector;
 use baton::store::{PromotionRule, RuleEntry, SqliteStore, Store};
-use baton::topology::InstanceKey;
+use baton::topology::{InstanceKey, ThreadState};
 use common::*;
 
 /// An engine whose scripts are the Lua host over `scripts_dir` and `hooks_dir`.
@@ -50,7 +50,11 @@ async fn shape(t: &Topology) -> Vec<(String, Option<String>, bool, bool)> {
         .iter()
         .map(|m| {
             let i = m.instance.as_ref().expect("reachable");
-            let running = i.replication.as_ref().is_some_and(|r| r.running());
+            // Replicating: the SQL thread runs and the IO thread runs or is (re)connecting; right
+            // after a rollback's START SLAVE the IO thread may not have connected yet.
+            let running = i.replication.as_ref().is_some_and(|r| {
+                r.sql_thread.running() && !matches!(r.io_thread, ThreadState::No) && !r.broken()
+            });
             (m.key.to_string(), m.source.as_ref().map(|s| s.to_string()), i.read_only, running)
         })
         .collect();

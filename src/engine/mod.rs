@@ -595,11 +595,7 @@ impl Run {
                 && !r.broken()
         });
         if connecting && !self.req.dry_run {
-            let pos = ops::own_position(self.conn(), &master).await.map_err(|source| TakeoverError::Sql { phase, source })?;
-            self.ops.push(self.wait_executed(&d, &pos).await.map_err(|source| TakeoverError::Sql { phase, source })?);
-            let seeds = vec![master.clone()];
-            let c = discovery::discover(self.conn(), self.cfg(), &seeds).await.map_err(|source| TakeoverError::Discovery { phase, source })?;
-            self.cluster = Some(c);
+            self.catch_up_designated(&master, &d).await?;
             self.detail = format!("replication on {d} was connecting: waited until it caught up; ");
         }
         if stopped_cleanly && self.req.dry_run {
@@ -607,12 +603,7 @@ impl Run {
         } else if stopped_cleanly {
             self.ops.push(ops::start_replication(self.conn(), &d).await.map_err(|source| TakeoverError::Sql { phase, source })?);
             self.started_designated_replication = true;
-            let pos = ops::own_position(self.conn(), &master).await.map_err(|source| TakeoverError::Sql { phase, source })?;
-            self.ops.push(self.wait_executed(&d, &pos).await.map_err(|source| TakeoverError::Sql { phase, source })?);
-            // Re-read the cluster so that the checks see it running.
-            let seeds = vec![master.clone()];
-            let c = discovery::discover(self.conn(), self.cfg(), &seeds).await.map_err(|source| TakeoverError::Discovery { phase, source })?;
-            self.cluster = Some(c);
+            self.catch_up_designated(&master, &d).await?;
             self.detail = format!("started replication on {d} (it was stopped) and waited for it to catch up; ");
         }
         let c = self.cluster.as_ref().expect("resolved");
@@ -643,6 +634,18 @@ impl Run {
         self.detail.push_str(&format!("{} checks on {d}", checks.len()));
         self.checks = checks;
         result
+    }
+
+    /// Waits (in the server) until the designated replica has executed the master's current
+    /// position, then re-reads the cluster so that the checks see it as it is now.
+    async fn catch_up_designated(&mut self, master: &InstanceKey, d: &InstanceKey) -> PhaseResult {
+        let phase = Phase::CheckDesignated;
+        let pos = ops::own_position(self.conn(), master).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+        self.ops.push(self.wait_executed(d, &pos).await.map_err(|source| TakeoverError::Sql { phase, source })?);
+        let seeds = vec![master.clone()];
+        let c = discovery::discover(self.conn(), self.cfg(), &seeds).await.map_err(|source| TakeoverError::Discovery { phase, source })?;
+        self.cluster = Some(c);
+        Ok(())
     }
 
     async fn hooks(&mut self, phase: Phase, hook: HookPhase) -> PhaseResult {

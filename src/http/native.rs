@@ -84,9 +84,9 @@ async fn cluster(State(s): State<AppState>, Path(c): Path<String>) -> Result<Jso
 
 async fn instance(State(s): State<AppState>, Path((host, port)): Path<(String, String)>) -> Result<Response, ApiError> {
     let key = key_from_parts(&host, &port)?;
+    // The instance could not be probed (down, or refusing Baton's account): 503 naming why.
     match crate::mysql::probe(&s.engine.connector, &key).await {
         Ok(i) => Ok(Json(i).into_response()),
-        Err(e) if e.is_unreachable() => Err(ApiError::Unavailable(e.to_string())),
         Err(e) => Err(ApiError::Unavailable(e.to_string())),
     }
 }
