@@ -258,7 +258,8 @@ pub async fn demo(args: DemoArgs) -> CliResult {
     super::takeover::run(
         &cfg,
         super::takeover::TakeoverArgs {
-            cluster: sb.alias.clone(),
+            action: None,
+            cluster: Some(sb.alias.clone()),
             designated: None,
             auto: true,
             start_replication: false,

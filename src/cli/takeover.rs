@@ -4,16 +4,21 @@ use clap::Args;
 
 use super::CliResult;
 use crate::config::Config;
-use crate::engine::{Engine, Outcome, PhaseEvent, Status, TakeoverReport, TakeoverRequest};
+use crate::engine::{Engine, Outcome, PhaseEvent, RecoverMode, Status, TakeoverReport, TakeoverRequest};
 use crate::lua::{Env, ScriptHost};
 use crate::mysql::Connector;
 use crate::store::{SqliteStore, Store};
 use crate::topology::InstanceKey;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct TakeoverArgs {
+    /// Settle a takeover whose process died.
+    #[command(subcommand)]
+    pub action: Option<Settle>,
     /// Cluster alias, cluster name, or host:port of any member.
-    pub cluster: String,
+    #[arg(required = true)]
+    pub cluster: Option<String>,
     /// The replica to promote (a direct replica of the master).
     #[arg(long = "to")]
     pub designated: Option<InstanceKey>,
@@ -50,9 +55,66 @@ pub async fn engine(cfg: &Config) -> Result<Engine, Box<dyn std::error::Error>> 
     Ok(Engine::new(env.cfg.clone(), env.connector.clone(), env.store.clone(), host))
 }
 
+#[derive(clap::Subcommand)]
+pub enum Settle {
+    /// Settle interrupted takeovers the safe way: roll back before promotion, finish after it;
+    /// two writable masters are left for resume/abort. Without ID: every interrupted one.
+    Recover { id: Option<String> },
+    /// Finish an interrupted takeover (after promotion, or with two writable masters: the old one
+    /// is fenced).
+    Resume { id: String },
+    /// Undo an interrupted takeover (before promotion, or with two writable masters: the new one
+    /// is fenced).
+    Abort { id: String },
+}
+
+async fn settle(cfg: &Config, action: Settle) -> CliResult {
+    let engine = engine(cfg).await?;
+    let todo: Vec<(String, RecoverMode)> = match action {
+        Settle::Recover { id: Some(id) } => vec![(id, RecoverMode::Auto)],
+        Settle::Recover { id: None } => engine.interrupted()?.into_iter().map(|r| (r.id, RecoverMode::Auto)).collect(),
+        Settle::Resume { id } => vec![(id, RecoverMode::Resume)],
+        Settle::Abort { id } => vec![(id, RecoverMode::Abort)],
+    };
+    if todo.is_empty() {
+        println!("no interrupted takeover");
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for (id, mode) in todo {
+        match engine.recover(&id, mode).await {
+            Ok(r) => {
+                print!("{}", timeline(&r));
+                for rec in &r.recoveries {
+                    println!(
+                        "  recovery ({}): last journaled phase {}; found {}; {}",
+                        rec.mode,
+                        rec.last_phase.map(|p| p.name()).unwrap_or("none"),
+                        rec.found,
+                        rec.action
+                    );
+                }
+                if matches!(r.status, Status::NeedsOperator | Status::Failed | Status::PromotedWithErrors) {
+                    failed.push(format!("{id}: {}", r.status.as_str()));
+                }
+            }
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    engine.connector.close().await;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; ").into())
+    }
+}
+
 pub async fn run(cfg: &Config, args: TakeoverArgs) -> CliResult {
+    if let Some(action) = args.action {
+        return settle(cfg, action).await;
+    }
     let req = TakeoverRequest {
-        cluster_hint: args.cluster.clone(),
+        cluster_hint: args.cluster.clone().expect("required by clap"),
         designated: args.designated.clone(),
         auto: args.auto,
         start_replication: args.start_replication,

@@ -14,8 +14,10 @@
 //! Architecture invariant: the engine never builds SQL (it calls `mysql::ops`) and never sleeps in a
 //! polling loop: waiting for the replica to catch up is done by the server.
 
+mod fault;
 pub mod hooks;
 pub mod plan;
+pub mod recover;
 pub mod report;
 
 use std::sync::Arc;
@@ -35,7 +37,10 @@ pub use hooks::{
     ScriptsVersion,
 };
 pub use plan::{Candidate, Check, Excluded, PlanInputs};
-pub use report::{Outcome, Phase, PhaseEvent, PhaseRecord, Plan, PlannedStep, Refusal, RefusalKind, Status, TakeoverReport};
+pub use recover::{RecoverError, RecoverMode};
+pub use report::{
+    Outcome, Owner, Phase, PhaseEvent, PhaseRecord, Plan, PlannedStep, Recovery, Refusal, RefusalKind, Status, TakeoverReport,
+};
 
 /// What the caller asks for.
 #[derive(Debug, Clone, Default)]
@@ -67,7 +72,7 @@ pub enum TakeoverError {
     Store { phase: Phase, source: StoreError },
     #[error("{phase}: refused by check {check}{}: {message}", instance.as_ref().map(|i| format!(" on {i}")).unwrap_or_default())]
     Refused { phase: Phase, check: String, instance: Option<InstanceKey>, message: String },
-    #[error("{phase}: a takeover of cluster {cluster} is already running (id {holder})")]
+    #[error("{phase}: a takeover of cluster {cluster} is already running ({holder})")]
     Busy { phase: Phase, cluster: String, holder: String },
     #[error("{phase}: vetoed by hook: {reason}")]
     Vetoed { phase: Phase, reason: String },
@@ -158,6 +163,7 @@ struct Run {
     cluster: Option<Cluster>,
     inputs: PlanInputs,
     lock: Option<String>,
+    server_lock: Option<ops::ServerLock>,
     master: Option<InstanceKey>,
     designated: Option<InstanceKey>,
     started_designated_replication: bool,
@@ -202,6 +208,10 @@ impl Run {
             plan_hash: None,
             plan: None,
             refusal: None,
+            start_old_master_replication: req.auto || req.start_replication,
+            designated: None,
+            owner: Some(report::Owner::current()),
+            recoveries: Vec::new(),
         };
         // The scripts version is fixed for the whole takeover, even if a reload happens meanwhile.
         let scripts = engine.scripts.current();
@@ -216,6 +226,7 @@ impl Run {
             cluster: None,
             inputs: PlanInputs::default(),
             lock: None,
+            server_lock: None,
             master: None,
             designated: None,
             started_designated_replication: false,
@@ -343,6 +354,7 @@ impl Run {
         self.emit(PhaseEvent::Finished { id: self.report.id.clone(), record: rec.clone() });
         self.report.phases.push(rec);
         self.journal();
+        fault::crash_point(phase);
     }
 
     fn emit(&self, ev: PhaseEvent) {
@@ -378,6 +390,9 @@ impl Run {
             if let Err(e) = scripts.run_hooks(HookPhase::OnFailure, &ctx).await {
                 self.report.warnings.push(format!("on_failure hook: {e}"));
             }
+        }
+        if let Some(l) = self.server_lock.take() {
+            l.release(self.engine.connector.read_timeout()).await;
         }
         if let Some(lock) = self.lock.take() {
             if let Err(e) = self.engine.store.unlock_cluster(&lock, &self.report.id) {
@@ -432,16 +447,64 @@ impl Run {
     async fn resolve(&mut self) -> PhaseResult {
         let phase = Phase::Resolve;
         let store = self.engine.store.clone();
-        let cluster = discovery::discover_hint(self.conn(), self.cfg(), store.as_ref(), &self.req.cluster_hint)
-            .await
-            .map_err(|source| TakeoverError::Discovery { phase, source })?;
+        let discover = |run: &Run| {
+            let (conn, cfg, store, hint) = (run.engine.connector.clone(), run.engine.cfg.clone(), store.clone(), run.req.cluster_hint.clone());
+            async move {
+                discovery::discover_hint(&conn, &cfg, store.as_ref(), &hint).await.map_err(|source| TakeoverError::Discovery { phase, source })
+            }
+        };
+        let mut cluster = discover(self).await?;
         self.inputs = plan_inputs(self.cfg(), store.as_ref()).map_err(|source| TakeoverError::Store { phase, source })?;
+        if !self.req.dry_run {
+            // One takeover per cluster, named after the alias when there is one (stable across
+            // takeovers), else after the cluster's name. Two locks: the store's (this process and
+            // those sharing its store) and a server lock on the master (any process anywhere; the
+            // server drops it if Baton dies).
+            let lock = cluster.alias.clone().unwrap_or_else(|| cluster.name.clone());
+            if let Some(holder) = store.lock_cluster(&lock, &self.report.id).map_err(|source| TakeoverError::Store { phase, source })? {
+                let interrupted = self.engine.interrupted().unwrap_or_default().into_iter().any(|r| r.id == holder);
+                let holder = if interrupted {
+                    format!("id {holder}, interrupted: its process is gone; settle it with `baton takeover recover {holder}`")
+                } else {
+                    format!("id {holder}")
+                };
+                return Err(TakeoverError::Busy { phase, cluster: lock, holder });
+            }
+            self.lock = Some(lock.clone());
+            if let Some(master) = cluster.master.clone() {
+                let name = ops::lock_name(&lock);
+                match ops::server_lock(self.conn(), &master, &name).await.map_err(|source| TakeoverError::Sql { phase, source })? {
+                    Some(l) => self.server_lock = Some(l),
+                    None => {
+                        return Err(TakeoverError::Busy {
+                            phase,
+                            cluster: lock,
+                            holder: format!("another Baton process holds the server lock '{name}' on {master}"),
+                        })
+                    }
+                }
+                // Decide on a snapshot taken under the locks: another process may have moved the
+                // master between the first look and the lock.
+                cluster = discover(self).await?;
+                if cluster.master.as_ref() != Some(&master) {
+                    let now = cluster.master.as_ref().map(|k| k.to_string()).unwrap_or_else(|| "none".into());
+                    return Err(TakeoverError::refused(
+                        phase,
+                        "master_unchanged",
+                        Some(&master),
+                        format!("the master changed to {now} while this takeover was taking its locks"),
+                    ));
+                }
+            }
+        }
         self.report.cluster = cluster.name.clone();
         self.report.alias = cluster.alias.clone();
         self.report.replicas = cluster.members.iter().filter(|m| m.depth.unwrap_or(0) > 0).map(|m| m.key.to_string()).collect();
         self.report.lost_replicas = cluster.members.iter().filter(|m| !m.reachable()).map(|m| m.key.to_string()).collect();
         let hash = plan::topology_hash(&cluster);
         self.report.plan_hash = Some(hash.clone());
+        self.detail = format!("{} members, {} problems, topology {hash}", cluster.members.len(), cluster.problems.len());
+        self.cluster = Some(cluster);
         if let Some(want) = &self.req.plan_hash {
             if *want != hash {
                 return Err(TakeoverError::refused(
@@ -452,20 +515,6 @@ impl Run {
                 ));
             }
         }
-        self.detail = format!("{} members, {} problems, topology {hash}", cluster.members.len(), cluster.problems.len());
-        if self.req.dry_run {
-            // A dry run changes nothing and takes no lock.
-            self.cluster = Some(cluster);
-            return Ok(());
-        }
-        // One takeover per cluster: the lock is named after the alias when there is one (stable
-        // across takeovers), else after the cluster's name.
-        let lock = cluster.alias.clone().unwrap_or_else(|| cluster.name.clone());
-        if let Some(holder) = store.lock_cluster(&lock, &self.report.id).map_err(|source| TakeoverError::Store { phase, source })? {
-            return Err(TakeoverError::Busy { phase, cluster: lock, holder });
-        }
-        self.lock = Some(lock);
-        self.cluster = Some(cluster);
         Ok(())
     }
 
@@ -542,6 +591,7 @@ impl Run {
             None => self.policy_choice(phase, &master).await?,
         };
         self.report.choice = Some(why.clone());
+        self.report.designated = Some(designated.to_string());
         self.detail = why;
         self.designated = Some(designated);
         Ok(())
@@ -972,6 +1022,13 @@ impl Run {
                 Ok(op) => {
                     self.ops.push(op);
                     done.push(format!("{s} replicates from {master} again"));
+                }
+                // A sibling that went down meanwhile cannot be moved back now; that does not make
+                // the rollback a failure (writes go to the old master again), but it is reported.
+                Err(e) if e.is_unreachable() && Some(s) != designated.as_ref() => {
+                    let w = format!("{s} is unreachable and was not moved back: check that it replicates from {master} when it returns ({e})");
+                    warn!("{w}");
+                    self.report.warnings.push(w);
                 }
                 Err(e) => failures.push(e.to_string()),
             }

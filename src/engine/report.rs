@@ -23,6 +23,9 @@ pub enum Status {
     PromotedWithErrors,
     /// A dry run that passed every check: `plan` says what a takeover would do.
     Planned,
+    /// Interrupted (its process died) in a state Baton must not settle alone: both the old and
+    /// the new master are writable. `baton takeover resume|abort ID` decides.
+    NeedsOperator,
 }
 
 impl Status {
@@ -35,6 +38,7 @@ impl Status {
             Status::Failed => "failed",
             Status::PromotedWithErrors => "promoted_with_errors",
             Status::Planned => "planned",
+            Status::NeedsOperator => "needs_operator",
         }
     }
 }
@@ -155,6 +159,66 @@ pub struct TakeoverReport {
     /// Why the takeover did not start, for callers that map it (HTTP status codes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
+    /// Whether the demoted master's replication is started (`auto` or `start_replication`).
+    #[serde(default)]
+    pub start_old_master_replication: bool,
+    /// The replica chosen for promotion (set in choose_designated; `new_master` once promoted).
+    #[serde(default)]
+    pub designated: Option<String>,
+    /// The process running the takeover, to tell a takeover in flight from an interrupted one.
+    #[serde(default)]
+    pub owner: Option<Owner>,
+    /// Set when the takeover was interrupted and later settled (`baton takeover recover|resume|abort`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recoveries: Vec<Recovery>,
+}
+
+/// The process that runs a takeover: host name, pid and the process's start time (so that a
+/// reused pid is not mistaken for the original).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Owner {
+    pub host: String,
+    pub pid: u32,
+    /// Clock ticks after boot (field 22 of /proc/PID/stat).
+    pub started: u64,
+}
+
+fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Owner {
+    pub fn current() -> Owner {
+        let pid = std::process::id();
+        Owner { host: crate::lua::api::host_name(), pid, started: proc_start(pid).unwrap_or(0) }
+    }
+
+    /// Whether this owner can still be running the takeover. A process on another host cannot be
+    /// checked from here: it counts as alive.
+    pub fn alive(&self) -> bool {
+        if self.host != crate::lua::api::host_name() {
+            return true;
+        }
+        proc_start(self.pid) == Some(self.started)
+    }
+}
+
+/// One settlement of an interrupted takeover.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recovery {
+    /// Unix ms.
+    pub at: i64,
+    /// `auto` (found interrupted), `resume` or `abort` (asked by an operator).
+    pub mode: String,
+    /// The last phase the journal recorded before the interruption.
+    pub last_phase: Option<Phase>,
+    /// What the live topology showed.
+    pub found: String,
+    /// What was done, and why.
+    pub action: String,
 }
 
 /// What a dry run found a takeover would do.

@@ -107,6 +107,14 @@ pub async fn serve(cfg: &Config, listen: Option<&str>) -> Result<(), Box<dyn std
         return Err(format!("http.auth = \"none\" is allowed only on a loopback address, not {addr}: configure basic or token auth").into());
     }
     let state = AppState::new(cfg).await?;
+    // Takeovers whose process died (this server, killed mid-takeover): settle them now, the safe
+    // way (see engine::recover); those that need an operator stay listed in the audit.
+    for r in state.engine.interrupted()? {
+        match state.engine.recover(&r.id, crate::engine::RecoverMode::Auto).await {
+            Ok(done) => warn!(id = %done.id, status = done.status.as_str(), "settled an interrupted takeover at startup"),
+            Err(e) => warn!(id = %r.id, error = %e, "could not settle an interrupted takeover at startup"),
+        }
+    }
     let _watch = crate::lua::watch::watch(state.scripts.clone())?;
     // Count reloads for /metrics.
     let (mut reloads, metrics) = (state.scripts.subscribe(), state.metrics.clone());

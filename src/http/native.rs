@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/takeovers", get(takeovers))
         .route("/api/v1/takeovers/{id}", get(takeover_record))
         .route("/api/v1/takeovers/{id}/events", get(events))
+        .route("/api/v1/takeovers/{id}/{action}", post(settle))
         .route("/api/v1/scripts", get(scripts))
         .route("/api/v1/scripts/reload", post(reload))
 }
@@ -176,6 +177,28 @@ pub fn stored_report(s: &AppState, id: &str) -> Result<TakeoverReport, ApiError>
     }
     let e = s.engine.store.takeover(id)?.ok_or_else(|| ApiError::NotFound(format!("no takeover with id {id}")))?;
     serde_json::from_value(e.record).map_err(|e| ApiError::Internal(format!("stored takeover {id}: {e}")))
+}
+
+/// `POST /takeovers/{id}/recover|resume|abort`: settle an interrupted takeover.
+async fn settle(State(s): State<AppState>, Path((id, action)): Path<(String, String)>) -> Result<Response, ApiError> {
+    use crate::engine::{RecoverError, RecoverMode};
+    let mode = match action.as_str() {
+        "recover" => RecoverMode::Auto,
+        "resume" => RecoverMode::Resume,
+        "abort" => RecoverMode::Abort,
+        other => return Err(ApiError::NotFound(format!("no action '{other}' (recover, resume, abort)"))),
+    };
+    stored_report(&s, &id)?; // validates the id
+    match s.engine.recover(&id, mode).await {
+        Ok(r) => {
+            s.metrics.takeover_finished(&r);
+            Ok(Json(r).into_response())
+        }
+        Err(e @ RecoverError::NotFound(_)) => Err(ApiError::NotFound(e.to_string())),
+        Err(e @ (RecoverError::Finished { .. } | RecoverError::StillRunning { .. })) => Err(ApiError::Conflict(e.to_string())),
+        Err(e @ RecoverError::Refused { .. }) => Err(ApiError::Refused(e.to_string())),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
 }
 
 async fn takeover_record(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<TakeoverReport>, ApiError> {

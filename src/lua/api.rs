@@ -42,7 +42,7 @@ fn caller(lua: &Lua) -> String {
 pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
     let baton = lua.create_table()?;
     baton.set("settings", to_lua(lua, &env.cfg.scripts.settings)?)?;
-    baton.set("host", hostname())?;
+    baton.set("host", host_name())?;
 
     // ---- logging and time ----
     let log = lua.create_table()?;
@@ -284,7 +284,7 @@ async fn http_post(
 }
 
 /// This machine's host name (orchestrator's `{orchestratorHost}`).
-fn hostname() -> String {
+pub fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it on success.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };

@@ -97,30 +97,42 @@ impl Connector {
         self.read_timeout
     }
 
+    /// Connection options for `key`: TCP always, the configured credentials and TLS.
+    fn opts(&self, key: &InstanceKey) -> OptsBuilder {
+        let mut opts = OptsBuilder::default()
+            .ip_or_hostname(key.host.clone())
+            .tcp_port(key.port)
+            .user(Some(self.credentials.user.clone()))
+            .pass(Some(self.credentials.password.expose().to_string()))
+            // mysql_async would switch to the Unix socket for 127.0.0.1; Baton always
+            // talks TCP so that what it measures is what a remote client sees.
+            .prefer_socket(false)
+            .tcp_nodelay(true);
+        if self.credentials.tls {
+            opts = opts.ssl_opts(SslOpts::default().with_danger_accept_invalid_certs(self.credentials.tls_skip_verify));
+        }
+        opts
+    }
+
     fn pool(&self, key: &InstanceKey) -> Pool {
         let mut pools = self.pools.lock().expect("pool map poisoned");
         pools
             .entry(key.clone())
             .or_insert_with(|| {
                 let constraints = PoolConstraints::new(0, self.pool_max.max(1)).expect("0 <= max");
-                let mut opts = OptsBuilder::default()
-                    .ip_or_hostname(key.host.clone())
-                    .tcp_port(key.port)
-                    .user(Some(self.credentials.user.clone()))
-                    .pass(Some(self.credentials.password.expose().to_string()))
-                    // mysql_async would switch to the Unix socket for 127.0.0.1; Baton always
-                    // talks TCP so that what it measures is what a remote client sees.
-                    .prefer_socket(false)
-                    .tcp_nodelay(true)
-                    .pool_opts(PoolOpts::default().with_constraints(constraints));
-                if self.credentials.tls {
-                    opts = opts.ssl_opts(
-                        SslOpts::default().with_danger_accept_invalid_certs(self.credentials.tls_skip_verify),
-                    );
-                }
-                Pool::new(opts)
+                Pool::new(self.opts(key).pool_opts(PoolOpts::default().with_constraints(constraints)))
             })
             .clone()
+    }
+
+    /// A connection of its own, outside the pool (for session state that must not be shared or
+    /// outlive its holder, like a named lock), within the connect timeout.
+    pub async fn dedicated(&self, key: &InstanceKey) -> Result<Conn, SqlError> {
+        match tokio::time::timeout(self.connect_timeout, Conn::new(self.opts(key))).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(SqlError::Connect { instance: key.clone(), source: e }),
+            Err(_) => Err(SqlError::ConnectTimeout { instance: key.clone(), ms: self.connect_timeout.as_millis() as u64 }),
+        }
     }
 
     /// A connection to `key`, within the connect timeout.

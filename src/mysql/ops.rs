@@ -189,6 +189,76 @@ pub async fn kill_client_connections(conn: &Connector, key: &InstanceKey, own_us
     Ok(OpRecord::new(key, &stmts, start.elapsed()))
 }
 
+/// A named lock on a server (`GET_LOCK`), held on a connection of its own for as long as this
+/// value lives. The server releases it when that connection ends, so a Baton process that dies
+/// cannot leave it behind. Used as the cross-process takeover lock, taken on the cluster's master.
+pub struct ServerLock {
+    conn: Option<mysql_async::Conn>,
+    pub instance: InstanceKey,
+    pub name: String,
+}
+
+/// Server lock names are at most 64 characters: long names keep a prefix and gain a hash.
+pub fn lock_name(cluster: &str) -> String {
+    let name = format!("baton.takeover.{cluster}");
+    if name.len() <= 64 {
+        return name;
+    }
+    use sha2::{Digest, Sha256};
+    let h: String = Sha256::digest(name.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let mut cut = 47;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}.{h}", &name[..cut])
+}
+
+/// Takes the lock without waiting: None when another session holds it.
+pub async fn server_lock(conn: &Connector, key: &InstanceKey, name: &str) -> Result<Option<ServerLock>, SqlError> {
+    use mysql_async::prelude::Queryable;
+    let mut c = conn.dedicated(key).await?;
+    let stmt = super::dialect::get_lock(name);
+    let r: Option<Option<i64>> = conn.bounded(key, &stmt.shown, conn.read_timeout(), c.query_first(stmt.sql.as_str())).await?;
+    match r.flatten() {
+        Some(1) => Ok(Some(ServerLock { conn: Some(c), instance: key.clone(), name: name.to_string() })),
+        _ => {
+            let _ = tokio::time::timeout(conn.read_timeout(), c.disconnect()).await;
+            Ok(None)
+        }
+    }
+}
+
+impl ServerLock {
+    /// Releases the lock and closes its connection, within `limit`: a server that hangs (or
+    /// died) cannot hold Baton here. Dropping the connection releases the lock in the server
+    /// anyway, whenever it next looks.
+    pub async fn release(mut self, limit: Duration) {
+        if let Some(mut c) = self.conn.take() {
+            use mysql_async::prelude::Queryable;
+            let stmt = super::dialect::release_lock(&self.name);
+            let polite = async move {
+                let _ = c.query_drop(stmt.sql).await;
+                let _ = c.disconnect().await;
+            };
+            let _ = tokio::time::timeout(limit, polite).await;
+        }
+    }
+}
+
+impl Drop for ServerLock {
+    fn drop(&mut self) {
+        // Dropped without `release` (a panic, a cancelled task): closing the connection releases
+        // the lock in the server.
+        if let Some(c) = self.conn.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), c.disconnect()).await;
+                });
+            }
+        }
+    }
+}
+
 /// The statements of the primitives that run several, built without running them: the
 /// primitives above use these, and so do dry-run plans.
 pub mod statements {

@@ -113,6 +113,18 @@ impl GtidState {
         }
     }
 
+    /// Transactions this server executed that `other` has not (MariaDB: per domain, sequence
+    /// numbers beyond the other's `gtid_current_pos`; MySQL: the executed set minus the other's).
+    /// None when there are none, or when the flavors differ.
+    pub fn missing_from(&self, other: &GtidState) -> Option<String> {
+        let missing = match (self, other) {
+            (GtidState::MariaDb { current_pos: a, .. }, GtidState::MariaDb { current_pos: b, .. }) => a.ahead_of(b).to_string(),
+            (GtidState::MySql { executed: a, .. }, GtidState::MySql { executed: b, .. }) => a.subtract(b).to_string(),
+            _ => String::new(),
+        };
+        (!missing.is_empty()).then_some(missing)
+    }
+
     /// A number that grows with executed transactions; comparable between replicas of one master.
     pub fn progress(&self) -> u128 {
         match self {

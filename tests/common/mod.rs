@@ -142,3 +142,74 @@ pub async fn one_http_request(listener: tokio::net::TcpListener) -> (String, Str
         assert!(n > 0, "connection closed before the whole request arrived");
     }
 }
+
+/// The cluster as it is now, discovered from every sandbox instance.
+pub async fn live_cluster(t: &Topology) -> baton::topology::Cluster {
+    let conn = t.connector();
+    let c = baton::discovery::discover(&conn, &t.cfg(), &t.sandbox.keys()).await.unwrap();
+    conn.close().await;
+    c
+}
+
+/// The end state every fault must reach: exactly one writable instance, and every other member
+/// replicating from it with the SQL thread running and the IO thread running or connecting
+/// (`stopped_ok`: members whose replication may be configured but stopped). Returns the master.
+pub async fn assert_one_master(t: &Topology, stopped_ok: &[&InstanceKey]) -> InstanceKey {
+    use baton::topology::ThreadState;
+    let c = live_cluster(t).await;
+    let writable: Vec<InstanceKey> = c.writable_members().into_iter().cloned().collect();
+    assert_eq!(writable.len(), 1, "exactly one writable instance, found {writable:?}: {c:#?}");
+    let master = writable[0].clone();
+    for m in c.members.iter().filter(|m| m.key != master) {
+        let i = m.instance.as_ref().unwrap_or_else(|| panic!("{} unreachable", m.key));
+        let r = i.replication.as_ref().unwrap_or_else(|| panic!("{} has no replication", m.key));
+        assert_eq!(r.source, master, "{} replicates from {}, not the master {master}", m.key, r.source);
+        assert!(!r.broken(), "{}: {:?}", m.key, r);
+        if !stopped_ok.contains(&&m.key) {
+            assert!(r.io_thread != ThreadState::No && r.sql_thread == ThreadState::Yes, "{}: {:?}", m.key, r);
+        }
+    }
+    master
+}
+
+/// Every acknowledged row of `writer_id` is on every instance, once each replica has executed
+/// the master's position. A marker row written first makes every replica fetch from the master,
+/// so a replica still reconnecting after a fault has reconnected when this returns.
+pub async fn assert_rows_everywhere(t: &Topology, master: &InstanceKey, writer_id: i64, acked: &[i64]) {
+    use baton::mysql::ops;
+    let conn = t.connector();
+    let marker = 900_000_000 + (uuid::Uuid::new_v4().as_u128() % 1_000_000) as i64;
+    exec(&conn, master, &format!("INSERT INTO app.writes (id, writer) VALUES ({marker}, 0)")).await;
+    let pos = ops::own_position(&conn, master).await.unwrap();
+    for k in t.sandbox.keys() {
+        if k != *master {
+            let d = conn.dialect(&k).await.unwrap();
+            ops::wait_for_gtid(&conn, d.as_ref(), &k, &pos.gtid, std::time::Duration::from_secs(20)).await.unwrap();
+        }
+        let have: std::collections::HashSet<i64> =
+            baton::mysql::workload::rows_of(&conn, &k, writer_id).await.unwrap().into_iter().collect();
+        let missing: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
+        assert!(missing.is_empty(), "{k} lacks {} acknowledged rows, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    }
+    conn.close().await;
+}
+
+/// A config file for the `baton` binary on this sandbox (no hooks, built-in policy).
+pub fn config_file(t: &Topology) -> PathBuf {
+    let dir = &t.sandbox.dir;
+    let path = dir.join("baton-test.toml");
+    let cfg = t.cfg();
+    let text = format!(
+        "[topology]\nuser = \"{}\"\npassword = \"{}\"\nread_timeout_ms = 2000\n[replication]\nuser = \"{}\"\npassword = \"{}\"\n\
+         [takeover]\ncatchup_timeout_ms = 2000\n[paths]\ndata_dir = \"{}\"\nscripts_dir = \"{}\"\nhooks_dir = \"{}\"\n[scripts]\npolicy = \"\"\n",
+        cfg.topology.user,
+        cfg.topology.password.expose(),
+        cfg.replication.user,
+        cfg.replication.password.expose(),
+        cfg.paths.data_dir.display(),
+        dir.join("no-scripts").display(),
+        dir.join("no-hooks").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -43,6 +43,15 @@ impl fmt::Display for Statement {
     }
 }
 
+/// Takes a named server lock without waiting (both flavors): 1 taken, 0 held by another session.
+pub fn get_lock(name: &str) -> Statement {
+    Statement::new(format!("SELECT GET_LOCK({}, 0) AS r", quote(name)))
+}
+
+pub fn release_lock(name: &str) -> Statement {
+    Statement::new(format!("SELECT RELEASE_LOCK({}) AS r", quote(name)))
+}
+
 /// A SQL string literal: single quotes, with `\` and `'` escaped. Safe for both flavors in their
 /// default SQL mode (NO_BACKSLASH_ESCAPES off) and with it on (the doubled quote works there too,
 /// and a backslash is then a plain character: we refuse backslashes where they could matter).

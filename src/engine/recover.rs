@@ -1,0 +1,391 @@
+//! Settling a takeover whose process died (SIGKILL, a crash, a lost machine) before it finished.
+//!
+//! The journal says which phase was last recorded; the live topology says what actually
+//! happened (a phase may have half-run after its last journal entry). Baton decides from the live
+//! topology:
+//!
+//! | found                                                | `auto` (recover)   | `resume`          | `abort`            |
+//! |------------------------------------------------------|--------------------|-------------------|--------------------|
+//! | nothing changed (designated replicates from the old master, no sibling moved, old master writable) | record, release | same | same |
+//! | not promoted: old master writable or fenced, siblings maybe moved, designated maybe reset | roll back | refused: roll back first | roll back |
+//! | promoted: new master writable, old master read-only  | finish             | finish            | refused: take over back |
+//! | both writable                                        | `needs_operator`   | fence the old master, finish unless it has transactions the new one lacks | fence the new master, roll back unless it has transactions the old one lacks |
+//!
+//! Why: before promotion the old master holds every acknowledged write and the caller was never
+//! told the takeover succeeded, so restoring it is the safe and fast way to give writes back (one
+//! statement). After promotion the new master may have taken writes: going back would be a new
+//! takeover, so Baton finishes (repoints the old master, moves any sibling left behind, runs the
+//! remaining hooks). Two writable masters mean writes may have gone to both: only an operator can
+//! say which side wins, so Baton reports what each has that the other lacks and waits.
+
+use std::time::Instant;
+
+use tracing::{info, info_span, warn, Instrument};
+
+use super::report::{Outcome, Phase, Recovery, Status, TakeoverReport};
+use super::{ops, Engine, Run};
+use crate::discovery;
+use crate::store::StoreError;
+use crate::topology::InstanceKey;
+
+/// Who asked for the settlement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoverMode {
+    /// Found interrupted: Baton decides where it safely can.
+    Auto,
+    /// The operator asks to finish it.
+    Resume,
+    /// The operator asks to undo it.
+    Abort,
+}
+
+impl RecoverMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            RecoverMode::Auto => "auto",
+            RecoverMode::Resume => "resume",
+            RecoverMode::Abort => "abort",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("no takeover with id {0}")]
+    NotFound(String),
+    #[error("takeover {id} is not interrupted: its status is {status}")]
+    Finished { id: String, status: String },
+    #[error("takeover {id} is still running (pid {pid} on {host})")]
+    StillRunning { id: String, pid: u32, host: String },
+    #[error("takeover {id}: the stored record cannot be read: {message}")]
+    BadRecord { id: String, message: String },
+    #[error("takeover {id}: {message}")]
+    Refused { id: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Engine {
+    /// Takeovers the store shows running whose process is gone (on this host), oldest first.
+    pub fn interrupted(&self) -> Result<Vec<TakeoverReport>, StoreError> {
+        let mut out: Vec<TakeoverReport> = self
+            .store
+            .takeovers(None, 1000)?
+            .into_iter()
+            .filter(|e| e.status == Status::Running.as_str() || e.status == Status::NeedsOperator.as_str())
+            .filter_map(|e| serde_json::from_value::<TakeoverReport>(e.record).ok())
+            .filter(|r| r.status == Status::NeedsOperator || !r.owner.as_ref().is_some_and(|o| o.alive()))
+            .collect();
+        out.sort_by_key(|r| r.started_at);
+        Ok(out)
+    }
+
+    /// Settles the interrupted takeover `id` (see the module's table).
+    pub async fn recover(&self, id: &str, mode: RecoverMode) -> Result<TakeoverReport, RecoverError> {
+        let entry = self.store.takeover(id)?.ok_or_else(|| RecoverError::NotFound(id.to_string()))?;
+        let report: TakeoverReport =
+            serde_json::from_value(entry.record).map_err(|e| RecoverError::BadRecord { id: id.to_string(), message: e.to_string() })?;
+        match report.status {
+            Status::Running => {
+                if let Some(o) = report.owner.as_ref().filter(|o| o.alive() && **o != super::Owner::current()) {
+                    return Err(RecoverError::StillRunning { id: id.to_string(), pid: o.pid, host: o.host.clone() });
+                }
+            }
+            Status::NeedsOperator => {}
+            other => return Err(RecoverError::Finished { id: id.to_string(), status: other.as_str().to_string() }),
+        }
+        let span = info_span!("recover", id = %id, mode = mode.name());
+        let run = Run::from_report(self.clone(), report);
+        run.settle(mode).instrument(span).await
+    }
+}
+
+impl Run {
+    /// Continues an interrupted takeover under its own id and journal.
+    fn from_report(engine: Engine, report: TakeoverReport) -> Run {
+        let req = super::TakeoverRequest {
+            cluster_hint: report.alias.clone().unwrap_or_else(|| report.cluster.clone()),
+            auto: report.command.ends_with("-auto"),
+            start_replication: report.start_old_master_replication,
+            ..Default::default()
+        };
+        let mut run = Run::new(engine, report.id.clone(), req, None);
+        let scripts = run.report.scripts.clone();
+        run.report = report;
+        // Keep the version the takeover started with when it is still the loaded one; otherwise
+        // the hooks that run now are the current version, and the report says so.
+        if scripts != run.report.scripts {
+            run.report.warnings.push(format!(
+                "recovery runs scripts version {}, the takeover started with {}",
+                scripts.as_ref().map(|v| v.id.as_str()).unwrap_or("none"),
+                run.report.scripts.as_ref().map(|v| v.id.as_str()).unwrap_or("none")
+            ));
+        }
+        run.report.owner = Some(super::Owner::current());
+        run.lock = Some(run.report.alias.clone().unwrap_or_else(|| run.report.cluster.clone()));
+        run
+    }
+
+    fn refused(&self, message: impl Into<String>) -> RecoverError {
+        RecoverError::Refused { id: self.report.id.clone(), message: message.into() }
+    }
+
+    async fn settle(mut self, mode: RecoverMode) -> Result<TakeoverReport, RecoverError> {
+        let last_phase = self.report.phases.iter().rev().find(|p| p.name != Phase::Rollback).map(|p| p.name);
+        let parse = |s: &Option<String>| s.as_deref().and_then(|k| k.parse::<InstanceKey>().ok());
+        let (Some(old), Some(d)) = (parse(&self.report.old_master), parse(&self.report.designated)) else {
+            // Interrupted before a replica was chosen: nothing was changed.
+            return Ok(self.close(mode, last_phase, "no replica chosen yet".into(), "nothing to undo".into(), Status::Refused).await);
+        };
+        // The live topology. Mid-takeover it may be two trees (the promoted replica, and the old
+        // master not yet repointed): discover from each and keep every member seen.
+        let mut cluster = None::<crate::topology::Cluster>;
+        for seed in [&old, &d] {
+            match discovery::discover(self.conn(), self.cfg(), std::slice::from_ref(seed)).await {
+                Ok(c) => match cluster.as_mut() {
+                    None => cluster = Some(c),
+                    Some(all) => {
+                        for m in c.members {
+                            if all.member(&m.key).is_none() {
+                                all.members.push(m);
+                            }
+                        }
+                    }
+                },
+                Err(e) => return Err(self.refused(format!("cannot read the topology to settle it ({seed}): {e}"))),
+            }
+        }
+        let cluster = cluster.expect("two seeds");
+        let (Some(oi), Some(di)) = (cluster.instance(&old).cloned(), cluster.instance(&d).cloned()) else {
+            return Err(self.refused(format!("{old} or {d} is unreachable: settle it when both answer")));
+        };
+        let moved: Vec<InstanceKey> = cluster
+            .members
+            .iter()
+            .filter(|m| m.key != old && m.source.as_ref() == Some(&d))
+            .map(|m| m.key.clone())
+            .collect();
+        let found = format!(
+            "old master {old} {}{}, designated {d} {}{}, {} sibling(s) below {d}",
+            if oi.read_only { "read-only" } else { "writable" },
+            oi.source().map(|s| format!(" replicating from {s}")).unwrap_or_default(),
+            if di.read_only { "read-only" } else { "writable" },
+            di.source().map(|s| format!(" replicating from {s}")).unwrap_or_else(|| " not replicating".into()),
+            moved.len()
+        );
+        info!(%found, "settling an interrupted takeover");
+        self.master = Some(old.clone());
+        self.designated = Some(d.clone());
+        self.cluster = Some(cluster);
+
+        let unchanged = !oi.read_only && di.read_only && di.source() == Some(&old) && moved.is_empty();
+        if unchanged {
+            return Ok(self.close(mode, last_phase, found, "nothing had changed: nothing to undo".into(), Status::Refused).await);
+        }
+        // Take the cross-process lock again (the dead process's connection, and its lock, are gone).
+        let lock = self.lock.clone().expect("named");
+        if let Some(l) = ops::server_lock(self.conn(), &old, &ops::lock_name(&lock)).await.map_err(|e| self.refused(e.to_string()))? {
+            self.server_lock = Some(l);
+        } else {
+            return Err(self.refused(format!("another Baton process holds the server lock on {old}")));
+        }
+        match (!oi.read_only, !di.read_only) {
+            // Promoted: finish.
+            (false, true) => {
+                if mode == RecoverMode::Abort {
+                    let e = self.refused(format!("{d} was promoted and may have taken writes: run a takeover back to {old} instead"));
+                    self.release().await;
+                    return Err(e);
+                }
+                self.promoted = true;
+                self.report.new_master = Some(d.to_string());
+                let status = self.finish_forward(&oi).await;
+                Ok(self.close(mode, last_phase, found, "promoted before the interruption: finished".into(), status).await)
+            }
+            // Not promoted: roll back.
+            (_, false) => {
+                if mode == RecoverMode::Resume {
+                    let e = self.refused("it had not promoted: recover or abort it (that rolls it back), then start a new takeover");
+                    self.release().await;
+                    return Err(e);
+                }
+                if oi.read_only {
+                    self.fenced_at = Some(Instant::now());
+                }
+                self.moved = moved;
+                self.designated_reset = di.source() != Some(&old);
+                let ok = self.rollback().await;
+                let status = if ok { Status::RolledBack } else { Status::Failed };
+                Ok(self.close(mode, last_phase, found, "not promoted before the interruption: rolled back".into(), status).await)
+            }
+            // Both writable.
+            (true, true) => match mode {
+                RecoverMode::Auto => {
+                    let lacks = |a: &crate::topology::Instance, b: &crate::topology::Instance| {
+                        a.gtid.missing_from(&b.gtid).map(|m| format!("{} has {m} that {} lacks", a.key, b.key))
+                    };
+                    let diff: Vec<String> = [lacks(&oi, &di), lacks(&di, &oi)].into_iter().flatten().collect();
+                    let action = format!(
+                        "both writable: left for an operator (baton takeover resume|abort {}){}",
+                        self.report.id,
+                        if diff.is_empty() { String::new() } else { format!("; {}", diff.join("; ")) }
+                    );
+                    Ok(self.close(mode, last_phase, found, action, Status::NeedsOperator).await)
+                }
+                RecoverMode::Resume => {
+                    let status = self.split_resolve(&old, &d, true).await;
+                    Ok(self.close(mode, last_phase, found, format!("both writable: {old} fenced, {d} kept"), status).await)
+                }
+                RecoverMode::Abort => {
+                    let status = self.split_resolve(&d, &old, false).await;
+                    Ok(self.close(mode, last_phase, found, format!("both writable: {d} fenced, {old} kept"), status).await)
+                }
+            },
+        }
+    }
+
+    /// After promotion: move siblings still under the old master, run the post-promotion hooks
+    /// the journal does not show, repoint the old master, run post_takeover hooks.
+    async fn finish_forward(&mut self, oi: &crate::topology::Instance) -> Status {
+        use Phase::*;
+        let journaled = |p: Phase| self.report.phases.iter().any(|r| r.name == p && r.outcome == Outcome::Ok);
+        let mut steps = vec![RelocateSiblings];
+        if !journaled(PostPromoteHooks) {
+            steps.push(PostPromoteHooks);
+        }
+        let d = self.designated.clone().expect("set");
+        if oi.source() != Some(&d) {
+            // The fence held if the old master's position is where the new master has it.
+            match ops::own_position(self.conn(), &oi.key).await {
+                Ok(p) => self.fenced_position = Some(p),
+                Err(e) => self.report.errors.push(format!("recover: {e}")),
+            }
+            steps.push(RepointOldMaster);
+        } else {
+            self.report.old_master_repointed = true;
+        }
+        if !journaled(PostTakeoverHooks) {
+            steps.push(PostTakeoverHooks);
+        }
+        for p in steps {
+            if p == RepointOldMaster && self.fenced_position.is_none() {
+                continue;
+            }
+            if let Err(e) = self.step(p).await {
+                self.report.errors.push(e.to_string());
+            }
+        }
+        // A write the old master took that the new one lacks is reported, never silently dropped.
+        if let (Some(c), Some(m)) = (self.cluster.as_ref(), self.master.as_ref()) {
+            if let (Some(o), Some(n)) = (c.instance(m), c.instance(&d)) {
+                if let Some(missing) = o.gtid.missing_from(&n.gtid) {
+                    self.report.errors.push(format!("{m} has transactions {d} lacks: {missing}"));
+                }
+            }
+        }
+        if self.report.errors.is_empty() {
+            Status::Promoted
+        } else {
+            Status::PromotedWithErrors
+        }
+    }
+
+    /// Two writable masters: fence `loser`; repoint it below `winner` unless it has transactions
+    /// the winner lacks (then it stays fenced and the report says what it has).
+    async fn split_resolve(&mut self, loser: &InstanceKey, winner: &InstanceKey, forward: bool) -> Status {
+        let lock_wait = self.cfg().takeover.fence_lock_wait_s;
+        let start = Instant::now();
+        let mut detail = Vec::new();
+        match ops::set_read_only(self.conn(), loser, true, lock_wait).await {
+            Ok(op) => {
+                self.ops.push(op);
+                detail.push(format!("{loser} fenced"));
+            }
+            Err(e) => {
+                self.report.errors.push(format!("recover: fencing {loser}: {e}"));
+                self.record(Phase::Fence, start, Outcome::Failed, detail.join("; "));
+                return Status::Failed;
+            }
+        }
+        self.record(Phase::Fence, start, Outcome::Ok, detail.join("; "));
+        // Fresh positions, after the fence.
+        let seeds = vec![loser.clone(), winner.clone()];
+        let lacks = match discovery::discover(self.conn(), self.cfg(), &seeds).await {
+            Ok(c) => {
+                let missing = c.instance(loser).zip(c.instance(winner)).and_then(|(l, w)| l.gtid.missing_from(&w.gtid));
+                self.cluster = Some(c);
+                missing
+            }
+            Err(e) => {
+                self.report.errors.push(format!("recover: {e}"));
+                return Status::Failed;
+            }
+        };
+        if let Some(m) = lacks {
+            self.report.errors.push(format!(
+                "{loser} has transactions {winner} lacks ({m}): left fenced and not repointed; reconcile them by hand"
+            ));
+            return if forward { Status::PromotedWithErrors } else { Status::Failed };
+        }
+        if forward {
+            self.master = Some(loser.clone());
+            self.designated = Some(winner.clone());
+            self.promoted = true;
+            self.report.new_master = Some(winner.to_string());
+            match ops::own_position(self.conn(), loser).await {
+                Ok(p) => self.fenced_position = Some(p),
+                Err(e) => {
+                    self.report.errors.push(format!("recover: {e}"));
+                    return Status::PromotedWithErrors;
+                }
+            }
+            for p in [Phase::RelocateSiblings, Phase::RepointOldMaster] {
+                if let Err(e) = self.step(p).await {
+                    self.report.errors.push(e.to_string());
+                }
+            }
+            if self.report.errors.is_empty() {
+                Status::Promoted
+            } else {
+                Status::PromotedWithErrors
+            }
+        } else {
+            // Undo towards the old master: the fenced designated and its siblings go back below it.
+            self.master = Some(winner.clone());
+            self.designated = Some(loser.clone());
+            self.fenced_at = None;
+            self.designated_reset = true;
+            self.moved = self
+                .cluster
+                .as_ref()
+                .map(|c| c.members.iter().filter(|m| m.source.as_ref() == Some(loser) && m.key != *winner).map(|m| m.key.clone()).collect())
+                .unwrap_or_default();
+            if self.rollback().await {
+                Status::RolledBack
+            } else {
+                Status::Failed
+            }
+        }
+    }
+
+    async fn release(&mut self) {
+        if let Some(l) = self.server_lock.take() {
+            l.release(self.engine.connector.read_timeout()).await;
+        }
+    }
+
+    /// Records the settlement, releases the locks, journals the final state.
+    async fn close(mut self, mode: RecoverMode, last_phase: Option<Phase>, found: String, action: String, status: Status) -> TakeoverReport {
+        warn!(id = %self.report.id, ?last_phase, %found, %action, status = status.as_str(), "interrupted takeover settled");
+        self.report.recoveries.push(Recovery { at: crate::store::now_unix_ms(), mode: mode.name().into(), last_phase, found, action });
+        self.report.status = status;
+        if status == Status::NeedsOperator {
+            // The store lock stays with the takeover: nothing else may start on this cluster.
+            self.release().await;
+            self.lock = None;
+            self.journal();
+            return self.report;
+        }
+        self.finish().await
+    }
+}

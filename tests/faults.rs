@@ -1,0 +1,355 @@
+//! The reliability drill: faults injected for real (SIGSTOP/SIGCONT, SIGKILL, a killed Baton
+//! process, two Baton processes racing) during takeovers of real MariaDB topologies with an
+//! application writer. Each test states the expected end state next to it and checks the
+//! topology, the writer's acknowledged rows on every instance, the audit and the caller's answer.
+//! docs/RELIABILITY.md is the table of these tests.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::config::Config;
+use baton::engine::{Engine, EventSink, NoScripts, Phase, PhaseEvent, Status, TakeoverReport, TakeoverRequest};
+use baton::mysql::workload::Writer;
+use baton::mysql::{ops, Connector};
+use baton::sandbox::{send_signal, APP_USER};
+use baton::store::{SqliteStore, Store};
+use baton::topology::InstanceKey;
+use common::*;
+
+/// Short limits, so that a hung server costs seconds, not minutes.
+fn fast(cfg: &Config) -> Config {
+    let mut c = cfg.clone();
+    c.topology.read_timeout_ms = 1500;
+    c.topology.connect_timeout_ms = 500;
+    c.takeover.catchup_timeout_ms = 1500;
+    c.takeover.fence_lock_wait_s = 1;
+    c
+}
+
+fn engine(cfg: &Config) -> Engine {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir).unwrap());
+    Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(cfg)), store, Arc::new(NoScripts))
+}
+
+fn to(t: &Topology, d: &InstanceKey) -> TakeoverRequest {
+    TakeoverRequest { cluster_hint: t.master().to_string(), designated: Some(d.clone()), start_replication: true, ..Default::default() }
+}
+
+/// Runs `f` once, when `phase` starts (`finished` false) or ends (true).
+fn at(phase: Phase, finished: bool, f: impl Fn() + Send + Sync + 'static) -> EventSink {
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    Arc::new(move |ev: &PhaseEvent| {
+        let hit = match ev {
+            PhaseEvent::Started { phase: p, .. } => !finished && *p == phase,
+            PhaseEvent::Finished { record, .. } => finished && record.name == phase,
+        };
+        if hit && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            f();
+        }
+    })
+}
+
+fn pid(t: &Topology, k: &InstanceKey) -> u32 {
+    t.sandbox.instance(k.port).unwrap().pid
+}
+
+async fn writer(t: &Topology, id: i64) -> Writer {
+    let w = Writer::start(t.sandbox.keys(), APP_USER.0, APP_USER.1, id, Duration::from_millis(3), 1e9).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    w
+}
+
+#[track_caller]
+fn status(r: &TakeoverReport, s: Status) {
+    assert_eq!(r.status, s, "{}", serde_json::to_string_pretty(r).unwrap());
+}
+
+fn audited(cfg: &Config, id: &str) -> String {
+    SqliteStore::open(&cfg.paths.data_dir).unwrap().takeover(id).unwrap().unwrap().status
+}
+
+/// 1. The designated replica hangs (SIGSTOP) during the catch-up wait.
+/// Expected: the wait times out, rolled_back: the old master writable again, the siblings back
+/// below it; after SIGCONT the designated replica replicates from the old master. No write lost.
+#[tokio::test]
+async fn designated_hangs_during_catch_up() {
+    let t = fresh(3).await;
+    let cfg = fast(&t.cfg());
+    let (m, d) = (t.master(), t.replicas()[0].clone());
+    let w = writer(&t, 101).await;
+    let p = pid(&t, &d);
+    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::CatchUp, false, move || { send_signal(p, libc::SIGSTOP); }))).await;
+    send_signal(p, libc::SIGCONT);
+    status(&rep, Status::RolledBack);
+    assert!(rep.errors[0].contains("catch_up"), "{:?}", rep.errors);
+    let stats = w.stop().await;
+    assert_eq!(assert_one_master(&t, &[]).await, m);
+    assert_rows_everywhere(&t, &m, 101, &stats.acked).await;
+    assert_eq!(audited(&cfg, &rep.id), "rolled_back");
+}
+
+/// 2. The designated replica crashes (SIGKILL) during the catch-up wait.
+/// Expected: rolled_back; the old master writable, the siblings back below it. Restarted, the
+/// designated replica replicates from the old master again. No write lost.
+#[tokio::test]
+async fn designated_crashes_during_catch_up() {
+    let mut t = fresh(3).await;
+    let cfg = fast(&t.cfg());
+    let (m, d) = (t.master(), t.replicas()[0].clone());
+    let w = writer(&t, 102).await;
+    let p = pid(&t, &d);
+    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::CatchUp, false, move || { send_signal(p, libc::SIGKILL); }))).await;
+    // The designated replica is gone: the rollback moves the siblings back and says it could not
+    // reach the designated one (it still replicates from the old master: nothing to undo there).
+    status(&rep, Status::RolledBack);
+    t.sandbox.restart_instance(d.port).await.unwrap();
+    let stats = w.stop().await;
+    assert_rows_everywhere(&t, &m, 102, &stats.acked).await;
+    assert_eq!(assert_one_master(&t, &[]).await, m);
+}
+
+/// 3. The designated replica crashes right after promotion, before the old master is repointed.
+/// Expected: promoted (the new master took over) with the repointing done against a dead server
+/// or reported; the cluster then has no running writable master: a failover, not a graceful
+/// takeover. Restarted, the new master comes back read-only (read_only=ON in its my.cnf, as
+/// operators configure); once made writable by the operator, the cluster is whole and no
+/// acknowledged write is lost.
+#[tokio::test]
+async fn designated_crashes_right_after_promotion() {
+    let mut t = fresh(3).await;
+    let cfg = fast(&t.cfg());
+    let (m, d) = (t.master(), t.replicas()[0].clone());
+    let w = writer(&t, 103).await;
+    let p = pid(&t, &d);
+    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::Promote, true, move || { send_signal(p, libc::SIGKILL); }))).await;
+    assert!(matches!(rep.status, Status::Promoted | Status::PromotedWithErrors), "{rep:#?}");
+    assert_eq!(rep.new_master.as_deref(), Some(d.to_string().as_str()));
+    t.sandbox.restart_instance(d.port).await.unwrap();
+    let conn = t.connector();
+    ops::set_read_only(&conn, &d, false, 1).await.unwrap();
+    let stats = w.stop().await;
+    assert_rows_everywhere(&t, &d, 103, &stats.acked).await;
+    assert_eq!(assert_one_master(&t, &[]).await, d);
+}
+
+/// 4. The old master hangs (SIGSTOP) while being fenced: `SET GLOBAL read_only` cannot finish.
+/// Expected: the fence times out and the takeover does not promote; the rollback's `read_only =
+/// OFF` queues behind the fence in the hung server. After SIGCONT both run in order: the old
+/// master ends writable, every replica below it, no write lost. The audit says rolled_back or
+/// failed (whether the rollback statement answered within its own timeout).
+#[tokio::test]
+async fn old_master_hangs_while_fenced() {
+    let t = fresh(3).await;
+    let cfg = fast(&t.cfg());
+    let (m, d) = (t.master(), t.replicas()[0].clone());
+    let w = writer(&t, 104).await;
+    let p = pid(&t, &m);
+    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::Fence, false, move || { send_signal(p, libc::SIGSTOP); }))).await;
+    send_signal(p, libc::SIGCONT);
+    assert!(matches!(rep.status, Status::RolledBack | Status::Failed), "{rep:#?}");
+    assert!(rep.new_master.is_none());
+    assert!(rep.errors.iter().any(|e| e.contains("fence")), "{:?}", rep.errors);
+    // The queued statements ran once it resumed. A rollback that timed out left the siblings where
+    // the takeover moved them: below the designated replica (a valid chain, reported).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = live_cluster(&t).await;
+    assert_eq!(c.writable_members(), vec![&m], "{c:#?}");
+    let stats = w.stop().await;
+    if rep.status == Status::RolledBack {
+        assert_eq!(assert_one_master(&t, &[]).await, m);
+    }
+    assert_rows_everywhere(&t, &m, 104, &stats.acked).await;
+}
+
+/// 5. The old master crashes (SIGKILL) after the fence.
+/// Expected: catch-up cannot read its position; the takeover does not promote; the rollback
+/// cannot make it writable (it is down): failed, saying so. Nothing was promoted, so no two
+/// masters. Restarted, the old master comes back read-only (my.cnf); made writable by the
+/// operator, the cluster is whole again with every acknowledged write.
+#[tokio::test]
+async fn old_master_crashes_after_fence() {
+    let mut t = fresh(3).await;
+    let cfg = fast(&t.cfg());
+    let (m, d) = (t.master(), t.replicas()[0].clone());
+    let w = writer(&t, 105).await;
+    let p = pid(&t, &m);
+    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::Fence, true, move || { send_signal(p, libc::SIGKILL); }))).await;
+    status(&rep, Status::Failed);
+    assert!(rep.new_master.is_none());
+    assert!(rep.errors.iter().any(|e| e.starts_with("rollback:") && e.contains(&m.to_string())), "{:?}", rep.errors);
+    t.sandbox.restart_instance(m.port).await.unwrap();
+    ops::set_read_only(&t.connector(), &m, false, 1).await.unwrap();
+    let stats = w.stop().await;
+    assert_rows_everywhere(&t, &m, 105, &stats.acked).await;
+    assert_eq!(assert_one_master(&t, &[]).await, m);
+}
+
+/// 6. A sibling replica crashes while the siblings are relocated.
+/// Expected: its relocation fails; rolled_back (the crashed sibling is reported, not counted as a
+/// failed rollback); restarted, it replicates from the old master. No write lost.
+#[tokio::test]
+async fn sibling_crashes_while_relocated() {
+    let mut t = fresh(3).await;
+    let cfg = fast(&t.cfg());
+    let (m, d, s) = (t.master(), t.replicas()[0].clone(), t.replicas()[1].clone());
+    let w = writer(&t, 106).await;
+    let p = pid(&t, &s);
+    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::RelocateSiblings, false, move || { send_signal(p, libc::SIGKILL); }))).await;
+    status(&rep, Status::RolledBack);
+    assert!(rep.warnings.iter().any(|w| w.contains(&s.to_string())), "{:?}", rep.warnings);
+    t.sandbox.restart_instance(s.port).await.unwrap();
+    let stats = w.stop().await;
+    assert_rows_everywhere(&t, &m, 106, &stats.acked).await;
+    assert_eq!(assert_one_master(&t, &[]).await, m);
+}
+
+/// 10a. A write reaches the old master after the fence (a SUPER user ignores read_only), after the
+/// designated replica caught up. Expected: the promotion stands (writes already go to the new
+/// master); repoint_old_master detects that the old master's position moved and the takeover ends
+/// promoted_with_errors naming the transactions, in the audit and the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_the_fence_is_reported() {
+    let t = fresh(3).await;
+    let cfg = fast(&t.cfg());
+    let (m, d) = (t.master(), t.replicas()[0].clone());
+    let (conn, mk) = (Arc::new(t.connector()), m.clone());
+    let sink = at(Phase::CatchUp, true, move || {
+        let (conn, mk) = (conn.clone(), mk.clone());
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move {
+                exec(&conn, &mk, "INSERT INTO app.writes (id, writer) VALUES (999000001, 999)").await;
+            })
+        });
+    });
+    let rep = engine(&cfg).takeover(to(&t, &d), Some(sink)).await;
+    status(&rep, Status::PromotedWithErrors);
+    assert!(rep.errors.iter().any(|e| e.contains("a write got through the fence")), "{:?}", rep.errors);
+    assert_eq!(audited(&cfg, &rep.id), "promoted_with_errors");
+}
+
+/// 10b. The designated replica has an errant GTID (a write made directly on it).
+/// Expected: refused by check no_errant_gtid before anything changes.
+#[tokio::test]
+async fn errant_gtid_on_designated_is_refused() {
+    let t = fresh(2).await;
+    let cfg = fast(&t.cfg());
+    let (m, d) = (t.master(), t.replicas()[0].clone());
+    exec(&t.connector(), &d, "INSERT INTO app.writes (id, writer) VALUES (998000001, 998)").await;
+    let rep = engine(&cfg).takeover(to(&t, &d), None).await;
+    status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("no_errant_gtid"), "{:?}", rep.errors);
+    assert_eq!(live_cluster(&t).await.writable_members(), vec![&m]);
+}
+
+/// 9. Two Baton processes that share nothing but the cluster (separate stores) take over at the
+/// same moment. Expected: exactly one fences the master (the server lock on the master); the other
+/// is refused (busy, or the master changed while it took its locks); one master at the end.
+#[tokio::test]
+async fn two_processes_with_separate_stores_fence_once() {
+    let t = fresh(3).await;
+    let w = writer(&t, 109).await;
+    let (m, r) = (t.master(), t.replicas());
+    let mut a = fast(&t.cfg());
+    a.paths.data_dir = t.sandbox.dir.join("store-a");
+    let mut b = a.clone();
+    b.paths.data_dir = t.sandbox.dir.join("store-b");
+    for round in 0..3 {
+        let master = assert_one_master(&t, &[]).await;
+        let others: Vec<&InstanceKey> = r.iter().chain([&m]).filter(|k| **k != master).collect();
+        let req = |d: &InstanceKey| TakeoverRequest {
+            cluster_hint: master.to_string(),
+            designated: Some(d.clone()),
+            start_replication: true,
+            ..Default::default()
+        };
+        let (ea, eb) = (engine(&a), engine(&b));
+        let (ra, rb) = tokio::join!(ea.takeover(req(others[0]), None), eb.takeover(req(others[1]), None));
+        let fenced = [&ra, &rb].iter().filter(|r| r.phase(Phase::Fence).is_some()).count();
+        assert_eq!(fenced, 1, "round {round}: {} / {}", serde_json::to_string(&ra).unwrap(), serde_json::to_string(&rb).unwrap());
+        let promoted = [&ra, &rb].iter().filter(|r| r.status == Status::Promoted).count();
+        assert_eq!(promoted, 1);
+        let loser = if ra.status == Status::Promoted { &rb } else { &ra };
+        assert_eq!(loser.status, Status::Refused, "{loser:#?}");
+    }
+    let stats = w.stop().await;
+    let master = assert_one_master(&t, &[]).await;
+    assert_rows_everywhere(&t, &master, 109, &stats.acked).await;
+}
+
+/// 8. The Baton process is killed (SIGKILL) right after each phase is journaled, under a writer.
+/// `baton takeover recover` then settles it from the live topology. Expected per phase:
+/// up to pre_takeover_hooks nothing changed (refused, nothing to undo); from relocate_siblings to
+/// catch_up not promoted (rolled back); from promote on promoted (finished: the old master
+/// repointed, replication started as requested). Always one writable master, every replica
+/// below it, no acknowledged write lost, and the audit names the phase it was interrupted after.
+#[tokio::test]
+async fn baton_killed_at_every_phase_boundary_then_recovered() {
+    let t = fresh(3).await;
+    let cfg = t.cfg();
+    let file = config_file(&t);
+    let w = writer(&t, 108).await;
+    let phases = [
+        "resolve",
+        "check_master",
+        "choose_designated",
+        "check_designated",
+        "pre_takeover_hooks",
+        "relocate_siblings",
+        "pre_fence_hooks",
+        "fence",
+        "catch_up",
+        "promote",
+        "post_promote_hooks",
+        "repoint_old_master",
+        "post_takeover_hooks",
+    ];
+    let baton = |args: Vec<String>, crash: Option<&str>| {
+        let mut c = tokio::process::Command::new(baton_bin());
+        c.arg("--config").arg(&file).args(args).env_remove("BATON_CONFIG");
+        if let Some(p) = crash {
+            c.env("BATON_FAULT_CRASH_AFTER", p);
+        }
+        c
+    };
+    let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
+    for (i, phase) in phases.iter().enumerate() {
+        let before = assert_one_master(&t, &[]).await;
+        let out = baton(vec!["takeover".into(), before.to_string(), "--auto".into()], Some(phase)).output().await.unwrap();
+        assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{phase}: {}", String::from_utf8_lossy(&out.stderr));
+        // The store shows it unfinished; a new takeover is refused and told how to settle it.
+        let id = store.takeovers(None, 1).unwrap()[0].id.clone();
+        assert_eq!(store.takeover(&id).unwrap().unwrap().status, "running", "{phase}");
+        if i >= 4 {
+            let out = baton(vec!["takeover".into(), before.to_string(), "--auto".into()], None).output().await.unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && err.contains(&format!("baton takeover recover {id}")), "{phase}: {err}");
+        }
+        let out = baton(vec!["takeover".into(), "recover".into()], None).output().await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{phase}: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains(&format!("last journaled phase {phase}")), "{phase}: {text}");
+        let rec: TakeoverReport = serde_json::from_value(store.takeover(&id).unwrap().unwrap().record).unwrap();
+        let want = match i {
+            0..=4 => Status::Refused,
+            5..=8 => Status::RolledBack,
+            _ => Status::Promoted,
+        };
+        assert_eq!(rec.status, want, "{phase}: {}", serde_json::to_string_pretty(&rec).unwrap());
+        assert_eq!(rec.recoveries.len(), 1);
+        let after = assert_one_master(&t, &[]).await;
+        if want == Status::Promoted {
+            assert_ne!(after, before, "{phase}");
+        } else {
+            assert_eq!(after, before, "{phase}");
+        }
+        // The lock is free again: nothing is reported interrupted.
+        let out = baton(vec!["takeover".into(), "recover".into()], None).output().await.unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("no interrupted takeover"));
+    }
+    let stats = w.stop().await;
+    let master = assert_one_master(&t, &[]).await;
+    assert_rows_everywhere(&t, &master, 108, &stats.acked).await;
+}
