@@ -353,3 +353,114 @@ async fn baton_killed_at_every_phase_boundary_then_recovered() {
     let master = assert_one_master(&t, &[]).await;
     assert_rows_everywhere(&t, &master, 108, &stats.acked).await;
 }
+
+/// 8b. Interrupted after promotion, and then the old master was made writable again (by hand, or
+/// a script): two writable masters. Expected: `recover` refuses to choose (needs_operator, and the
+/// cluster stays locked); `abort` fences the new master and puts it and its siblings back below
+/// the old one, since it has nothing the old one lacks; with a write only the new master has,
+/// `abort` refuses to throw it away and `resume` keeps it instead.
+#[tokio::test]
+async fn two_writable_masters_wait_for_an_operator() {
+    let t = fresh(3).await;
+    let cfg = t.cfg();
+    let file = config_file(&t);
+    let (m, conn) = (t.master(), t.connector());
+    let baton = |args: &[&str], crash: Option<&str>| {
+        let mut c = tokio::process::Command::new(baton_bin());
+        c.arg("--config").arg(&file).args(args).env_remove("BATON_CONFIG");
+        if let Some(p) = crash {
+            c.env("BATON_FAULT_CRASH_AFTER", p);
+        }
+        c
+    };
+    let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
+    for round in 0..2 {
+        let master = assert_one_master(&t, &[]).await;
+        let out = baton(&["takeover", &master.to_string(), "--auto"], Some("promote")).output().await.unwrap();
+        assert_eq!(out.status.signal(), Some(libc::SIGKILL));
+        let id = store.takeovers(None, 1).unwrap()[0].id.clone();
+        let rec: TakeoverReport = serde_json::from_value(store.takeover(&id).unwrap().unwrap().record).unwrap();
+        let d: InstanceKey = rec.designated.unwrap().parse().unwrap();
+        ops::set_read_only(&conn, &master, false, 1).await.unwrap();
+        if round == 1 {
+            // A write only the new master has.
+            exec(&conn, &d, "INSERT INTO app.writes (id, writer) VALUES (997000001, 997)").await;
+        }
+        let out = baton(&["takeover", "recover", &id], None).output().await.unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("left for an operator"), "{}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(store.takeover(&id).unwrap().unwrap().status, "needs_operator");
+        // Still locked: a new takeover is refused.
+        let out = baton(&["takeover", &master.to_string(), "--auto"], None).output().await.unwrap();
+        assert!(String::from_utf8_lossy(&out.stderr).contains("already running"), "{}", String::from_utf8_lossy(&out.stderr));
+        if round == 0 {
+            let out = baton(&["takeover", "abort", &id], None).output().await.unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+            assert_eq!(store.takeover(&id).unwrap().unwrap().status, "rolled_back");
+            assert_eq!(assert_one_master(&t, &[]).await, master);
+        } else {
+            let out = baton(&["takeover", "abort", &id], None).output().await.unwrap();
+            assert!(!out.status.success());
+            assert!(String::from_utf8_lossy(&out.stdout).contains("lacks"), "{}", String::from_utf8_lossy(&out.stdout));
+            assert_eq!(store.takeover(&id).unwrap().unwrap().status, "needs_operator");
+            // abort fenced the new master and refused to repoint it: a second decision is needed.
+            ops::set_read_only(&conn, &d, false, 1).await.unwrap();
+            ops::set_read_only(&conn, &master, false, 1).await.unwrap();
+            let out = baton(&["takeover", "resume", &id], None).output().await.unwrap_or_else(|e| panic!("{e}"));
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("promoted"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(assert_one_master(&t, &[]).await, d);
+        }
+    }
+    let _ = m;
+}
+
+/// 7. Hooks that time out or fail, on a real topology. Expected: a pre_fence hook over its
+/// time limit is a veto after the siblings moved (rolled_back); a post_takeover hook over its
+/// limit is recorded (promoted_with_errors); an on_failure hook that raises is a warning; the
+/// cluster always ends with one master and every replica below it.
+#[tokio::test]
+async fn hooks_that_time_out_or_fail() {
+    use baton::lua::{Env, ScriptHost};
+    let t = fresh(3).await;
+    let mut cfg = fast(&t.cfg());
+    cfg.scripts.policy = String::new();
+    cfg.scripts.hook_timeout_ms = 300;
+    cfg.paths.hooks_dir = t.sandbox.dir.join("hooks");
+    std::fs::create_dir_all(&cfg.paths.hooks_dir).unwrap();
+    let lua_engine = |cfg: &Config| {
+        let cfg = cfg.clone();
+        async move {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir).unwrap());
+            let env = Arc::new(Env { cfg: Arc::new(cfg.clone()), connector: Arc::new(Connector::new(&cfg)), store });
+            let host = ScriptHost::start(env.clone()).await.unwrap();
+            Engine::new(env.cfg.clone(), env.connector.clone(), env.store.clone(), host)
+        }
+    };
+    let w = writer(&t, 107).await;
+    let hook = |body: &str| std::fs::write(cfg.paths.hooks_dir.join("h.lua"), body).unwrap();
+
+    hook("return { pre_fence = function(ctx) baton.sleep(5000) end, on_failure = function(ctx) error('pager down') end }");
+    let rep = lua_engine(&cfg).await.takeover(to(&t, &t.replicas()[0]), None).await;
+    status(&rep, Status::RolledBack);
+    assert!(rep.errors[0].contains("time limit exceeded (300 ms per call)"), "{:?}", rep.errors);
+    assert!(rep.warnings.iter().any(|w| w.contains("on_failure") && w.contains("pager down")), "{:?}", rep.warnings);
+    assert_eq!(assert_one_master(&t, &[]).await, t.master());
+
+    hook("return { post_takeover = function(ctx) while true do end end }");
+    let d = t.replicas()[0].clone();
+    let rep = lua_engine(&cfg).await.takeover(to(&t, &d), None).await;
+    status(&rep, Status::PromotedWithErrors);
+    assert!(rep.errors.iter().any(|e| e.contains("post_takeover_hooks") && e.contains("limit exceeded")), "{:?}", rep.errors);
+
+    hook("return { pre_takeover = function(ctx) error('boom') end }");
+    let rep = lua_engine(&cfg).await.takeover(
+        TakeoverRequest { cluster_hint: d.to_string(), designated: Some(t.master()), start_replication: true, ..Default::default() },
+        None,
+    ).await;
+    status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("boom") && rep.errors[0].contains("h.lua:1"), "{:?}", rep.errors);
+    let stats = w.stop().await;
+    assert_rows_everywhere(&t, &d, 107, &stats.acked).await;
+    assert_eq!(assert_one_master(&t, &[]).await, d);
+}

@@ -308,15 +308,12 @@ impl Run {
             }
         }
         self.record(Phase::Fence, start, Outcome::Ok, detail.join("; "));
-        // Fresh positions, after the fence.
-        let seeds = vec![loser.clone(), winner.clone()];
-        let lacks = match discovery::discover(self.conn(), self.cfg(), &seeds).await {
-            Ok(c) => {
-                let missing = c.instance(loser).zip(c.instance(winner)).and_then(|(l, w)| l.gtid.missing_from(&w.gtid));
-                self.cluster = Some(c);
-                missing
-            }
-            Err(e) => {
+        // Fresh positions, after the fence, read from each server itself (the two are separate
+        // trees: one discovery would not see both).
+        let (l, w) = (crate::mysql::probe(self.conn(), loser).await, crate::mysql::probe(self.conn(), winner).await);
+        let lacks = match (l, w) {
+            (Ok(l), Ok(w)) => l.gtid.missing_from(&w.gtid),
+            (Err(e), _) | (_, Err(e)) => {
                 self.report.errors.push(format!("recover: {e}"));
                 return Status::Failed;
             }
@@ -325,7 +322,9 @@ impl Run {
             self.report.errors.push(format!(
                 "{loser} has transactions {winner} lacks ({m}): left fenced and not repointed; reconcile them by hand"
             ));
-            return if forward { Status::PromotedWithErrors } else { Status::Failed };
+            // Forward: the new master runs and the old one holds extra transactions to reconcile.
+            // Backward: refusing to throw the new master's transactions away leaves it unsettled.
+            return if forward { Status::PromotedWithErrors } else { Status::NeedsOperator };
         }
         if forward {
             self.master = Some(loser.clone());
