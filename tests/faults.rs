@@ -121,7 +121,7 @@ async fn designated_crashes_during_catch_up() {
 async fn designated_crashes_right_after_promotion() {
     let mut t = fresh(3).await;
     let cfg = fast(&t.cfg());
-    let (m, d) = (t.master(), t.replicas()[0].clone());
+    let d = t.replicas()[0].clone();
     let w = writer(&t, 103).await;
     let p = pid(&t, &d);
     let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::Promote, true, move || { send_signal(p, libc::SIGKILL); }))).await;
@@ -364,7 +364,7 @@ async fn two_writable_masters_wait_for_an_operator() {
     let t = fresh(3).await;
     let cfg = t.cfg();
     let file = config_file(&t);
-    let (m, conn) = (t.master(), t.connector());
+    let conn = t.connector();
     let baton = |args: &[&str], crash: Option<&str>| {
         let mut c = tokio::process::Command::new(baton_bin());
         c.arg("--config").arg(&file).args(args).env_remove("BATON_CONFIG");
@@ -412,7 +412,6 @@ async fn two_writable_masters_wait_for_an_operator() {
             assert_eq!(assert_one_master(&t, &[]).await, d);
         }
     }
-    let _ = m;
 }
 
 /// 7. Hooks that time out or fail, on a real topology. Expected: a pre_fence hook over its

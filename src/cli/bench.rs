@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 
 use super::CliResult;
-use crate::engine::{Engine, NoScripts, Status, TakeoverRequest};
+use crate::engine::{Engine, NoScripts, TakeoverRequest};
 use crate::mysql::workload::{rows_of, Sampler, Writer};
 use crate::mysql::Connector;
 use crate::sandbox::{Sandbox, SandboxSpec, APP_USER};
@@ -59,10 +59,25 @@ pub struct TakeoverBench {
     pub sandbox: bool,
     #[arg(long)]
     pub cluster: Option<String>,
+    /// Takeovers to run (ignored with --duration).
     #[arg(long, default_value_t = 10)]
     pub rounds: usize,
     #[arg(long, default_value_t = 5)]
     pub write_interval_ms: u64,
+    /// Concurrent application writers.
+    #[arg(long, default_value_t = 1)]
+    pub writers: usize,
+    /// Run for this many seconds, one takeover every --every-ms, instead of --rounds.
+    #[arg(long)]
+    pub duration: Option<u64>,
+    #[arg(long, default_value_t = 3000)]
+    pub every_ms: u64,
+    /// Run the takeovers through a `baton serve` child process, with --readers clients on its read
+    /// routes meanwhile, and report the server's memory (RSS) at the start and the end.
+    #[arg(long)]
+    pub http: bool,
+    #[arg(long, default_value_t = 4)]
+    pub readers: usize,
     #[arg(long, default_value_t = 24306)]
     pub base_port: u16,
 }
@@ -170,6 +185,77 @@ async fn bench_takeover(args: TakeoverBench) -> CliResult {
     }
 }
 
+/// The percentile `p` (0..=100) of a sample (nearest rank).
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+/// Resident memory of a process, in MiB (VmRSS from /proc).
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A `baton serve` child process on a free port, for --http.
+struct ServeChild {
+    child: tokio::process::Child,
+    base: String,
+}
+
+impl ServeChild {
+    async fn start(cfg: &crate::config::Config) -> Result<ServeChild, Box<dyn std::error::Error>> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = cfg.paths.data_dir.join("bench-serve");
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("serve.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[topology]\nuser = \"{}\"\npassword = \"{}\"\n[replication]\nuser = \"{}\"\npassword = \"{}\"\n\
+                 [paths]\ndata_dir = \"{}\"\nhooks_dir = \"{}\"\n[scripts]\npolicy = \"\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+                cfg.topology.user,
+                cfg.topology.password.expose(),
+                cfg.replication.user,
+                cfg.replication.password.expose(),
+                cfg.paths.data_dir.display(),
+                dir.join("no-hooks").display()
+            ),
+        )?;
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(&file)
+            .arg("serve")
+            .env_remove("BATON_CONFIG")
+            .kill_on_drop(true)
+            .spawn()?;
+        let base = format!("http://127.0.0.1:{port}");
+        // Ready when /healthz answers (bounded).
+        let http = reqwest::Client::new();
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            if Instant::now() > until {
+                return Err("baton serve did not answer /healthz within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(ServeChild { child, base })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+}
+
 async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint: String) -> CliResult {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir)?);
     let connector = Arc::new(Connector::new(&cfg));
@@ -180,37 +266,112 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
     let b = first.replicas_of(&a).first().map(|m| m.key.clone()).ok_or("no replica")?;
     // From now on the cluster is named by its alias (its name changes with every takeover).
     let hint = first.alias.clone().unwrap_or(hint);
+    let serve = if args.http { Some(ServeChild::start(&cfg).await?) } else { None };
+    let http = reqwest::Client::new();
+    if let Some(s) = &serve {
+        // The server learns the alias from one discovery by a member.
+        http.get(format!("{}/api/v1/clusters/{a}", s.base)).send().await?;
+    }
+    let rss_start = serve.as_ref().and_then(|s| rss_mib(s.pid()));
 
-    let writer_id = (std::process::id() as i64) % 1000 + 1;
-    let writer = Writer::start(members.clone(), APP_USER.0, APP_USER.1, writer_id, Duration::from_millis(args.write_interval_ms), 1e9).await;
+    let base_id = (std::process::id() as i64) % 1000 * 100 + 1;
+    let mut writers = Vec::new();
+    for n in 0..args.writers.max(1) {
+        writers.push(
+            Writer::start(members.clone(), APP_USER.0, APP_USER.1, base_id + n as i64, Duration::from_millis(args.write_interval_ms), 1e9)
+                .await,
+        );
+    }
     let sampler = Sampler::start(members.clone(), &cfg.topology.user, cfg.topology.password.expose(), Duration::from_millis(2)).await;
+    // Readers on the server's read routes while takeovers run.
+    let stop_readers = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    if let Some(s) = &serve {
+        for n in 0..args.readers {
+            let path = if n % 2 == 0 { format!("/api/v1/clusters/{hint}") } else { format!("/api/cluster/alias/{hint}") };
+            let (url, http, stop) = (format!("{}{path}", s.base), http.clone(), stop_readers.clone());
+            readers.push(tokio::spawn(async move {
+                let (mut ok, mut err) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            ok += 1;
+                        }
+                        _ => err += 1,
+                    }
+                }
+                (ok, err)
+            }));
+        }
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let (mut gaps, mut windows, mut calls) = (Vec::new(), Vec::new(), Vec::new());
     let mut failures = 0;
-    for round in 0..args.rounds {
-        let to = if round % 2 == 0 { b.clone() } else { a.clone() };
-        writer.take_window_gap();
-        let t = Instant::now();
-        let r = engine
-            .takeover(
-                TakeoverRequest { cluster_hint: hint.clone(), designated: Some(to.clone()), start_replication: true, ..Default::default() },
-                None,
-            )
-            .await;
-        calls.push(t.elapsed().as_secs_f64() * 1000.0);
-        // Let the writer land a few rows on the new master before reading its longest gap.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        gaps.push(writer.take_window_gap());
-        if r.status != Status::Promoted {
-            failures += 1;
-            eprintln!("round {round}: {} {:?}", r.status.as_str(), r.errors);
+    let started = Instant::now();
+    let mut round = 0usize;
+    loop {
+        match args.duration {
+            Some(d) if started.elapsed() >= Duration::from_secs(d) => break,
+            None if round >= args.rounds => break,
+            _ => {}
         }
-        if let Some(w) = r.write_unavailable_ms {
+        let to = if round % 2 == 0 { b.clone() } else { a.clone() };
+        for w in &writers {
+            w.take_window_gap();
+        }
+        let t = Instant::now();
+        let (status, window, errors) = match &serve {
+            None => {
+                let r = engine
+                    .takeover(
+                        TakeoverRequest { cluster_hint: hint.clone(), designated: Some(to.clone()), start_replication: true, ..Default::default() },
+                        None,
+                    )
+                    .await;
+                (r.status.as_str().to_string(), r.write_unavailable_ms, r.errors.join("; "))
+            }
+            Some(s) => {
+                let body = serde_json::json!({ "designated": to.to_string(), "start_replication": true });
+                let r: serde_json::Value =
+                    http.post(format!("{}/api/v1/clusters/{hint}/takeover", s.base)).json(&body).send().await?.json().await?;
+                let rep = if r.get("takeover").is_some() { &r["takeover"] } else { &r };
+                (rep["status"].as_str().unwrap_or("?").to_string(), rep["write_unavailable_ms"].as_f64(), rep["errors"].to_string())
+            }
+        };
+        calls.push(t.elapsed().as_secs_f64() * 1000.0);
+        // Let the writers land a few rows on the new master before reading their longest gap.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for w in &writers {
+            gaps.push(w.take_window_gap());
+        }
+        if status != "promoted" {
+            failures += 1;
+            eprintln!("round {round}: {status} {errors}");
+        }
+        if let Some(w) = window {
             windows.push(w);
         }
+        round += 1;
+        if args.duration.is_some() {
+            let next = started + Duration::from_millis(args.every_ms * round as u64);
+            tokio::time::sleep_until(next.into()).await;
+        }
     }
-    let stats = writer.stop().await;
+    stop_readers.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut reads, mut read_errors) = (0u64, 0u64);
+    for r in readers {
+        let (ok, err) = r.await?;
+        reads += ok;
+        read_errors += err;
+    }
+    let rss_end = serve.as_ref().and_then(|s| rss_mib(s.pid()));
+    let mut all_acked = Vec::new();
+    for w in writers {
+        let stats = w.stop().await;
+        all_acked.push(stats.acked);
+    }
     let (rounds, double) = sampler.stop().await;
 
     // Every acknowledged row must be on every instance once replication has caught up.
@@ -223,18 +384,37 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
             let d = connector.dialect(m).await?;
             crate::mysql::ops::wait_for_gtid(&connector, d.as_ref(), m, &pos.gtid, Duration::from_secs(30)).await?;
         }
-        let have: std::collections::HashSet<i64> = rows_of(&connector, m, writer_id).await?.into_iter().collect();
-        lost += stats.acked.iter().filter(|id| !have.contains(id)).count();
+        for (n, acked) in all_acked.iter().enumerate() {
+            let have: std::collections::HashSet<i64> = rows_of(&connector, m, base_id + n as i64).await?.into_iter().collect();
+            lost += acked.iter().filter(|id| !have.contains(id)).count();
+        }
     }
     connector.close().await;
+    let acked: usize = all_acked.iter().map(|a| a.len()).sum();
 
-    println!("takeover benchmark: {} rounds on a 1+{} topology, writer every {} ms (ms):", args.rounds, members.len() - 1, args.write_interval_ms);
-    println!("{}", line("client-observed longest write gap", gaps));
+    println!(
+        "takeover benchmark: {round} takeovers{} on a 1+{} topology, {} writer(s) every {} ms{} (ms):",
+        args.duration.map(|d| format!(" in {d} s")).unwrap_or_default(),
+        members.len() - 1,
+        args.writers.max(1),
+        args.write_interval_ms,
+        if args.http { ", through baton serve" } else { "" }
+    );
+    println!(
+        "  write gap per writer per takeover: median {:.1}  p99 {:.1}  max {:.1}  ({} gaps)",
+        percentile(&gaps, 50.0),
+        percentile(&gaps, 99.0),
+        percentile(&gaps, 100.0),
+        gaps.len()
+    );
     println!("{}", line("engine fence-to-writable window", windows));
     println!("{}", line("whole takeover call", calls));
-    println!("  rows acknowledged {}  lost {}  (checked on {} instances)", stats.acked.len(), lost, members.len());
+    println!("  rows acknowledged {acked}  lost {lost}  (checked on {} instances)", members.len());
     println!("  read_only samples {rounds}, with two writable instances (confirmed) {double}");
     println!("  takeovers not promoted: {failures}");
+    if let (Some(s), Some(e)) = (rss_start, rss_end) {
+        println!("  baton serve RSS: {s:.1} MiB at the start, {e:.1} MiB at the end; read requests served {reads}, failed {read_errors}");
+    }
     if lost > 0 || double > 0 || failures > 0 {
         return Err("the benchmark saw lost rows, two writable instances, or failed takeovers".into());
     }
