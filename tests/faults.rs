@@ -463,3 +463,55 @@ async fn hooks_that_time_out_or_fail() {
     assert_rows_everywhere(&t, &d, 107, &stats.acked).await;
     assert_eq!(assert_one_master(&t, &[]).await, d);
 }
+
+/// 8c. `baton serve` itself is killed mid-takeover (after the fence: writes are blocked), and
+/// started again. Expected: at startup it finds the interrupted takeover, rolls it back (writes
+/// resume on the old master) and the audit answers rolled_back with the phase it reached; the
+/// caller of the killed server saw its connection end.
+#[tokio::test]
+async fn baton_serve_killed_mid_takeover_recovers_at_restart() {
+    let t = fresh(3).await;
+    let file = config_file(&t);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let base = format!("http://{listen}");
+    let serve = |crash: Option<&str>| {
+        let mut c = tokio::process::Command::new(baton_bin());
+        c.arg("--config").arg(&file).args(["serve", "--listen", &listen]).env_remove("BATON_CONFIG").kill_on_drop(true);
+        if let Some(p) = crash {
+            c.env("BATON_FAULT_CRASH_AFTER", p);
+        }
+        c.spawn().unwrap()
+    };
+    let http = reqwest::Client::new();
+    let ready = |http: reqwest::Client, base: String| async move {
+        for _ in 0..200 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("baton serve did not start");
+    };
+    let w = writer(&t, 110).await;
+    let m = t.master();
+    let mut first = serve(Some("fence"));
+    ready(http.clone(), base.clone()).await;
+    let body = serde_json::json!({ "designated": t.replicas()[0].to_string() });
+    let answer = http.post(format!("{base}/api/v1/clusters/{m}/takeover")).json(&body).send().await;
+    assert!(answer.is_err(), "the server died mid-request: {answer:?}");
+    assert_eq!(first.wait().await.unwrap().signal(), Some(libc::SIGKILL));
+    // Fenced, nothing promoted: no writable instance until the restart settles it.
+    assert!(live_cluster(&t).await.writable_members().is_empty());
+    let _second = serve(None);
+    ready(http.clone(), base.clone()).await;
+    let list: serde_json::Value = http.get(format!("{base}/api/v1/takeovers")).send().await.unwrap().json().await.unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let rec: serde_json::Value = http.get(format!("{base}/api/v1/takeovers/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(rec["status"], "rolled_back", "{rec}");
+    assert_eq!(rec["recoveries"][0]["last_phase"], "fence");
+    assert_eq!(rec["recoveries"][0]["mode"], "auto");
+    let stats = w.stop().await;
+    assert_rows_everywhere(&t, &m, 110, &stats.acked).await;
+    assert_eq!(assert_one_master(&t, &[]).await, m);
+}

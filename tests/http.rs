@@ -145,6 +145,8 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
         (Method::GET, "/api/v1/takeovers/not-an-id!", "", StatusCode::BAD_REQUEST, "takeover id"),
         (Method::GET, "/api/v1/takeovers/abc123", "", StatusCode::NOT_FOUND, "no takeover with id abc123"),
         (Method::GET, "/api/v1/takeovers/abc123/events", "", StatusCode::NOT_FOUND, "no takeover with id abc123"),
+        (Method::POST, "/api/v1/takeovers/abc123/resume", "", StatusCode::NOT_FOUND, "no takeover with id abc123"),
+        (Method::POST, "/api/v1/takeovers/abc123/explode", "", StatusCode::NOT_FOUND, "no action 'explode' (recover, resume, abort)"),
         (Method::PUT, "/api/v1/instances/db1/3306/promotion-rule", r#"{"rule": "always"}"#, StatusCode::BAD_REQUEST, "'always' is not a promotion rule"),
         (Method::PUT, "/api/v1/instances/db1/3306/downtime", r#"{"owner": "me", "reason": "", "duration_s": 60}"#, StatusCode::BAD_REQUEST, "must not be empty"),
         (Method::DELETE, "/api/v1/instances/db1/3306/downtime", "", StatusCode::NOT_FOUND, "db1:3306 is not downtimed"),
