@@ -62,6 +62,16 @@ async fn writer(t: &Topology, id: i64) -> Writer {
     w
 }
 
+/// The `baton` binary on this sandbox's config file; `crash`: the phase after which it kills itself.
+fn baton_cmd<S: AsRef<std::ffi::OsStr>>(file: &std::path::Path, args: &[S], crash: Option<&str>) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(baton_bin());
+    c.arg("--config").arg(file).args(args).env_remove("BATON_CONFIG");
+    if let Some(p) = crash {
+        c.env("BATON_FAULT_CRASH_AFTER", p);
+    }
+    c
+}
+
 #[track_caller]
 fn status(r: &TakeoverReport, s: Status) {
     assert_eq!(r.status, s, "{}", serde_json::to_string_pretty(r).unwrap());
@@ -306,14 +316,7 @@ async fn baton_killed_at_every_phase_boundary_then_recovered() {
         "repoint_old_master",
         "post_takeover_hooks",
     ];
-    let baton = |args: Vec<String>, crash: Option<&str>| {
-        let mut c = tokio::process::Command::new(baton_bin());
-        c.arg("--config").arg(&file).args(args).env_remove("BATON_CONFIG");
-        if let Some(p) = crash {
-            c.env("BATON_FAULT_CRASH_AFTER", p);
-        }
-        c
-    };
+    let baton = |args: Vec<String>, crash: Option<&str>| baton_cmd(&file, &args, crash);
     let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
     for (i, phase) in phases.iter().enumerate() {
         let before = assert_one_master(&t, &[]).await;
@@ -365,14 +368,7 @@ async fn two_writable_masters_wait_for_an_operator() {
     let cfg = t.cfg();
     let file = config_file(&t);
     let conn = t.connector();
-    let baton = |args: &[&str], crash: Option<&str>| {
-        let mut c = tokio::process::Command::new(baton_bin());
-        c.arg("--config").arg(&file).args(args).env_remove("BATON_CONFIG");
-        if let Some(p) = crash {
-            c.env("BATON_FAULT_CRASH_AFTER", p);
-        }
-        c
-    };
+    let baton = |args: &[&str], crash: Option<&str>| baton_cmd(&file, args, crash);
     let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
     for round in 0..2 {
         let master = assert_one_master(&t, &[]).await;
@@ -475,14 +471,7 @@ async fn baton_serve_killed_mid_takeover_recovers_at_restart() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let base = format!("http://{listen}");
-    let serve = |crash: Option<&str>| {
-        let mut c = tokio::process::Command::new(baton_bin());
-        c.arg("--config").arg(&file).args(["serve", "--listen", &listen]).env_remove("BATON_CONFIG").kill_on_drop(true);
-        if let Some(p) = crash {
-            c.env("BATON_FAULT_CRASH_AFTER", p);
-        }
-        c.spawn().unwrap()
-    };
+    let serve = |crash: Option<&str>| baton_cmd(&file, &["serve", "--listen", &listen], crash).kill_on_drop(true).spawn().unwrap();
     let http = reqwest::Client::new();
     let ready = |http: reqwest::Client, base: String| async move {
         for _ in 0..200 {
