@@ -471,7 +471,8 @@ impl Run {
                 return Err(TakeoverError::Busy { phase, cluster: lock, holder });
             }
             self.lock = Some(lock.clone());
-            if let Some(master) = cluster.master.clone() {
+            // An unreachable master cannot be locked; check_master refuses it with the reason.
+            if let Some(master) = cluster.master.clone().filter(|m| cluster.instance(m).is_some()) {
                 let name = ops::lock_name(&lock);
                 match ops::server_lock(self.conn(), &master, &name).await.map_err(|source| TakeoverError::Sql { phase, source })? {
                     Some(l) => self.server_lock = Some(l),
