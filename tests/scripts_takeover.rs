@@ -92,6 +92,15 @@ async fn pre_takeover_and_pre_fence_vetoes_leave_the_topology_as_it_was() {
     assert!(rep.errors[0].contains("proxy drain failed: 503") && rep.errors[0].contains("proxy.lua:2"), "{:?}", rep.errors);
     assert_eq!(rep.siblings_moved.len(), 2, "the siblings had been moved before pre_fence");
     assert_eq!(shape(&t).await, before, "rolled back to the same shape");
+
+    // A dry run calls no hook, not even on_failure.
+    write(&cfg.paths.hooks_dir.join("proxy.lua"), "return { on_failure = function(ctx) error('must not run') end }");
+    let (e, _) = lua_engine(&cfg).await;
+    let rep = e.takeover(TakeoverRequest { dry_run: true, ..auto(&m) }, None).await;
+    status(&rep, Status::Planned);
+    assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
+    assert_eq!(rep.plan.unwrap().hooks["on_failure"].len(), 1);
+    assert_eq!(shape(&t).await, before);
 }
 
 #[tokio::test]

@@ -383,8 +383,8 @@ impl Run {
 
     async fn finish(mut self) -> TakeoverReport {
         // on_failure runs while the cluster is still locked: after a rollback, after a failure, and
-        // after a promotion with errors (not after a refusal: nothing changed).
-        if self.report.status != Status::Promoted && self.report.status != Status::Refused {
+        // after a promotion with errors (not after a refusal or a plan: nothing changed).
+        if matches!(self.report.status, Status::RolledBack | Status::Failed | Status::PromotedWithErrors) {
             let ctx = self.hook_context(HookPhase::OnFailure);
             let scripts = self.scripts.clone();
             if let Err(e) = scripts.run_hooks(HookPhase::OnFailure, &ctx).await {
