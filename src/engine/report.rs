@@ -193,13 +193,13 @@ fn proc_start(pid: u32) -> Option<u64> {
 impl Owner {
     pub fn current() -> Owner {
         let pid = std::process::id();
-        Owner { host: crate::lua::api::host_name(), pid, started: proc_start(pid).unwrap_or(0) }
+        Owner { host: host_name(), pid, started: proc_start(pid).unwrap_or(0) }
     }
 
     /// Whether this owner can still be running the takeover. A process on another host cannot be
     /// checked from here: it counts as alive.
     pub fn alive(&self) -> bool {
-        if self.host != crate::lua::api::host_name() {
+        if self.host != host_name() {
             return true;
         }
         proc_start(self.pid) == Some(self.started)
@@ -276,4 +276,16 @@ impl TakeoverReport {
 pub enum PhaseEvent {
     Started { id: String, phase: Phase },
     Finished { id: String, record: PhaseRecord },
+}
+
+/// This machine's host name (a takeover's owner; orchestrator's `{orchestratorHost}` for hooks).
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }

@@ -42,7 +42,7 @@ fn caller(lua: &Lua) -> String {
 pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
     let baton = lua.create_table()?;
     baton.set("settings", to_lua(lua, &env.cfg.scripts.settings)?)?;
-    baton.set("host", host_name())?;
+    baton.set("host", crate::engine::report::host_name())?;
 
     // ---- logging and time ----
     let log = lua.create_table()?;
@@ -281,16 +281,4 @@ async fn http_post(
     let status = resp.status();
     let body = resp.text().await.map_err(|e| format!("POST {url}: reading the answer: {e}"))?;
     Ok(HttpOutput { status: status.as_u16(), ok: status.is_success(), body })
-}
-
-/// This machine's host name (orchestrator's `{orchestratorHost}`).
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
