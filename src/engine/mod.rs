@@ -693,7 +693,9 @@ impl Run {
         let phase = Phase::CheckDesignated;
         let pos = ops::own_position(self.conn(), master).await.map_err(|source| TakeoverError::Sql { phase, source })?;
         self.ops.push(self.wait_executed(d, &pos).await.map_err(|source| TakeoverError::Sql { phase, source })?);
-        let seeds = vec![master.clone()];
+        // Seeded with the designated replica too: its IO thread may not have registered with the
+        // master yet (it is listed by SHOW SLAVE HOSTS only once connected).
+        let seeds = vec![master.clone(), d.clone()];
         let c = discovery::discover(self.conn(), self.cfg(), &seeds).await.map_err(|source| TakeoverError::Discovery { phase, source })?;
         self.cluster = Some(c);
         Ok(())
