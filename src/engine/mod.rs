@@ -665,6 +665,19 @@ impl Run {
                 ch.detail = format!("{} (stopped cleanly: started and caught up before the takeover)", ch.detail);
             }
         }
+        // Just started (or still connecting) and proven caught up by the server-side wait: an IO
+        // thread that has not finished connecting is not a reason to refuse (Seconds_Behind_Master
+        // reads NULL until it has). Catch-up after the fence still waits for it, bounded.
+        let waited = !self.req.dry_run && (stopped_cleanly || connecting);
+        let io_connecting_cleanly = c.instance(&d).and_then(|i| i.replication.as_ref()).is_some_and(|r| {
+            r.sql_thread.running() && matches!(r.io_thread, ThreadState::Connecting | ThreadState::Preparing) && !r.broken()
+        });
+        if waited && io_connecting_cleanly {
+            for ch in checks.iter_mut().filter(|ch| ch.name == "replication_running" || ch.name == "lag_within_limit") {
+                ch.ok = true;
+                ch.detail = format!("{} (the IO thread is still connecting; the replica executed the master's position)", ch.detail);
+            }
+        }
         // The replicas will log in to the designated replica with the replication account: prove
         // that works now, not after the siblings were moved (a wrong password would break them).
         let login = self.conn().try_login(&d, &self.cfg().replication).await;
