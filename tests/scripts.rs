@@ -405,7 +405,7 @@ async fn a_policy_answer_that_breaks_the_contract_is_an_error() {
     // The cluster table carries the master, the members and the excluded list.
     d.write(
         "scripts/policy.lua",
-        "return { choose = function(cluster, cands)\n assert(cluster.master == '127.0.0.1:24306')\n assert(#cluster.members == 4)\n assert(type(cluster.excluded) == 'table')\n assert(cands[1].replication.source == '127.0.0.1:24306')\n return nil, 'checked' end }",
+        "return { choose = function(cluster, cands)\n assert(cluster.master == '127.0.0.1:24306')\n assert(#cluster.members == 4)\n assert(type(cluster.excluded) == 'table')\n assert(cands[1].replication.source == '127.0.0.1:24306')\n local seen = {}\n for k in pairs(cands[2]) do seen[k] = true end\n assert(seen.gtid and seen.replication and seen.server_id and seen.lag_s, 'pairs lists every field')\n return nil, 'checked' end }",
     );
     let s = d.load().await.unwrap();
     assert_eq!(s.run_policy(input.clone()).await.unwrap(), Choice::Refused { reason: "checked".into() });

@@ -4,7 +4,7 @@
 //! version), copied in bulk as columns; the first access to any other field fills the table with
 //! every probed field of that instance. The cluster table likewise starts with name, alias,
 //! master and excluded, and gets members and problems on first access.
-//! To a script this is invisible, except that `pairs()` lists only the fields filled so far.
+//! To a script this is invisible: `pairs()` fills the table first too.
 
 use std::sync::Arc;
 
@@ -16,15 +16,23 @@ use crate::store::PromotionRule;
 
 /// Compiled once per VM. Calls `choose(cluster, candidates)` after building both.
 const CALL_POLICY: &str = r#"
-local setmetatable, rawget = setmetatable, rawget
+local setmetatable, rawget, next = setmetatable, rawget, next
 return function(choose, cols, n, fill_candidate, cluster, fill_cluster)
-  -- First access to a field a table lacks: fill it once (by its key), then drop the metatable.
+  -- First access to a field a table lacks, or the first pairs() over it: fill it once (by its
+  -- key), then drop the metatable.
   local function fill_once(fill)
-    return { __index = function(t, k)
-      setmetatable(t, nil)
-      fill(t)
-      return rawget(t, k)
-    end }
+    return {
+      __index = function(t, k)
+        setmetatable(t, nil)
+        fill(t)
+        return rawget(t, k)
+      end,
+      __pairs = function(t)
+        setmetatable(t, nil)
+        fill(t)
+        return next, t, nil
+      end,
+    }
   end
   local mt = fill_once(fill_candidate)
   local key, rule, lag, progress, pos, newer, version = cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7]
