@@ -23,6 +23,10 @@ impl Drop for TempDir {
 }
 
 async fn server(mode: AuthMode) -> Server {
+    server_with(mode, true).await
+}
+
+async fn server_with(mode: AuthMode, orchestrator_routes: bool) -> Server {
     baton::init_crypto();
     let dir = std::env::temp_dir().join(format!("baton-http-{}", uuid::Uuid::new_v4().simple()));
     let mut cfg = Config::default();
@@ -31,6 +35,7 @@ async fn server(mode: AuthMode) -> Server {
     cfg.paths.hooks_dir = dir.join("hooks");
     cfg.scripts.policy = String::new();
     cfg.http.auth = mode;
+    cfg.http.orchestrator_routes = orchestrator_routes;
     let mut users = BTreeMap::new();
     users.insert("ops".to_string(), HttpUser { password_hash: auth::hash_password("ops-secret").unwrap(), role: Role::Admin });
     users.insert("viewer".to_string(), HttpUser { password_hash: auth::hash_password("view-secret").unwrap(), role: Role::Read });
@@ -184,4 +189,15 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
     let r = call(&s, Method::GET, "/api/v1/scripts", None, "").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body["version"]["id"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn orchestrator_routes_can_be_switched_off() {
+    let s = server_with(AuthMode::None, false).await;
+    for uri in ["/api/clusters", "/api/leader-check", "/api/graceful-master-takeover/x"] {
+        let r = call(&s, Method::GET, uri, None, "").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(r.body["error"]["code"], "not_found");
+    }
+    assert_eq!(call(&s, Method::GET, "/api/v1/takeovers", None, "").await.status, StatusCode::OK);
 }
