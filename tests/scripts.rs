@@ -461,3 +461,31 @@ async fn file_changes_reload_and_a_broken_file_keeps_the_running_version() {
     unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
     assert!(matches!(next_event(&mut events).await, ReloadEvent::Loaded { .. }));
 }
+
+#[tokio::test]
+async fn proxysql_hook_sends_the_writer_switch() {
+    let mut d = Dirs::new();
+    let out = d.root.join("admin.sql");
+    d.cfg.scripts.allow_shell = true;
+    // The admin "client" writes what it is given, as the mysql client would send it to ProxySQL.
+    d.cfg.scripts.settings = toml::from_str(&format!(
+        "[proxysql]\nadmin = \"cat >> {}\"\nwriter_hostgroup = 10\nreader_hostgroup = 20",
+        out.display()
+    ))
+    .unwrap();
+    let hook = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/proxysql_writer.lua")).unwrap();
+    d.write("hooks/proxysql_writer.lua", &hook);
+    let s = d.load().await.unwrap();
+    s.run_phase(HookPhase::PreFence, &ctx(HookPhase::PreFence)).await.unwrap();
+    s.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.unwrap();
+    let sql = std::fs::read_to_string(&out).unwrap();
+    assert!(sql.contains("UPDATE mysql_servers SET status='OFFLINE_SOFT' WHERE hostgroup_id=10 AND hostname='127.0.0.1' AND port=3306;"), "{sql}");
+    assert!(sql.contains("INSERT INTO mysql_servers (hostgroup_id, hostname, port) VALUES (10, '127.0.0.1', 3307);"), "{sql}");
+    assert!(sql.contains("REPLACE INTO mysql_servers (hostgroup_id, hostname, port) VALUES (20, '127.0.0.1', 3306);"), "{sql}");
+    assert_eq!(sql.matches("LOAD MYSQL SERVERS TO RUNTIME;").count(), 2);
+    // Unconfigured, it does nothing.
+    let d2 = Dirs::new();
+    d2.write("hooks/proxysql_writer.lua", &hook);
+    let s2 = d2.load().await.unwrap();
+    assert_eq!(s2.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.unwrap().contains("ok"), true);
+}
