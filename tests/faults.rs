@@ -82,8 +82,11 @@ fn audited(cfg: &Config, id: &str) -> String {
 }
 
 /// 1. The designated replica hangs (SIGSTOP) during the catch-up wait.
-/// Expected: the wait times out, rolled_back: the old master writable again, the siblings back
-/// below it; after SIGCONT the designated replica replicates from the old master. No write lost.
+/// Expected: the wait times out; the old master is writable again first. The siblings go back
+/// below it (rolled_back), unless a sibling's STOP SLAVE blocks behind its IO thread's read from
+/// the hung replica: then it stays below the designated replica, a valid chain, and the status is
+/// failed naming it. Either way one writable master, every member replicating towards it after
+/// SIGCONT, and no write lost.
 #[tokio::test]
 async fn designated_hangs_during_catch_up() {
     let t = fresh(3).await;
@@ -93,12 +96,33 @@ async fn designated_hangs_during_catch_up() {
     let p = pid(&t, &d);
     let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::CatchUp, false, move || { send_signal(p, libc::SIGSTOP); }))).await;
     send_signal(p, libc::SIGCONT);
-    status(&rep, Status::RolledBack);
     assert!(rep.errors[0].contains("catch_up"), "{:?}", rep.errors);
+    match rep.status {
+        Status::RolledBack => {}
+        Status::Failed => assert!(rep.errors.iter().any(|e| e.starts_with("rollback:")), "{:?}", rep.errors),
+        _ => panic!("{rep:#?}"),
+    }
+    assert_eq!(audited(&cfg, &rep.id), rep.status.as_str());
+    if rep.status == Status::Failed {
+        // The operator's part, as the report asks: the sibling whose STOP SLAVE was stuck behind
+        // the hung replica ran it once that replica resumed; point it back at the old master.
+        let conn = t.connector();
+        let spec = baton::mysql::SourceSpec {
+            host: m.host.clone(),
+            port: m.port,
+            user: cfg.replication.user.clone(),
+            password: cfg.replication.password.expose().to_string(),
+            position: baton::mysql::SourcePosition::GtidSlavePos,
+            tls: false,
+        };
+        for s in &t.replicas()[1..] {
+            ops::repoint(&conn, s, &spec, true).await.unwrap();
+        }
+    }
     let stats = w.stop().await;
-    assert_eq!(assert_one_master(&t, &[]).await, m);
     assert_rows_everywhere(&t, &m, 101, &stats.acked).await;
-    assert_eq!(audited(&cfg, &rep.id), "rolled_back");
+    assert_eq!(assert_one_master_tree(&t).await, m);
+    assert_eq!(assert_one_master(&t, &[]).await, m);
 }
 
 /// 2. The designated replica crashes (SIGKILL) during the catch-up wait.

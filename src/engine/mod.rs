@@ -1041,11 +1041,18 @@ impl Run {
                 }
                 // A sibling that went down meanwhile cannot be moved back now; that does not make
                 // the rollback a failure (writes go to the old master again), but it is reported.
-                Err(e) if e.is_unreachable() && Some(s) != designated.as_ref() => {
+                // A sibling that is up but does not answer (STOP SLAVE blocked behind a hung
+                // source) is a failure: it is left below the designated replica, and said so.
+                Err(e) if e.is_down() && Some(s) != designated.as_ref() => {
                     let w = format!("{s} is unreachable and was not moved back: check that it replicates from {master} when it returns ({e})");
                     warn!("{w}");
                     self.report.warnings.push(w);
                 }
+                Err(e) if Some(s) != designated.as_ref() => failures.push(format!(
+                    "{e} ({s} may still replicate from {}; if that source was hung, the STOP SLAVE sent to {s} runs \
+                     when it resumes: repoint {s} to {master} then)",
+                    designated.as_ref().map(|d| d.to_string()).unwrap_or_default()
+                )),
                 Err(e) => failures.push(e.to_string()),
             }
         }

@@ -46,6 +46,16 @@ impl SqlError {
         }
     }
 
+    /// No connection could be made: the server is down or not listening (a statement that got no
+    /// answer on an open connection is not this: that server may be alive and blocked).
+    pub fn is_down(&self) -> bool {
+        match self {
+            SqlError::ConnectTimeout { .. } => true,
+            SqlError::Connect { source, .. } => !matches!(source, mysql_async::Error::Server(_)),
+            _ => false,
+        }
+    }
+
     /// The server could not be reached at all (as opposed to: it answered with an error).
     pub fn is_unreachable(&self) -> bool {
         match self {

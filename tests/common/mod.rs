@@ -172,6 +172,28 @@ pub async fn assert_one_master(t: &Topology, stopped_ok: &[&InstanceKey]) -> Ins
     master
 }
 
+/// The relaxed end state after a fault that can leave a replica chained: exactly one writable
+/// instance, and every other member replicating (not broken) through a chain that ends at it.
+pub async fn assert_one_master_tree(t: &Topology) -> InstanceKey {
+    let c = live_cluster(t).await;
+    let writable: Vec<InstanceKey> = c.writable_members().into_iter().cloned().collect();
+    assert_eq!(writable.len(), 1, "exactly one writable instance, found {writable:?}: {c:#?}");
+    let master = writable[0].clone();
+    for m in c.members.iter().filter(|m| m.key != master) {
+        let mut at = m.key.clone();
+        for _ in 0..c.members.len() {
+            if at == master {
+                break;
+            }
+            let r = c.instance(&at).and_then(|i| i.replication.as_ref()).unwrap_or_else(|| panic!("{at} does not replicate: {c:#?}"));
+            assert!(!r.broken(), "{at}: {r:?}");
+            at = r.source.clone();
+        }
+        assert_eq!(at, master, "{} does not lead to the master {master}", m.key);
+    }
+    master
+}
+
 /// Every acknowledged row of `writer_id` is on every instance, once each replica has executed
 /// the master's position. A marker row written first makes every replica fetch from the master,
 /// so a replica still reconnecting after a fault has reconnected when this returns.
