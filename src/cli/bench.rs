@@ -101,9 +101,14 @@ pub fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[0], median, v[n - 1])
 }
 
-fn line(name: &str, v: Vec<f64>) -> String {
+/// One benchmark line: min / median / max with `decimals` digits.
+pub fn line_with(name: &str, v: Vec<f64>, decimals: usize) -> String {
     let (min, med, max) = summary(v);
-    format!("  {name:<40} min {min:>8.1}  median {med:>8.1}  max {max:>8.1}")
+    format!("  {name:<48} min {min:>9.decimals$}  median {med:>9.decimals$}  max {max:>9.decimals$}")
+}
+
+pub fn line(name: &str, v: Vec<f64>) -> String {
+    line_with(name, v, 1)
 }
 
 fn bench_dir(name: &str) -> PathBuf {

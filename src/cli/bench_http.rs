@@ -6,17 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::bench::summary;
+use super::bench::{line, summary};
 use super::CliResult;
 use crate::engine::{Status, TakeoverRequest};
 use crate::http::{router, AppState};
 use crate::sandbox::{Sandbox, SandboxSpec};
 use crate::topology::InstanceKey;
-
-fn line(name: &str, v: Vec<f64>) -> String {
-    let (min, med, max) = summary(v);
-    format!("  {name:<48} min {min:>8.1}  median {med:>8.1}  max {max:>8.1}")
-}
 
 pub async fn run(rounds: usize, base_port: u16, seconds: u64, clients: usize) -> CliResult {
     let dir = std::env::temp_dir().join(format!("baton-bench-http-{}", std::process::id()));

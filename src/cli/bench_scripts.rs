@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::bench::summary;
+use super::bench::line_with;
 use super::CliResult;
 use crate::config::Config;
 use crate::engine::{plan, Choice, HookContext, HookPhase, NoScripts, PlanInputs, PolicyInput, Scripts};
@@ -13,11 +13,6 @@ use crate::lua::{watch, Env, LoadedScripts, ReloadEvent, ScriptHost, Sources};
 use crate::mysql::Connector;
 use crate::store::SqliteStore;
 use crate::topology::{Cluster, Instance, InstanceKey, Member};
-
-fn line_us(name: &str, v: Vec<f64>) -> String {
-    let (min, med, max) = summary(v);
-    format!("  {name:<44} min {min:>9.2}  median {med:>9.2}  max {max:>9.2}")
-}
 
 /// A master and `n` direct replicas with varied positions and lag (deterministic).
 fn synthetic_cluster(n: usize) -> Cluster {
@@ -121,9 +116,9 @@ async fn measure(cfg: &Config, runs: usize, n: usize) -> CliResult {
         }
     }
     println!("policy choice over {n} candidates ({runs} runs, ms):");
-    println!("{}", line_us("scripts/policy.lua (tables built + choose)", lua_ms));
-    println!("{}", line_us("baseline: built-in Rust ordering", rust_ms));
-    println!("{}", line_us("(both) engine's safety rules -> candidates", prep_ms));
+    println!("{}", line_with("scripts/policy.lua (tables built + choose)", lua_ms, 2));
+    println!("{}", line_with("baseline: built-in Rust ordering", rust_ms, 2));
+    println!("{}", line_with("(both) engine's safety rules -> candidates", prep_ms, 2));
 
     // 2. One hook call, against no scripts.
     let ctx = hook_ctx();
@@ -137,8 +132,8 @@ async fn measure(cfg: &Config, runs: usize, n: usize) -> CliResult {
         none_us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     println!("hook call ({} calls, µs; includes building the context table):", runs * 20);
-    println!("{}", line_us("one no-op Lua hook", hook_us));
-    println!("{}", line_us("baseline: no scripts", none_us));
+    println!("{}", line_with("one no-op Lua hook", hook_us, 2));
+    println!("{}", line_with("baseline: no scripts", none_us, 2));
 
     // 3. Reload: file written -> new version active, against loading the same files directly.
     let mut events = host.subscribe();
@@ -170,7 +165,7 @@ async fn measure(cfg: &Config, runs: usize, n: usize) -> CliResult {
         runs.min(20),
         cfg.scripts.reload_debounce_ms
     );
-    println!("{}", line_us("file renamed -> new version active", reload_ms));
-    println!("{}", line_us("baseline: read + load + validate only", load_ms));
+    println!("{}", line_with("file renamed -> new version active", reload_ms, 2));
+    println!("{}", line_with("baseline: read + load + validate only", load_ms, 2));
     Ok(())
 }

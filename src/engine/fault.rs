@@ -1,12 +1,13 @@
 //! Fault injection for the reliability drill: with `BATON_FAULT_CRASH_AFTER=<phase>` in its
 //! environment, the process kills itself (SIGKILL, no cleanup, as a crash would) right after
-//! journaling that phase. Unset, this costs one environment lookup per phase.
+//! journaling that phase. The variable is read once per process.
 
 use super::Phase;
 
 pub fn crash_point(phase: Phase) {
-    let Ok(want) = std::env::var("BATON_FAULT_CRASH_AFTER") else { return };
-    if want == phase.name() {
+    static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let want = WANT.get_or_init(|| std::env::var("BATON_FAULT_CRASH_AFTER").ok());
+    if want.as_deref() == Some(phase.name()) {
         tracing::error!(phase = phase.name(), "BATON_FAULT_CRASH_AFTER: killing this process");
         // SAFETY: sending a signal to ourselves has no memory effects.
         unsafe {

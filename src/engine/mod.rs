@@ -127,6 +127,16 @@ impl Engine {
         self.takeover_with_id(Engine::new_id(), req, events).await
     }
 
+    /// Plan inputs read from the store (rules and downtime in force) and the config.
+    pub fn plan_inputs(&self) -> Result<PlanInputs, StoreError> {
+        Ok(PlanInputs {
+            rules: self.store.promotion_rules()?.into_iter().map(|r| (r.instance, r.rule)).collect(),
+            downtimes: self.store.downtimes()?.into_iter().map(|d| (d.instance.clone(), d)).collect(),
+            ignore_hostname_filters: self.cfg.takeover.promotion_ignore_hostname_filters.clone(),
+            reasonable_lag_s: self.cfg.takeover.reasonable_lag_s,
+        })
+    }
+
     /// A fresh takeover id.
     pub fn new_id() -> String {
         uuid::Uuid::new_v4().simple().to_string()
@@ -140,15 +150,7 @@ impl Engine {
     }
 }
 
-/// Plan inputs read from the store (rules and downtime in force) and the config.
-fn plan_inputs(cfg: &Config, store: &dyn Store) -> Result<PlanInputs, StoreError> {
-    Ok(PlanInputs {
-        rules: store.promotion_rules()?.into_iter().map(|r| (r.instance, r.rule)).collect(),
-        downtimes: store.downtimes()?.into_iter().map(|d| (d.instance.clone(), d)).collect(),
-        ignore_hostname_filters: cfg.takeover.promotion_ignore_hostname_filters.clone(),
-        reasonable_lag_s: cfg.takeover.reasonable_lag_s,
-    })
-}
+
 
 /// One takeover in progress: the context that travels through the phases.
 struct Run {
@@ -391,9 +393,7 @@ impl Run {
                 self.report.warnings.push(format!("on_failure hook: {e}"));
             }
         }
-        if let Some(l) = self.server_lock.take() {
-            l.release(self.engine.connector.read_timeout()).await;
-        }
+        self.release_server_lock().await;
         if let Some(lock) = self.lock.take() {
             if let Err(e) = self.engine.store.unlock_cluster(&lock, &self.report.id) {
                 self.report.warnings.push(format!("releasing the cluster lock: {e}"));
@@ -454,7 +454,7 @@ impl Run {
             }
         };
         let mut cluster = discover(self).await?;
-        self.inputs = plan_inputs(self.cfg(), store.as_ref()).map_err(|source| TakeoverError::Store { phase, source })?;
+        self.inputs = self.engine.plan_inputs().map_err(|source| TakeoverError::Store { phase, source })?;
         if !self.req.dry_run {
             // One takeover per cluster, named after the alias when there is one (stable across
             // takeovers), else after the cluster's name. Two locks: the store's (this process and
@@ -659,23 +659,23 @@ impl Run {
         }
         let c = self.cluster.as_ref().expect("resolved");
         let mut checks = plan::check_designated(c, &master, &d, &self.inputs);
-        if stopped_cleanly && self.req.dry_run {
-            for ch in checks.iter_mut().filter(|ch| ch.name == "replication_running" || ch.name == "lag_within_limit") {
-                ch.ok = true;
-                ch.detail = format!("{} (stopped cleanly: started and caught up before the takeover)", ch.detail);
-            }
-        }
-        // Just started (or still connecting) and proven caught up by the server-side wait: an IO
-        // thread that has not finished connecting is not a reason to refuse (Seconds_Behind_Master
-        // reads NULL until it has). Catch-up after the fence still waits for it, bounded.
-        let waited = !self.req.dry_run && (stopped_cleanly || connecting);
+        // Replication that a takeover starts (dry run) or just started and proved caught up with
+        // the server-side wait (its IO thread may still be connecting, with a NULL lag) is not a
+        // reason to refuse. Catch-up after the fence still waits for it, bounded.
         let io_connecting_cleanly = c.instance(&d).and_then(|i| i.replication.as_ref()).is_some_and(|r| {
             r.sql_thread.running() && matches!(r.io_thread, ThreadState::Connecting | ThreadState::Preparing) && !r.broken()
         });
-        if waited && io_connecting_cleanly {
+        let accepted = if stopped_cleanly && self.req.dry_run {
+            Some("stopped cleanly: started and caught up before the takeover")
+        } else if !self.req.dry_run && (stopped_cleanly || connecting) && io_connecting_cleanly {
+            Some("the IO thread is still connecting; the replica executed the master's position")
+        } else {
+            None
+        };
+        if let Some(why) = accepted {
             for ch in checks.iter_mut().filter(|ch| ch.name == "replication_running" || ch.name == "lag_within_limit") {
                 ch.ok = true;
-                ch.detail = format!("{} (the IO thread is still connecting; the replica executed the master's position)", ch.detail);
+                ch.detail = format!("{} ({why})", ch.detail);
             }
         }
         // The replicas will log in to the designated replica with the replication account: prove
@@ -799,12 +799,7 @@ impl Run {
         let mut promote = shown(ops::statements::reset_replication(dd.as_ref()));
         promote.extend(shown(ops::statements::set_read_only(dd.as_ref(), false, lock_wait)));
         step(Phase::Promote, &d, "forget replication, read_only off".into(), promote);
-        let position = match c.instance(&master).map(|i| i.flavor) {
-            Some(Flavor::MySql) => SourcePosition::AutoPosition,
-            _ => SourcePosition::GtidCurrentPos,
-        };
-        let spec = self.replication_spec(&d, position, self.uses_tls(&d));
-        let start = self.req.auto || self.req.start_replication;
+        let (spec, start) = self.old_master_spec(&master, &d);
         step(
             Phase::RepointOldMaster,
             &master,
@@ -827,6 +822,21 @@ impl Run {
             password: r.password.expose().to_string(),
             position,
             tls: tls || r.tls,
+        }
+    }
+
+    /// How the demoted master replicates from the new one, and whether its replication starts.
+    fn old_master_spec(&self, master: &InstanceKey, d: &InstanceKey) -> (SourceSpec, bool) {
+        let position = match self.cluster.as_ref().and_then(|c| c.instance(master)).map(|i| i.flavor) {
+            Some(Flavor::MySql) => SourcePosition::AutoPosition,
+            _ => SourcePosition::GtidCurrentPos, // its own writes are in gtid_binlog_pos, not gtid_slave_pos
+        };
+        (self.replication_spec(d, position, self.uses_tls(d)), self.report.start_old_master_replication)
+    }
+
+    async fn release_server_lock(&mut self) {
+        if let Some(l) = self.server_lock.take() {
+            l.release(self.engine.connector.read_timeout()).await;
         }
     }
 
@@ -982,13 +992,7 @@ impl Run {
         let now = ops::own_position(self.conn(), &master).await.map_err(sql)?;
         let fenced = self.fenced_position.clone().expect("caught up");
         let moved = now.gtid != fenced.gtid;
-        let flavor = self.cluster.as_ref().and_then(|c| c.instance(&master)).map(|i| i.flavor);
-        let position = match flavor {
-            Some(Flavor::MySql) => SourcePosition::AutoPosition,
-            _ => SourcePosition::GtidCurrentPos, // its own writes are in gtid_binlog_pos, not gtid_slave_pos
-        };
-        let spec = self.replication_spec(&d, position, self.uses_tls(&d));
-        let start = self.req.auto || self.req.start_replication;
+        let (spec, start) = self.old_master_spec(&master, &d);
         self.ops.push(ops::repoint(self.conn(), &master, &spec, start).await.map_err(sql)?);
         self.report.old_master_repointed = true;
         self.detail = format!("{master} replicates from {d}{}", if start { " (started)" } else { " (not started)" });

@@ -194,7 +194,7 @@ impl Run {
             (false, true) => {
                 if mode == RecoverMode::Abort {
                     let e = self.refused(format!("{d} was promoted and may have taken writes: run a takeover back to {old} instead"));
-                    self.release().await;
+                    self.release_server_lock().await;
                     return Err(e);
                 }
                 self.promoted = true;
@@ -206,7 +206,7 @@ impl Run {
             (_, false) => {
                 if mode == RecoverMode::Resume {
                     let e = self.refused("it had not promoted: recover or abort it (that rolls it back), then start a new takeover");
-                    self.release().await;
+                    self.release_server_lock().await;
                     return Err(e);
                 }
                 if oi.read_only {
@@ -367,12 +367,6 @@ impl Run {
         }
     }
 
-    async fn release(&mut self) {
-        if let Some(l) = self.server_lock.take() {
-            l.release(self.engine.connector.read_timeout()).await;
-        }
-    }
-
     /// Records the settlement, releases the locks, journals the final state.
     async fn close(mut self, mode: RecoverMode, last_phase: Option<Phase>, found: String, action: String, status: Status) -> TakeoverReport {
         warn!(id = %self.report.id, ?last_phase, %found, %action, status = status.as_str(), "interrupted takeover settled");
@@ -380,7 +374,7 @@ impl Run {
         self.report.status = status;
         if status == Status::NeedsOperator {
             // The store lock stays with the takeover: nothing else may start on this cluster.
-            self.release().await;
+            self.release_server_lock().await;
             self.lock = None;
             self.journal();
             return self.report;

@@ -357,14 +357,6 @@ fn recovery_json(r: &TakeoverReport) -> Value {
 
 // ---- handlers ---------------------------------------------------------------------------------
 
-fn inputs(s: &AppState) -> Result<PlanInputs, ApiError> {
-    Ok(PlanInputs {
-        rules: s.engine.store.promotion_rules()?.into_iter().map(|r| (r.instance, r.rule)).collect(),
-        downtimes: s.engine.store.downtimes()?.into_iter().map(|d| (d.instance.clone(), d)).collect(),
-        ..Default::default()
-    })
-}
-
 /// `{a}`, `{host}/{port}`, `{hint}/{dhost}/{dport}`, `{host}/{port}/{dhost}/{dport}`.
 async fn takeover(State(s): State<AppState>, Path(parts): Path<Vec<String>>, auto: bool) -> OrcResult {
     let (hint_text, designated) = match parts.as_slice() {
@@ -411,7 +403,7 @@ async fn clusters_info(State(s): State<AppState>) -> OrcResult {
 
 async fn live(s: &AppState, h: &str) -> Result<(Cluster, PlanInputs), ApiError> {
     let c = discover(s, &hint(h)?).await?;
-    Ok((c, inputs(s)?))
+    Ok((c, s.engine.plan_inputs()?))
 }
 
 async fn cluster(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
