@@ -164,6 +164,10 @@ pub struct HttpConfig {
     /// Bearer tokens: name = { sha256 = "hex of the token", role = "read" | "admin" }
     /// (`baton hash-token` makes a token and its hash).
     pub tokens: BTreeMap<String, HttpToken>,
+    /// Origins (`scheme://host[:port]`) besides this service's own whose browser requests may
+    /// change state (the console behind a proxy under another name). Every other cross-site
+    /// request to a state-changing route is refused.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -205,6 +209,7 @@ impl Default for HttpConfig {
             request_timeout_ms: 120_000,
             users: BTreeMap::new(),
             tokens: BTreeMap::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }

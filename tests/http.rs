@@ -55,12 +55,18 @@ struct Answer {
 }
 
 async fn call(s: &Server, method: Method, uri: &str, auth: Option<&str>, body: &str) -> Answer {
+    let json = !body.is_empty() || matches!(method, Method::POST | Method::PUT);
+    let headers: &[(&str, &str)] = if json { &[("content-type", "application/json")] } else { &[] };
+    call_with(s, method, uri, auth, body, headers).await
+}
+
+async fn call_with(s: &Server, method: Method, uri: &str, auth: Option<&str>, body: &str, headers: &[(&str, &str)]) -> Answer {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }
-    if !body.is_empty() {
-        req = req.header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let resp = s.app.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
     let status = resp.status();
@@ -200,4 +206,69 @@ async fn orchestrator_routes_can_be_switched_off() {
         assert_eq!(r.body["error"]["code"], "not_found");
     }
     assert_eq!(call(&s, Method::GET, "/api/v1/takeovers", None, "").await.status, StatusCode::OK);
+}
+
+/// Trust boundary: a web page cannot drive a change (issue 13, item 6). With auth `none` on
+/// loopback, a `text/plain` POST, a foreign Origin, or Sec-Fetch-Site cross-site is refused on
+/// every state-changing route, orchestrator's GET routes included; curl-style clients pass.
+#[tokio::test]
+async fn cross_site_requests_are_refused() {
+    let s = server(AuthMode::None).await;
+    let takeover = "/api/v1/clusters/nosuch/takeover";
+    let body = r#"{"auto":true}"#;
+    let plain = [("content-type", "text/plain")];
+    let r = call_with(&s, Method::POST, takeover, None, body, &plain).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("application/json"));
+    let r = call_with(&s, Method::POST, takeover, None, "", &[]).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let foreign = [("content-type", "application/json"), ("host", "127.0.0.1:3000"), ("origin", "http://evil.example")];
+    let r = call_with(&s, Method::POST, takeover, None, body, &foreign).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("evil.example"));
+    let fetch = [("content-type", "application/json"), ("sec-fetch-site", "cross-site")];
+    assert_eq!(call_with(&s, Method::POST, takeover, None, body, &fetch).await.status, StatusCode::FORBIDDEN);
+    // orchestrator's GET takeover route, as an <img> on another site would request it.
+    for uri in ["/api/graceful-master-takeover-auto/nosuch", "/api/begin-downtime/db1/3306/me/why", "/api/register-candidate/db1/3306/prefer"] {
+        let img = [("sec-fetch-site", "cross-site")];
+        assert_eq!(call_with(&s, Method::GET, uri, None, "", &img).await.status, StatusCode::FORBIDDEN, "{uri}");
+        let img = [("origin", "http://evil.example"), ("host", "127.0.0.1:3000")];
+        assert_eq!(call_with(&s, Method::GET, uri, None, "", &img).await.status, StatusCode::FORBIDDEN, "{uri}");
+    }
+    // Reads stay open to pages (nothing changes), and a same-origin or header-less client passes.
+    let r = call_with(&s, Method::GET, "/api/v1/takeovers", None, "", &[("sec-fetch-site", "cross-site")]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let same = [("content-type", "application/json"), ("host", "127.0.0.1:3000"), ("origin", "http://127.0.0.1:3000")];
+    assert_eq!(call_with(&s, Method::POST, takeover, None, body, &same).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(call(&s, Method::POST, takeover, None, body).await.status, StatusCode::NOT_FOUND);
+    let r = call(&s, Method::GET, "/api/graceful-master-takeover-auto/nosuch", None, "").await;
+    assert_eq!(r.body["Code"], "ERROR", "orchestrator-client's request reaches the route: {}", r.body);
+    assert_eq!(call(&s, Method::GET, "/healthz", None, "").await.status, StatusCode::OK);
+}
+
+/// Trust boundary: durations that overflow or make no sense are 400 naming the field (issue 13,
+/// item 7); "forever" is a rule without `duration_s`.
+#[tokio::test]
+async fn bad_durations_are_refused() {
+    let s = server(AuthMode::None).await;
+    let rule = "/api/v1/instances/db1/3306/promotion-rule";
+    for d in ["18446744073709551615", "0", "400000000"] {
+        let r = call(&s, Method::PUT, rule, None, &format!(r#"{{"rule":"must_not","duration_s":{d}}}"#)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{d}: {}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("duration_s"), "{}", r.body);
+        let r = call(&s, Method::PUT, "/api/v1/instances/db1/3306/downtime", None, &format!(r#"{{"owner":"me","reason":"r","duration_s":{d}}}"#)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{d}: {}", r.body);
+    }
+    let r = call(&s, Method::PUT, rule, None, r#"{"rule":"must_not","duration_s":-5}"#).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    for d in ["99999999999999999999d", "9999999999999999d", "0"] {
+        let r = call(&s, Method::GET, &format!("/api/begin-downtime/db1/3306/me/why/{d}"), None, "").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{d}: {}", r.body);
+    }
+    // Forever: no duration; a rule that lasts is listed without an expiry.
+    let r = call(&s, Method::PUT, rule, None, r#"{"rule":"must_not"}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body["until"].is_null());
+    let r = call(&s, Method::PUT, rule, None, r#"{"rule":"must_not","duration_s":3600}"#).await;
+    assert!(r.body["until"].as_i64().unwrap() > baton::store::now_unix());
 }

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use super::CliResult;
 use crate::config::Config;
-use crate::store::{now_unix, Downtime, PromotionRule, RuleEntry, SqliteStore, Store};
+use crate::store::{expiry_after, Downtime, PromotionRule, RuleEntry, SqliteStore, Store};
 use crate::topology::InstanceKey;
 
 #[derive(Args)]
@@ -84,9 +84,9 @@ pub enum RuleCmd {
     Set {
         instance: InstanceKey,
         rule: PromotionRule,
-        /// Expire after this many seconds.
+        /// Expire after this many seconds (leave out for no expiry).
         #[arg(long)]
-        duration_s: Option<i64>,
+        duration_s: Option<u64>,
     },
     Clear { instance: InstanceKey },
     List,
@@ -96,7 +96,8 @@ pub fn rule(cfg: &Config, cmd: RuleCmd) -> CliResult {
     let store = SqliteStore::open(&cfg.paths.data_dir)?;
     match cmd {
         RuleCmd::Set { instance, rule, duration_s } => {
-            store.set_promotion_rule(&RuleEntry { instance, rule, until: duration_s.map(|d| now_unix() + d) })?
+            let until = duration_s.map(|d| expiry_after("--duration-s", d)).transpose()?;
+            store.set_promotion_rule(&RuleEntry { instance, rule, until })?
         }
         RuleCmd::Clear { instance } => store.clear_promotion_rule(&instance)?,
         RuleCmd::List => {
@@ -117,7 +118,7 @@ pub enum DowntimeCmd {
         #[arg(long)]
         reason: String,
         #[arg(long, default_value_t = 3600)]
-        duration_s: i64,
+        duration_s: u64,
     },
     End { instance: InstanceKey },
     List,
@@ -127,10 +128,8 @@ pub fn downtime(cfg: &Config, cmd: DowntimeCmd) -> CliResult {
     let store = SqliteStore::open(&cfg.paths.data_dir)?;
     match cmd {
         DowntimeCmd::Begin { instance, owner, reason, duration_s } => {
-            if duration_s <= 0 {
-                return Err("--duration-s must be positive".into());
-            }
-            store.begin_downtime(&Downtime { instance, owner, reason, until: now_unix() + duration_s })?
+            let until = expiry_after("--duration-s", duration_s)?;
+            store.begin_downtime(&Downtime { instance, owner, reason, until })?
         }
         DowntimeCmd::End { instance } => {
             if !store.end_downtime(&instance)? {

@@ -18,7 +18,7 @@ use super::error::{key_from_parts, ApiError};
 use super::native::{discover, hint};
 use super::AppState;
 use crate::engine::{PlanInputs, Status, TakeoverReport, TakeoverRequest};
-use crate::store::{now_unix, Downtime, PromotionRule, RuleEntry};
+use crate::store::{expiry_after, now_unix, Downtime, PromotionRule, RuleEntry};
 use crate::topology::{BinlogCoordinates, Cluster, Flavor, GtidMode, GtidState, InstanceKey, Member, ThreadState};
 
 pub fn routes() -> Router<AppState> {
@@ -487,11 +487,11 @@ async fn register_candidate(State(s): State<AppState>, Path((host, port, rule)):
     Ok(ok("Registered candidate", key(Some(&k))))
 }
 
-/// `3600`, `90s`, `30m`, `2h`, `1d`.
-fn duration_s(text: &str) -> Result<i64, ApiError> {
+/// `3600`, `90s`, `30m`, `2h`, `1d`, in seconds, checked by `expiry_after` when used.
+fn duration_s(text: &str) -> Result<u64, ApiError> {
     let bad = || ApiError::BadRequest(format!("duration '{text}': a number with an optional unit s, m, h or d"));
     let (num, unit) = text.find(|c: char| !c.is_ascii_digit()).map(|i| text.split_at(i)).unwrap_or((text, "s"));
-    let n: i64 = num.parse().map_err(|_| bad())?;
+    let n: u64 = num.parse().map_err(|_| bad())?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,
@@ -499,7 +499,7 @@ fn duration_s(text: &str) -> Result<i64, ApiError> {
         "d" => 86_400,
         _ => return Err(bad()),
     };
-    Some(n * mult).filter(|d| *d > 0).ok_or_else(bad)
+    n.checked_mul(mult).filter(|d| *d > 0).ok_or_else(bad)
 }
 
 async fn begin_downtime(State(s): State<AppState>, Path(parts): Path<Vec<String>>) -> OrcResult {
@@ -511,7 +511,8 @@ async fn begin_downtime(State(s): State<AppState>, Path(parts): Path<Vec<String>
         Some(d) => duration_s(d)?,
         None => 3600,
     };
-    let d = Downtime { instance: k.clone(), owner: owner.clone(), reason: reason.clone(), until: now_unix() + secs };
+    let until = expiry_after("duration", secs).map_err(ApiError::BadRequest)?;
+    let d = Downtime { instance: k.clone(), owner: owner.clone(), reason: reason.clone(), until };
     s.engine.store.begin_downtime(&d).map_err(ApiError::from)?;
     Ok(ok("Downtime begun", key(Some(&k))))
 }

@@ -11,6 +11,7 @@
 //! no takeover logic.
 
 pub mod auth;
+pub mod browser;
 pub mod compat;
 pub mod error;
 pub mod metrics;
@@ -29,7 +30,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{info, warn};
 
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Config, Role};
 use crate::engine::Engine;
 use crate::lua::{Env, ReloadEvent, ScriptHost};
 use crate::mysql::Connector;
@@ -90,10 +91,17 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     let open = path == "/healthz" || path == "/metrics";
     let resp = match open {
         true => next.run(req).await,
-        false => match state.auth.check(req.headers(), Auth::needed(req.method(), &path)) {
-            Ok(()) => next.run(req).await,
-            Err(e) => e.into_response(),
-        },
+        false => {
+            let needed = Auth::needed(req.method(), &path);
+            let checked = state.auth.check(req.headers(), needed).and_then(|()| match needed {
+                Role::Admin => browser::check_state_changing(req.method(), &path, req.headers(), &state.cfg.http.allowed_origins),
+                Role::Read => Ok(()),
+            });
+            match checked {
+                Ok(()) => next.run(req).await,
+                Err(e) => e.into_response(),
+            }
+        }
     };
     state.metrics.request(&route, resp.status().as_u16());
     resp

@@ -19,7 +19,7 @@ use super::track::TrackEvent;
 use super::AppState;
 use crate::discovery;
 use crate::engine::{PhaseEvent, RefusalKind, Status, TakeoverReport, TakeoverRequest};
-use crate::store::{now_unix, Downtime, PromotionRule, RuleEntry};
+use crate::store::{expiry_after, Downtime, PromotionRule, RuleEntry};
 use crate::topology::InstanceKey;
 
 pub fn routes() -> Router<AppState> {
@@ -264,7 +264,7 @@ async fn set_rule(State(s): State<AppState>, Path((host, port)): Path<(String, S
     let key = key_from_parts(&host, &port)?;
     let b: RuleBody = body(&bytes)?;
     let rule: PromotionRule = b.rule.parse().map_err(ApiError::BadRequest)?;
-    let until = b.duration_s.map(|d| now_unix() + d as i64);
+    let until = b.duration_s.map(|d| expiry_after("duration_s", d)).transpose().map_err(ApiError::BadRequest)?;
     s.engine.store.set_promotion_rule(&RuleEntry { instance: key.clone(), rule, until })?;
     Ok(Json(json!({ "instance": key, "rule": rule, "until": until })))
 }
@@ -286,10 +286,11 @@ struct DowntimeBody {
 async fn begin_downtime(State(s): State<AppState>, Path((host, port)): Path<(String, String)>, bytes: Bytes) -> Result<Json<Downtime>, ApiError> {
     let key = key_from_parts(&host, &port)?;
     let b: DowntimeBody = body(&bytes)?;
-    if b.owner.trim().is_empty() || b.reason.trim().is_empty() || b.duration_s == 0 {
-        return Err(ApiError::BadRequest("owner and reason must not be empty, duration_s must be greater than 0".into()));
+    if b.owner.trim().is_empty() || b.reason.trim().is_empty() {
+        return Err(ApiError::BadRequest("owner and reason must not be empty".into()));
     }
-    let d = Downtime { instance: key, owner: b.owner, reason: b.reason, until: now_unix() + b.duration_s as i64 };
+    let until = expiry_after("duration_s", b.duration_s).map_err(ApiError::BadRequest)?;
+    let d = Downtime { instance: key, owner: b.owner, reason: b.reason, until };
     s.engine.store.begin_downtime(&d)?;
     Ok(Json(d))
 }

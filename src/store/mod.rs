@@ -96,6 +96,22 @@ pub fn now_unix() -> i64 {
     now_unix_ms() / 1000
 }
 
+/// The longest expiry Baton accepts for a promotion rule or a downtime: ten years. Longer is a
+/// mistake (or an overflow in the making); "forever" is spelled by leaving the duration out
+/// where a route allows it.
+pub const MAX_DURATION_S: u64 = 10 * 366 * 86_400;
+
+/// The expiry (unix seconds) `duration_s` from now, or an error naming `field` when the duration
+/// is 0 or longer than [`MAX_DURATION_S`].
+pub fn expiry_after(field: &str, duration_s: u64) -> Result<i64, String> {
+    if duration_s == 0 || duration_s > MAX_DURATION_S {
+        return Err(format!(
+            "{field}: {duration_s} is not a duration from 1 to {MAX_DURATION_S} seconds (ten years); leave it out for no expiry where that is allowed"
+        ));
+    }
+    Ok(now_unix() + duration_s as i64)
+}
+
 pub fn now_unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
