@@ -126,6 +126,14 @@ pub struct ScriptsConfig {
     pub allow_shell: bool,
     /// `baton.http.post(...)`: send HTTP requests.
     pub allow_http: bool,
+    /// The write primitives for hooks (`baton.read_only`, `stop_replication`, `start_replication`,
+    /// `repoint`, `kill_connections`): off unless switched on. The policy never has them, and no
+    /// script has them during a dry run. Every call is recorded in the running phase.
+    pub allow_writes: bool,
+    /// The account `baton.query` runs as (a low-privilege one: SELECT and PROCESS, say). Empty:
+    /// the topology account.
+    pub query_user: String,
+    pub query_password: Secret,
     /// Free-form settings handed to the scripts as `baton.settings` (e.g. the commands of
     /// `hooks/orchestrator_compat.lua`, a webhook URL, a data centre map).
     pub settings: toml::Table,
@@ -141,6 +149,9 @@ impl Default for ScriptsConfig {
             reload_debounce_ms: 200,
             allow_shell: false,
             allow_http: false,
+            allow_writes: false,
+            query_user: String::new(),
+            query_password: Secret::default(),
             settings: toml::Table::new(),
         }
     }
@@ -235,6 +246,17 @@ impl Default for Credentials {
     /// The replication account of `baton sandbox` topologies.
     fn default() -> Self {
         Credentials { user: "repl".into(), password: Secret::new("repl"), tls: false, tls_skip_verify: false }
+    }
+}
+
+impl ScriptsConfig {
+    /// `baton.query`'s account, when one of its own is configured: TLS settings as the topology's.
+    pub fn query_credentials(&self, topology: &TopologyConfig) -> Option<Credentials> {
+        (!self.query_user.is_empty()).then(|| Credentials {
+            user: self.query_user.clone(),
+            password: self.query_password.clone(),
+            ..topology.credentials()
+        })
     }
 }
 
@@ -358,6 +380,8 @@ impl Config {
                 "BATON_SCRIPTS_DIR" => self.paths.scripts_dir = v.into(),
                 "BATON_HOOKS_DIR" => self.paths.hooks_dir = v.into(),
                 "BATON_POLICY" => self.scripts.policy = v.clone(),
+                "BATON_SCRIPTS_QUERY_USER" => self.scripts.query_user = v.clone(),
+                "BATON_SCRIPTS_QUERY_PASSWORD" => self.scripts.query_password = Secret::new(v.clone()),
                 "BATON_LISTEN" => self.http.listen = v.clone(),
                 "BATON_CONNECT_TIMEOUT_MS" => {
                     self.topology.connect_timeout_ms = v.parse().map_err(|_| bad("not a number of milliseconds"))?

@@ -451,7 +451,7 @@ async fn hooks_that_time_out_or_fail() {
         let cfg = cfg.clone();
         async move {
             let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir).unwrap());
-            let env = Arc::new(Env { cfg: Arc::new(cfg.clone()), connector: Arc::new(Connector::new(&cfg)), store });
+            let env = Env::new(&cfg, store);
             let host = ScriptHost::start(env.clone()).await.unwrap();
             Engine::new(env.cfg.clone(), env.connector.clone(), env.store.clone(), host)
         }

@@ -11,7 +11,6 @@ use std::time::Duration;
 use baton::config::Config;
 use baton::engine::{plan, Choice, HookContext, HookPhase, PhaseTiming, PlanInputs, PolicyInput};
 use baton::lua::{watch, Env, LoadedScripts, ReloadEvent, ScriptError, ScriptHost, Sources};
-use baton::mysql::Connector;
 use baton::store::{PromotionRule, SqliteStore, Store};
 use baton::topology::{Cluster, InstanceKey};
 
@@ -44,7 +43,7 @@ impl Dirs {
 
     fn env(&self) -> Arc<Env> {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
-        Arc::new(Env { cfg: Arc::new(self.cfg.clone()), connector: Arc::new(Connector::new(&self.cfg)), store })
+        Env::new(&self.cfg, store)
     }
 
     async fn load(&self) -> Result<LoadedScripts, ScriptError> {

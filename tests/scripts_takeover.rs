@@ -19,7 +19,7 @@ use common::*;
 /// An engine whose scripts are the Lua host over `scripts_dir` and `hooks_dir`.
 async fn lua_engine(cfg: &Config) -> (Engine, Arc<ScriptHost>) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir).unwrap());
-    let env = Arc::new(Env { cfg: Arc::new(cfg.clone()), connector: Arc::new(Connector::new(cfg)), store });
+    let env = Env::new(cfg, store);
     let host = ScriptHost::start(env.clone()).await.unwrap_or_else(|e| panic!("scripts: {e}"));
     (Engine::new(env.cfg.clone(), env.connector.clone(), env.store.clone(), host.clone()), host)
 }

@@ -10,7 +10,6 @@ use super::CliResult;
 use crate::config::Config;
 use crate::engine::{plan, Choice, HookContext, HookPhase, NoScripts, PlanInputs, PolicyInput, Scripts};
 use crate::lua::{watch, Env, LoadedScripts, ReloadEvent, ScriptHost, Sources};
-use crate::mysql::Connector;
 use crate::store::SqliteStore;
 use crate::topology::{Cluster, Instance, InstanceKey, Member};
 
@@ -67,7 +66,7 @@ fn hook_ctx() -> HookContext {
 }
 
 fn env(cfg: &Config) -> Result<Arc<Env>, Box<dyn std::error::Error>> {
-    Ok(Arc::new(Env { cfg: Arc::new(cfg.clone()), connector: Arc::new(Connector::new(cfg)), store: Arc::new(SqliteStore::in_memory()?) }))
+    Ok(Env::new(cfg, Arc::new(SqliteStore::in_memory()?)))
 }
 
 pub async fn run(runs: usize, candidates: usize) -> CliResult {

@@ -9,7 +9,6 @@ use super::CliResult;
 use crate::config::Config;
 use crate::engine::{plan, Choice, HookPhase, PlanInputs, PolicyInput};
 use crate::lua::{watch, Env, LoadedScripts, ReloadEvent, ScriptHost, Sources};
-use crate::mysql::Connector;
 use crate::store::{PromotionRule, SqliteStore, Store};
 use crate::topology::{Cluster, InstanceKey};
 
@@ -48,7 +47,7 @@ pub struct TestArgs {
 /// Scripts loaded for offline use: no stored state, connections only if a script asks.
 fn offline_env(cfg: &Config) -> Result<Arc<Env>, Box<dyn std::error::Error>> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory()?);
-    Ok(Arc::new(Env { cfg: Arc::new(cfg.clone()), connector: Arc::new(Connector::new(cfg)), store }))
+    Ok(Env::new(cfg, store))
 }
 
 pub async fn run(cfg: &Config, cmd: ScriptCmd) -> CliResult {

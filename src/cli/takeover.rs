@@ -6,7 +6,6 @@ use super::CliResult;
 use crate::config::Config;
 use crate::engine::{Engine, Outcome, PhaseEvent, RecoverMode, Status, TakeoverReport, TakeoverRequest};
 use crate::lua::{Env, ScriptHost};
-use crate::mysql::Connector;
 use crate::store::{SqliteStore, Store};
 use crate::topology::InstanceKey;
 
@@ -50,7 +49,7 @@ pub struct TakeoverArgs {
 /// hooks (a script that does not load stops here: nothing runs without the operator's hooks).
 pub async fn engine(cfg: &Config) -> Result<Engine, Box<dyn std::error::Error>> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir)?);
-    let env = Arc::new(Env { cfg: Arc::new(cfg.clone()), connector: Arc::new(Connector::new(cfg)), store });
+    let env = Env::new(cfg, store);
     let host = ScriptHost::start(env.clone()).await?;
     Ok(Engine::new(env.cfg.clone(), env.connector.clone(), env.store.clone(), host))
 }

@@ -33,7 +33,6 @@ use tracing::{info, warn};
 use crate::config::{AuthMode, Config, Role};
 use crate::engine::Engine;
 use crate::lua::{Env, ReloadEvent, ScriptHost};
-use crate::mysql::Connector;
 use crate::store::{SqliteStore, Store};
 use auth::Auth;
 use error::ApiError;
@@ -55,7 +54,7 @@ impl AppState {
     /// Builds the state from the config: store, connector, scripts (which must load).
     pub async fn new(cfg: &Config) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir)?);
-        let env = Arc::new(Env { cfg: Arc::new(cfg.clone()), connector: Arc::new(Connector::new(cfg)), store });
+        let env = Env::new(cfg, store);
         let scripts = ScriptHost::start(env.clone()).await?;
         let engine = Engine::new(env.cfg.clone(), env.connector.clone(), env.store.clone(), scripts.clone());
         Ok(AppState {

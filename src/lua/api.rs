@@ -92,7 +92,7 @@ pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
         let e = e.clone();
         async move {
             let params = params.unwrap_or_default().into_iter().map(sql_param).collect::<mlua::Result<Vec<_>>>()?;
-            let rows = ops::read_query(&e.connector, &key(&k)?, &sql, params).await.map_err(err)?;
+            let rows = ops::read_query(&e.query, &key(&k)?, &sql, params).await.map_err(err)?;
             let out = lua.create_table()?;
             for r in rows {
                 let t = lua.create_table()?;

@@ -72,7 +72,20 @@ impl ScriptError {
 pub struct Env {
     pub cfg: Arc<Config>,
     pub connector: Arc<Connector>,
+    /// `baton.query`'s connections: `scripts.query_user` where configured, else `connector`.
+    pub query: Arc<Connector>,
     pub store: Arc<dyn Store>,
+}
+
+impl Env {
+    pub fn new(cfg: &Config, store: Arc<dyn Store>) -> Arc<Env> {
+        let connector = Arc::new(Connector::new(cfg));
+        let query = match cfg.scripts.query_credentials(&cfg.topology) {
+            Some(c) => Arc::new(Connector::with_credentials(cfg, c)),
+            None => connector.clone(),
+        };
+        Arc::new(Env { cfg: Arc::new(cfg.clone()), connector, query, store })
+    }
 }
 
 /// The files of one version, read from disk at once.

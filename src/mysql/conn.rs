@@ -83,8 +83,13 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(cfg: &Config) -> Connector {
+        Connector::with_credentials(cfg, cfg.topology.credentials())
+    }
+
+    /// A connector with another account (`baton.query`'s), the topology's timeouts and pool size.
+    pub fn with_credentials(cfg: &Config, credentials: Credentials) -> Connector {
         Connector {
-            credentials: cfg.topology.credentials(),
+            credentials,
             connect_timeout: cfg.connect_timeout(),
             read_timeout: cfg.read_timeout(),
             pool_max: cfg.topology.pool_max,

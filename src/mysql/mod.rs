@@ -8,6 +8,7 @@ pub mod dialect;
 pub mod ops;
 
 pub mod probe;
+pub mod readonly;
 pub mod workload;
 
 pub use conn::{Connector, RowMap};

@@ -283,16 +283,17 @@ pub mod statements {
     }
 }
 
-/// A read-only query for operator scripts (`baton.query`): one statement that starts with
-/// SELECT, SHOW, WITH, EXPLAIN or DESCRIBE, run in a read-only transaction, with positional
-/// parameters bound by the server (never spliced into the text). Rows come back as text.
+/// A read-only query for operator scripts (`baton.query`): one `SELECT` or `SHOW` admitted by
+/// `readonly::check` (parsed, no INTO, no file or lock functions, no locking reads), run in a
+/// read-only transaction, with positional parameters bound by the server (never spliced into the
+/// text). Rows come back as text.
 pub async fn read_query(
     conn: &Connector,
     key: &InstanceKey,
     sql: &str,
     params: Vec<mysql_async::Value>,
 ) -> Result<Vec<super::RowMap>, SqlError> {
-    check_read_only_statement(sql).map_err(|detail| SqlError::Unexpected {
+    super::readonly::check(sql).map_err(|detail| SqlError::Unexpected {
         instance: key.clone(),
         what: "baton.query".into(),
         detail,
@@ -311,38 +312,4 @@ pub async fn read_query(
     let rows = rows?;
     end?;
     Ok(rows.into_iter().map(super::RowMap::from_row).collect())
-}
-
-/// Why `sql` is not an acceptable read-only statement, if it is not.
-pub fn check_read_only_statement(sql: &str) -> Result<(), String> {
-    let text = sql.trim().trim_end_matches(';').trim();
-    let first = text.split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("").to_ascii_uppercase();
-    if !matches!(first.as_str(), "SELECT" | "SHOW" | "WITH" | "EXPLAIN" | "DESCRIBE" | "DESC") {
-        return Err(format!("only SELECT, SHOW, WITH, EXPLAIN and DESCRIBE are allowed, not `{first}`"));
-    }
-    if text.contains(';') {
-        return Err("one statement only (found ';')".into());
-    }
-    let upper = text.to_ascii_uppercase();
-    if upper.contains("INTO OUTFILE") || upper.contains("INTO DUMPFILE") {
-        return Err("SELECT ... INTO OUTFILE/DUMPFILE writes a file: not allowed".into());
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod read_query_tests {
-    use super::check_read_only_statement as check;
-
-    #[test]
-    fn only_reads_pass() {
-        assert!(check("SELECT @@read_only").is_ok());
-        assert!(check("  show replica status;").is_ok());
-        assert!(check("WITH x AS (SELECT 1) SELECT * FROM x").is_ok());
-        assert!(check("UPDATE t SET a = 1").unwrap_err().contains("UPDATE"));
-        assert!(check("DROP TABLE t").is_err());
-        assert!(check("SELECT 1; DROP TABLE t").unwrap_err().contains("one statement"));
-        assert!(check("SELECT * FROM t INTO OUTFILE '/tmp/x'").is_err());
-        assert!(check("").is_err());
-    }
 }
