@@ -81,7 +81,7 @@ fn ctx(phase: HookPhase) -> HookContext {
 async fn run_pre(d: &Dirs, body: &str) -> Result<String, String> {
     d.write("hooks/h.lua", &format!("return {{ pre_takeover = function(ctx)\n{body}\nend }}"));
     let s = d.load().await.map_err(|e| e.to_string())?;
-    s.run_phase(HookPhase::PreTakeover, &ctx(HookPhase::PreTakeover)).await
+    s.run_phase(HookPhase::PreTakeover, &ctx(HookPhase::PreTakeover)).await.result
 }
 
 #[tokio::test]
@@ -128,16 +128,16 @@ async fn limits_stop_runaway_scripts_and_the_vm_keeps_working() {
     );
     let s = d.load().await.unwrap();
     let c = ctx(HookPhase::PreTakeover);
-    let e = s.run_phase(HookPhase::PreTakeover, &c).await.unwrap_err();
+    let e = s.run_phase(HookPhase::PreTakeover, &c).await.result.unwrap_err();
     assert!(e.contains("instruction limit exceeded"), "{e}");
-    let e = s.run_phase(HookPhase::PreFence, &c).await.unwrap_err();
+    let e = s.run_phase(HookPhase::PreFence, &c).await.result.unwrap_err();
     assert!(e.contains("instruction limit exceeded"), "pcall cannot swallow the limit: {e}");
-    let e = s.run_phase(HookPhase::PostPromote, &c).await.unwrap_err();
+    let e = s.run_phase(HookPhase::PostPromote, &c).await.result.unwrap_err();
     assert!(e.contains("memory"), "{e}");
-    let e = s.run_phase(HookPhase::OnFailure, &c).await.unwrap_err();
+    let e = s.run_phase(HookPhase::OnFailure, &c).await.result.unwrap_err();
     assert!(e.contains("time limit exceeded (2000 ms per call)"), "{e}");
     // The VM is still usable after each of those.
-    s.run_phase(HookPhase::PostTakeover, &c).await.unwrap();
+    s.run_phase(HookPhase::PostTakeover, &c).await.result.unwrap();
 
     // A CPU loop under a large instruction budget is stopped by the time limit.
     let mut d = Dirs::new();
@@ -191,11 +191,11 @@ async fn hooks_run_in_file_name_order_and_a_failure_stops_the_chain() {
     let s = d.load().await.unwrap();
     let names = s.hook_names(HookPhase::PreTakeover);
     assert!(names[0].ends_with("10-a.lua: pre_takeover") && names[1].ends_with("20-b.lua: pre_takeover"), "{names:?}");
-    let e = s.run_phase(HookPhase::PreTakeover, &ctx(HookPhase::PreTakeover)).await.unwrap_err();
+    let e = s.run_phase(HookPhase::PreTakeover, &ctx(HookPhase::PreTakeover)).await.result.unwrap_err();
     assert!(e.contains("20-b.lua: pre_takeover returned false: b vetoes"), "{e}");
-    let e = s.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.unwrap_err();
+    let e = s.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.result.unwrap_err();
     assert!(e.contains("a broke") && e.contains("10-a.lua:1") && e.contains("traceback"), "{e}");
-    assert_eq!(s.run_phase(HookPhase::PreFence, &ctx(HookPhase::PreFence)).await.unwrap(), "no hooks");
+    assert_eq!(s.run_phase(HookPhase::PreFence, &ctx(HookPhase::PreFence)).await.result.unwrap(), "no hooks");
 }
 
 #[tokio::test]
@@ -253,7 +253,7 @@ async fn orchestrator_compat_expands_placeholders_and_sets_orc_variables() {
     let hook = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/orchestrator_compat.lua")).unwrap();
     d.write("hooks/orchestrator_compat.lua", &hook);
     let s = d.load().await.unwrap();
-    s.run_phase(HookPhase::PreTakeover, &ctx(HookPhase::PreTakeover)).await.unwrap();
+    s.run_phase(HookPhase::PreTakeover, &ctx(HookPhase::PreTakeover)).await.result.unwrap();
     let text = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
@@ -261,7 +261,7 @@ async fn orchestrator_compat_expands_placeholders_and_sets_orc_variables() {
         "127.0.0.1:3306 -> 127.0.0.1:3307 main 2 127.0.0.1:3309 graceful-master-takeover-auto {unknownThing}"
     );
     assert_eq!(lines[1], "127.0.0.1 3307 graceful-master-takeover-auto DeadMaster 127.0.0.1:3307,127.0.0.1:3308 t-1");
-    let e = s.run_phase(HookPhase::PostTakeover, &ctx(HookPhase::PostTakeover)).await.unwrap_err();
+    let e = s.run_phase(HookPhase::PostTakeover, &ctx(HookPhase::PostTakeover)).await.result.unwrap_err();
     assert!(e.contains("PostGracefulTakeoverProcesses #1 failed (exit 3)"), "{e}");
 }
 
@@ -276,7 +276,7 @@ async fn webhook_hook_posts_the_context_as_json() {
     let hook = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/notify_webhook.lua")).unwrap();
     d.write("hooks/notify_webhook.lua", &hook);
     let s = d.load().await.unwrap();
-    s.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.unwrap();
+    s.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.result.unwrap();
     let (head, body) = server.await.unwrap();
     assert!(head.to_ascii_lowercase().contains("authorization: bearer x"), "{head}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -475,8 +475,8 @@ async fn proxysql_hook_sends_the_writer_switch() {
     let hook = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/proxysql_writer.lua")).unwrap();
     d.write("hooks/proxysql_writer.lua", &hook);
     let s = d.load().await.unwrap();
-    s.run_phase(HookPhase::PreFence, &ctx(HookPhase::PreFence)).await.unwrap();
-    s.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.unwrap();
+    s.run_phase(HookPhase::PreFence, &ctx(HookPhase::PreFence)).await.result.unwrap();
+    s.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.result.unwrap();
     let sql = std::fs::read_to_string(&out).unwrap();
     assert!(sql.contains("UPDATE mysql_servers SET status='OFFLINE_SOFT' WHERE hostgroup_id=10 AND hostname='127.0.0.1' AND port=3306;"), "{sql}");
     assert!(sql.contains("INSERT INTO mysql_servers (hostgroup_id, hostname, port) VALUES (10, '127.0.0.1', 3307);"), "{sql}");
@@ -486,5 +486,57 @@ async fn proxysql_hook_sends_the_writer_switch() {
     let d2 = Dirs::new();
     d2.write("hooks/proxysql_writer.lua", &hook);
     let s2 = d2.load().await.unwrap();
-    assert_eq!(s2.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.unwrap().contains("ok"), true);
+    assert_eq!(s2.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.result.unwrap().contains("ok"), true);
+}
+
+/// Trust boundary (issue 13, item 4): the policy is pure, a file's top level and a hook without
+/// `scripts.allow_writes` change nothing, and a coroutine the script made gets no writes. With
+/// the switch on, the primitive is reached (here it fails at the probe of a closed port, after the
+/// grant was found, and the attempt is recorded).
+#[tokio::test]
+async fn write_primitives_need_a_hook_and_allow_writes() {
+    let mut d = Dirs::new();
+    d.cfg.scripts.policy = "policy.lua".into();
+    d.cfg.scripts.allow_shell = true;
+    let c = snapshot("mariadb_1_3.json");
+    let master = c.master.clone().unwrap();
+    let (candidates, excluded) = plan::candidates(&c, &master, &PlanInputs::default());
+    let input = Arc::new(PolicyInput { cluster: c.clone(), master, candidates, excluded });
+    for (call, expect) in [
+        ("baton.read_only(cands[1].key, true)", "baton.read_only is not available to the policy"),
+        ("baton.stop_replication(cands[1].key)", "baton.stop_replication is not available to the policy"),
+        ("baton.repoint(cands[1].key, cands[2].key)", "baton.repoint is not available to the policy"),
+        ("baton.kill_connections(cands[1].key)", "not available to the policy"),
+        ("baton.shell('true')", "baton.shell is not available to the policy"),
+        ("baton.http.post('http://127.0.0.1:9/', 'x')", "baton.http.post is not available to the policy"),
+    ] {
+        d.write("scripts/policy.lua", &format!("return {{ choose = function(cluster, cands) {call} return cands[1].key, 'x' end }}"));
+        let s = d.load().await.unwrap();
+        let e = s.run_policy(input.clone()).await.unwrap_err().to_string();
+        assert!(e.contains(expect), "{call}: {e}");
+    }
+    d.write("scripts/policy.lua", "return { choose = function(cluster, cands) return cands[1].key, 'x' end }");
+
+    // At load time.
+    d.write("hooks/top.lua", "baton.read_only('127.0.0.1:1', true)\nreturn {}");
+    let e = d.load().await.err().expect("a top-level write refuses the load").to_string();
+    assert!(e.contains("is not available to") && e.contains("(loading)"), "{e}");
+    std::fs::remove_file(d.root.join("hooks/top.lua")).unwrap();
+
+    // A hook without the switch, and a coroutine inside a hook with it.
+    let e = run_pre(&d, "baton.read_only('127.0.0.1:1', true)").await.unwrap_err();
+    assert!(e.contains("only hooks change servers, with scripts.allow_writes = true"), "{e}");
+    d.cfg.scripts.allow_writes = true;
+    let e = run_pre(&d, "coroutine.wrap(function() baton.read_only('127.0.0.1:1', true) end)()").await.unwrap_err();
+    assert!(e.contains("inside a coroutine the script created"), "{e}");
+    // With it: the primitive runs (and fails to read the closed port's state: nothing is changed
+    // whose undo is unknown). A dry run's context takes the writes away again.
+    let e = run_pre(&d, "baton.read_only('127.0.0.1:1', true)").await.unwrap_err();
+    assert!(e.contains("cannot read the state of 127.0.0.1:1 before changing it"), "{e}");
+    d.write("hooks/h.lua", "return { pre_takeover = function(ctx) baton.read_only('127.0.0.1:1', true) end }");
+    let s = d.load().await.unwrap();
+    let mut dry = ctx(HookPhase::PreTakeover);
+    dry.dry_run = true;
+    let e = s.run_phase(HookPhase::PreTakeover, &dry).await.result.unwrap_err();
+    assert!(e.contains("never in a dry run"), "{e}");
 }

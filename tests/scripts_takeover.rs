@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton::config::Config;
-use baton::engine::{Engine, Phase, Status, TakeoverReport, TakeoverRequest};
+use baton::engine::{Engine, Phase, Status, TakeoverReport, TakeoverRequest, Undo};
 use baton::lua::{watch, Env, ReloadEvent, ScriptHost};
 use baton::mysql::Connector;
 use baton::store::{PromotionRule, RuleEntry, SqliteStore, Store};
@@ -100,6 +100,47 @@ async fn pre_takeover_and_pre_fence_vetoes_leave_the_topology_as_it_was() {
     status(&rep, Status::Planned);
     assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
     assert_eq!(rep.plan.unwrap().hooks["on_failure"].len(), 1);
+    assert_eq!(shape(&t).await, before);
+
+    // Issue 13, item 4: a hook's writes (with scripts.allow_writes) are recorded in their phase
+    // and undone by the refusal or the rollback; without the switch they are refused.
+    std::fs::remove_file(cfg.paths.hooks_dir.join("proxy.lua")).unwrap();
+    let writer = "return {\n  pre_takeover = function(ctx) baton.read_only(ctx.replicas[1], false) end,\n  \
+                  pre_fence = function(ctx) baton.stop_replication(ctx.replicas[2]) return false, 'vetoed after writing' end,\n}";
+    write(&cfg.paths.hooks_dir.join("writer.lua"), writer);
+    let (e, _) = lua_engine(&cfg).await;
+    let rep = e.takeover(auto(&m), None).await;
+    status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("scripts.allow_writes"), "{:?}", rep.errors);
+    assert_eq!(shape(&t).await, before);
+    let mut wcfg = cfg.clone();
+    wcfg.scripts.allow_writes = true;
+    let (e, _) = lua_engine(&wcfg).await;
+    let rep = e.takeover(auto(&m), None).await;
+    status(&rep, Status::RolledBack);
+    assert!(rep.errors[0].contains("vetoed after writing"), "{:?}", rep.errors);
+    let phase = |p: Phase| rep.phases.iter().find(|r| r.name == p).unwrap();
+    let pre = &phase(Phase::PreTakeoverHooks).script_ops;
+    assert_eq!(pre.len(), 1, "{pre:?}");
+    assert_eq!((pre[0].primitive.as_str(), &pre[0].undo), ("read_only", &Undo::ReadOnly { on: true }));
+    assert!(pre[0].statements.iter().any(|s| s.contains("read_only")), "{pre:?}");
+    let fence = &phase(Phase::PreFenceHooks).script_ops;
+    assert_eq!((fence[0].primitive.as_str(), &fence[0].undo), ("stop_replication", &Undo::StartReplication));
+    let rollback = phase(Phase::Rollback);
+    assert!(rollback.detail.contains("undid stop_replication") && rollback.detail.contains("undid read_only"), "{}", rollback.detail);
+    assert_eq!(shape(&t).await, before, "the hooks' writes were undone with the rest");
+    // The audit has them too.
+    let audit = SqliteStore::open(&cfg.paths.data_dir).unwrap().takeover(&rep.id).unwrap().unwrap();
+    assert!(audit.record.to_string().contains("\"primitive\":\"stop_replication\""));
+
+    // A dry run whose policy tries to fence the master: refused, nothing changed.
+    std::fs::remove_file(cfg.paths.hooks_dir.join("writer.lua")).unwrap();
+    write(&cfg.paths.scripts_dir.join("policy.lua"), "return { choose = function(c, cands) baton.read_only(c.master, true) return cands[1].key, 'x' end }");
+    wcfg.scripts.policy = "policy.lua".into();
+    let (e, _) = lua_engine(&wcfg).await;
+    let rep = e.takeover(TakeoverRequest { dry_run: true, ..auto(&m) }, None).await;
+    status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("not available to the policy"), "{:?}", rep.errors);
     assert_eq!(shape(&t).await, before);
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use baton::config::Config;
 use baton::engine::{
-    Engine, HookContext, HookFuture, HookPhase, NoScripts, Phase, ScriptSource, Scripts, Status, TakeoverReport, TakeoverRequest,
+    Engine, HookContext, HookFuture, HookPhase, HookRun, NoScripts, Phase, ScriptSource, Scripts, Status, TakeoverReport, TakeoverRequest,
 };
 use baton::mysql::workload::{rows_of, Sampler, Writer};
 use baton::mysql::{ops, Connector};
@@ -195,7 +195,10 @@ async fn refusals_change_nothing() {
     struct Veto;
     impl Scripts for Veto {
         fn run_hooks<'a>(&'a self, phase: HookPhase, _ctx: &'a HookContext) -> HookFuture<'a> {
-            Box::pin(async move { if phase == HookPhase::PreTakeover { Err("change freeze".into()) } else { Ok("ok".into()) } })
+            Box::pin(async move {
+                let result = if phase == HookPhase::PreTakeover { Err("change freeze".into()) } else { Ok("ok".into()) };
+                HookRun { result, ops: Vec::new() }
+            })
         }
         fn describe_hooks(&self, _phase: HookPhase) -> Vec<String> {
             vec!["veto".into()]

@@ -124,10 +124,10 @@ async fn measure(cfg: &Config, runs: usize, n: usize) -> CliResult {
     let (mut hook_us, mut none_us) = (Vec::new(), Vec::new());
     for _ in 0..runs * 20 {
         let t = Instant::now();
-        loaded.run_hooks(HookPhase::PostPromote, &ctx).await?;
+        loaded.run_hooks(HookPhase::PostPromote, &ctx).await.result?;
         hook_us.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
-        NoScripts.run_hooks(HookPhase::PostPromote, &ctx).await?;
+        NoScripts.run_hooks(HookPhase::PostPromote, &ctx).await.result?;
         none_us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     println!("hook call ({} calls, µs; includes building the context table):", runs * 20);

@@ -124,8 +124,49 @@ pub enum Choice {
     Refused { reason: String },
 }
 
-/// `Ok(summary)` of what ran; `Err(reason)` is a veto in a pre phase and a recorded failure after.
-pub type HookFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+/// How a change a hook made to a server is undone, decided from the server's state just before.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum Undo {
+    /// The call changed nothing (the server was already in that state).
+    Nothing,
+    ReadOnly { on: bool },
+    StopReplication,
+    StartReplication,
+    /// Point the instance back at its previous source (GTID), running or not as before.
+    Repoint { source: InstanceKey, start: bool },
+    /// It cannot be undone (killed connections stay killed); the rollback says so.
+    Impossible { why: String },
+}
+
+/// One call of a write primitive by a hook, recorded in the running phase (report, journal,
+/// audit) and undone by a rollback before promotion.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScriptOp {
+    /// `file: phase` of the hook that called it.
+    pub by: String,
+    /// `read_only`, `stop_replication`, `start_replication`, `repoint`, `kill_connections`.
+    pub primitive: String,
+    pub instance: InstanceKey,
+    /// The statements sent (passwords masked); empty when the call failed before sending any.
+    pub statements: Vec<String>,
+    pub ms: f64,
+    /// The error, when the call failed (the server may then be in either state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub undo: Undo,
+}
+
+/// What running the hooks of one phase did.
+#[derive(Debug, Clone)]
+pub struct HookRun {
+    /// `Ok(summary)` of what ran; `Err(reason)` is a veto in a pre phase and a recorded failure after.
+    pub result: Result<String, String>,
+    /// The write primitives the hooks called, in order (also when a hook then failed).
+    pub ops: Vec<ScriptOp>,
+}
+
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = HookRun> + Send + 'a>>;
 /// `Err` is a failure of the policy itself (error, limit, bad answer), not a refusal.
 pub type ChoiceFuture<'a> = Pin<Box<dyn Future<Output = Result<Choice, String>> + Send + 'a>>;
 
@@ -162,7 +203,7 @@ pub struct NoScripts;
 
 impl Scripts for NoScripts {
     fn run_hooks<'a>(&'a self, _phase: HookPhase, _ctx: &'a HookContext) -> HookFuture<'a> {
-        Box::pin(async { Ok("no hooks".to_string()) })
+        Box::pin(async { HookRun { result: Ok("no hooks".to_string()), ops: Vec::new() } })
     }
     fn describe_hooks(&self, _phase: HookPhase) -> Vec<String> {
         Vec::new()

@@ -33,8 +33,8 @@ use crate::store::{KnownCluster, Store, StoreError};
 use crate::topology::{Cluster, Flavor, GtidMode, InstanceKey, ThreadState};
 
 pub use hooks::{
-    Choice, ChoiceFuture, HookContext, HookFuture, HookPhase, NoScripts, PhaseTiming, PolicyInput, ScriptSource, Scripts,
-    ScriptsVersion,
+    Choice, ChoiceFuture, HookContext, HookFuture, HookPhase, HookRun, NoScripts, PhaseTiming, PolicyInput, ScriptOp,
+    ScriptSource, Scripts, ScriptsVersion, Undo,
 };
 pub use plan::{Candidate, Check, Excluded, PlanInputs};
 pub use recover::{RecoverError, RecoverMode};
@@ -175,8 +175,11 @@ struct Run {
     designated_reset: bool,
     promoted: bool,
     rolled_back: Vec<String>,
+    /// Writes the hooks made before promotion, for the rollback to undo (newest last).
+    hook_writes: Vec<ScriptOp>,
     // Filled by the running phase.
     ops: Vec<OpRecord>,
+    script_ops: Vec<ScriptOp>,
     checks: Vec<Check>,
     detail: String,
 }
@@ -238,7 +241,9 @@ impl Run {
             designated_reset: false,
             promoted: false,
             rolled_back: Vec::new(),
+            hook_writes: Vec::new(),
             ops: Vec::new(),
+            script_ops: Vec::new(),
             checks: Vec::new(),
             detail: String::new(),
         }
@@ -351,6 +356,7 @@ impl Run {
             detail,
             checks: std::mem::take(&mut self.checks),
             ops: std::mem::take(&mut self.ops),
+            script_ops: std::mem::take(&mut self.script_ops),
         };
         info!(phase = phase.name(), ms = rec.duration_ms, outcome = ?outcome, "{}", rec.detail);
         self.emit(PhaseEvent::Finished { id: self.report.id.clone(), record: rec.clone() });
@@ -389,8 +395,13 @@ impl Run {
         if matches!(self.report.status, Status::RolledBack | Status::Failed | Status::PromotedWithErrors) {
             let ctx = self.hook_context(HookPhase::OnFailure);
             let scripts = self.scripts.clone();
-            if let Err(e) = scripts.run_hooks(HookPhase::OnFailure, &ctx).await {
+            let run = scripts.run_hooks(HookPhase::OnFailure, &ctx).await;
+            if let Err(e) = run.result {
                 self.report.warnings.push(format!("on_failure hook: {e}"));
+            }
+            // on_failure is not a phase: its writes go with the last phase recorded.
+            if let Some(last) = self.report.phases.last_mut() {
+                last.script_ops.extend(run.ops);
             }
         }
         self.release_server_lock().await;
@@ -717,7 +728,12 @@ impl Run {
     async fn hooks(&mut self, phase: Phase, hook: HookPhase) -> PhaseResult {
         let ctx = self.hook_context(hook);
         let scripts = self.scripts.clone();
-        match scripts.run_hooks(hook, &ctx).await {
+        let run = scripts.run_hooks(hook, &ctx).await;
+        if !self.promoted {
+            self.hook_writes.extend(run.ops.iter().filter(|op| op.undo != Undo::Nothing).cloned());
+        }
+        self.script_ops.extend(run.ops);
+        match run.result {
             Ok(summary) => {
                 self.detail = summary;
                 Ok(())
@@ -729,24 +745,65 @@ impl Run {
 
     /// Undoes what the check phases did (starting the designated's replication) after a refusal.
     async fn undo_preparation(&mut self) -> bool {
-        if !self.started_designated_replication {
+        if !self.started_designated_replication && self.hook_writes.is_empty() {
             return true;
         }
-        let d = self.designated.clone().expect("chosen");
         let start = Instant::now();
-        let r = ops::stop_replication(self.conn(), &d).await;
-        let ok = r.is_ok();
-        let detail = match r {
-            Ok(op) => {
-                self.ops.push(op);
-                self.rolled_back.push(format!("stopped replication on {d} again"));
-                format!("stopped replication on {d} again")
+        let (mut done, mut failures) = (Vec::new(), Vec::new());
+        self.undo_hook_writes(&mut done, &mut failures).await;
+        if self.started_designated_replication {
+            let d = self.designated.clone().expect("chosen");
+            match ops::stop_replication(self.conn(), &d).await {
+                Ok(op) => {
+                    self.ops.push(op);
+                    done.push(format!("stopped replication on {d} again"));
+                }
+                Err(e) => failures.push(format!("could not stop replication on {d} again: {e}")),
             }
-            Err(e) => {
-                self.report.errors.push(format!("rollback: {e}"));
-                format!("could not stop replication on {d} again: {e}")
+        }
+        self.end_rollback(start, done, failures)
+    }
+
+    /// Undoes, newest first, what hooks wrote before promotion (`scripts.allow_writes`); what
+    /// cannot be undone is a warning that says so.
+    async fn undo_hook_writes(&mut self, done: &mut Vec<String>, failures: &mut Vec<String>) {
+        while let Some(op) = self.hook_writes.pop() {
+            let k = op.instance.clone();
+            let what = format!("{} by {} on {k}", op.primitive, op.by);
+            let r = match &op.undo {
+                Undo::Nothing => continue,
+                Undo::Impossible { why } => {
+                    let w = format!("cannot undo {what}: {why}");
+                    warn!("{w}");
+                    self.report.warnings.push(w);
+                    continue;
+                }
+                Undo::ReadOnly { on } => ops::set_read_only(self.conn(), &k, *on, self.cfg().takeover.fence_lock_wait_s).await,
+                Undo::StopReplication => ops::stop_replication(self.conn(), &k).await,
+                Undo::StartReplication => ops::start_replication(self.conn(), &k).await,
+                Undo::Repoint { source, start } => {
+                    let spec = self.replication_spec(source, self.replica_position(&k), self.uses_tls(&k));
+                    ops::repoint(self.conn(), &k, &spec, *start).await
+                }
+            };
+            match r {
+                Ok(rec) => {
+                    self.ops.push(rec);
+                    done.push(format!("undid {what}"));
+                }
+                Err(e) => failures.push(format!("could not undo {what}: {e}")),
             }
-        };
+        }
+    }
+
+    /// Records the rollback phase; true when everything was undone.
+    fn end_rollback(&mut self, start: Instant, done: Vec<String>, failures: Vec<String>) -> bool {
+        let ok = failures.is_empty();
+        self.rolled_back.extend(done.iter().cloned());
+        let detail = if ok { done.join("; ") } else { format!("{}; FAILED: {}", done.join("; "), failures.join("; ")) };
+        for f in &failures {
+            self.report.errors.push(format!("rollback: {f}"));
+        }
         self.record(Phase::Rollback, start, if ok { Outcome::Ok } else { Outcome::Failed }, detail);
         ok
     }
@@ -1060,14 +1117,8 @@ impl Run {
                 Err(e) => failures.push(e.to_string()),
             }
         }
-        let ok = failures.is_empty();
-        self.rolled_back.extend(done.iter().cloned());
-        let detail = if ok { done.join("; ") } else { format!("{}; FAILED: {}", done.join("; "), failures.join("; ")) };
-        for f in &failures {
-            self.report.errors.push(format!("rollback: {f}"));
-        }
-        self.record(Phase::Rollback, start, if ok { Outcome::Ok } else { Outcome::Failed }, detail);
-        ok
+        self.undo_hook_writes(&mut done, &mut failures).await;
+        self.end_rollback(start, done, failures)
     }
 }
 

@@ -112,6 +112,9 @@ pub struct PhaseRecord {
     pub checks: Vec<Check>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ops: Vec<OpRecord>,
+    /// The write primitives hooks called in this phase (with `scripts.allow_writes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub script_ops: Vec<super::ScriptOp>,
 }
 
 /// The whole takeover.

@@ -11,9 +11,12 @@ use std::time::Duration;
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use serde::Serialize;
 
+use super::vm::{self, Grant};
 use super::Env;
 use crate::discovery;
-use crate::mysql::{ops, SourcePosition, SourceSpec};
+use crate::engine::{ScriptOp, Undo};
+use crate::mysql::ops::OpRecord;
+use crate::mysql::{ops, SourcePosition, SourceSpec, SqlError};
 use crate::topology::{Flavor, InstanceKey};
 
 /// Serializes Rust values for Lua: `None` becomes nil (not a null sentinel).
@@ -105,30 +108,45 @@ pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
         }
     })?)?;
 
-    // ---- primitives ----
+    // ---- primitives (hooks with scripts.allow_writes only; each call recorded with its undo) ----
     let e = env.clone();
     baton.set("read_only", lua.create_async_function(move |lua, (k, on): (String, bool)| {
-        let e = e.clone();
+        let (e, grant) = (e.clone(), granted(&lua, "read_only", Need::Writes));
         async move {
-            let op = ops::set_read_only(&e.connector, &key(&k)?, on, e.cfg.takeover.fence_lock_wait_s).await.map_err(err)?;
-            to_lua(&lua, &op)
+            let (grant, k) = (grant?, key(&k)?);
+            let before = state_before(&e, &k).await?;
+            let undo = if before.read_only != on { Undo::ReadOnly { on: before.read_only } } else { Undo::Nothing };
+            let r = ops::set_read_only(&e.connector, &k, on, e.cfg.takeover.fence_lock_wait_s).await;
+            to_lua(&lua, &recorded(&grant, "read_only", &k, undo, r)?)
         }
     })?)?;
     let e = env.clone();
     baton.set("stop_replication", lua.create_async_function(move |lua, k: String| {
-        let e = e.clone();
-        async move { to_lua(&lua, &ops::stop_replication(&e.connector, &key(&k)?).await.map_err(err)?) }
+        let (e, grant) = (e.clone(), granted(&lua, "stop_replication", Need::Writes));
+        async move {
+            let (grant, k) = (grant?, key(&k)?);
+            let running = state_before(&e, &k).await?.replication.is_some_and(|r| r.running());
+            let undo = if running { Undo::StartReplication } else { Undo::Nothing };
+            let r = ops::stop_replication(&e.connector, &k).await;
+            to_lua(&lua, &recorded(&grant, "stop_replication", &k, undo, r)?)
+        }
     })?)?;
     let e = env.clone();
     baton.set("start_replication", lua.create_async_function(move |lua, k: String| {
-        let e = e.clone();
-        async move { to_lua(&lua, &ops::start_replication(&e.connector, &key(&k)?).await.map_err(err)?) }
+        let (e, grant) = (e.clone(), granted(&lua, "start_replication", Need::Writes));
+        async move {
+            let (grant, k) = (grant?, key(&k)?);
+            let stopped = state_before(&e, &k).await?.replication.is_some_and(|r| !r.running());
+            let undo = if stopped { Undo::StopReplication } else { Undo::Nothing };
+            let r = ops::start_replication(&e.connector, &k).await;
+            to_lua(&lua, &recorded(&grant, "start_replication", &k, undo, r)?)
+        }
     })?)?;
     let e = env.clone();
     baton.set("repoint", lua.create_async_function(move |lua, (k, source, opts): (String, String, Option<Table>)| {
-        let e = e.clone();
+        let (e, grant) = (e.clone(), granted(&lua, "repoint", Need::Writes));
         async move {
-            let (k, source) = (key(&k)?, key(&source)?);
+            let (grant, k, source) = (grant?, key(&k)?, key(&source)?);
             let start = opts.as_ref().map(|o| o.get::<Option<bool>>("start")).transpose()?.flatten().unwrap_or(true);
             let flavor = e.connector.dialect(&k).await.map_err(err)?.flavor();
             let position = match (flavor, opts.as_ref().map(|o| o.get::<Option<String>>("position")).transpose()?.flatten().as_deref()) {
@@ -136,6 +154,10 @@ pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
                 (_, None | Some("slave_pos")) => SourcePosition::GtidSlavePos,
                 (_, Some("current_pos")) => SourcePosition::GtidCurrentPos,
                 (_, Some(other)) => return Err(err(format!("repoint: position '{other}' is not slave_pos or current_pos"))),
+            };
+            let undo = match state_before(&e, &k).await?.replication {
+                Some(r) => Undo::Repoint { source: r.source.clone(), start: r.running() },
+                None => Undo::Impossible { why: format!("{k} did not replicate before; stop and reset its replication by hand") },
             };
             let r = &e.cfg.replication;
             let spec = SourceSpec {
@@ -146,7 +168,8 @@ pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
                 position,
                 tls: r.tls,
             };
-            to_lua(&lua, &ops::repoint(&e.connector, &k, &spec, start).await.map_err(err)?)
+            let r = ops::repoint(&e.connector, &k, &spec, start).await;
+            to_lua(&lua, &recorded(&grant, "repoint", &k, undo, r)?)
         }
     })?)?;
     let e = env.clone();
@@ -161,18 +184,21 @@ pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
     })?)?;
     let e = env.clone();
     baton.set("kill_connections", lua.create_async_function(move |lua, k: String| {
-        let e = e.clone();
+        let (e, grant) = (e.clone(), granted(&lua, "kill_connections", Need::Writes));
         async move {
-            let op = ops::kill_client_connections(&e.connector, &key(&k)?, &e.cfg.topology.user).await.map_err(err)?;
-            to_lua(&lua, &op)
+            let (grant, k) = (grant?, key(&k)?);
+            let undo = Undo::Impossible { why: "killed client connections cannot be restored".into() };
+            let r = ops::kill_client_connections(&e.connector, &k, &e.cfg.topology.user).await;
+            to_lua(&lua, &recorded(&grant, "kill_connections", &k, undo, r)?)
         }
     })?)?;
 
     // ---- capabilities outside MySQL ----
     let e = env.clone();
     baton.set("shell", lua.create_async_function(move |lua, (cmd, opts): (String, Option<Table>)| {
-        let e = e.clone();
+        let (e, grant) = (e.clone(), granted(&lua, "shell", Need::Outside));
         async move {
+            grant?;
             if !e.cfg.scripts.allow_shell {
                 return Err(err(format!("baton.shell is switched off: set scripts.allow_shell = true in {}", e.cfg.origin)));
             }
@@ -185,8 +211,9 @@ pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
     let http = lua.create_table()?;
     let e = env.clone();
     http.set("post", lua.create_async_function(move |lua, (url, body, opts): (String, Value, Option<Table>)| {
-        let e = e.clone();
+        let (e, grant) = (e.clone(), granted(&lua, "http.post", Need::Outside));
         async move {
+            grant?;
             if !e.cfg.scripts.allow_http {
                 return Err(err(format!("baton.http.post is switched off: set scripts.allow_http = true in {}", e.cfg.origin)));
             }
@@ -208,6 +235,57 @@ pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
 
     lua.globals().set("baton", baton)?;
     Ok(())
+}
+
+/// What a primitive needs from the calling coroutine's grant.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// A change to a server.
+    Writes,
+    /// `baton.shell`, `baton.http.post`.
+    Outside,
+}
+
+/// The caller's grant if it allows `need`, else an error that says who may call `name`.
+fn granted(lua: &Lua, name: &str, need: Need) -> mlua::Result<Arc<Grant>> {
+    let grant = vm::grant_of(lua);
+    let ok = grant.as_ref().is_some_and(|g| match need {
+        Need::Writes => g.writes,
+        Need::Outside => g.outside,
+    });
+    match grant {
+        Some(g) if ok => Ok(g),
+        None => Err(err(format!("baton.{name} is not available inside a coroutine the script created"))),
+        Some(g) if need == Need::Outside => {
+            Err(err(format!("baton.{name} is not available to {}: the policy and a file's top level change nothing", g.who)))
+        }
+        Some(g) => Err(err(format!(
+            "baton.{name} is not available to {}: only hooks change servers, with scripts.allow_writes = true, and never in a dry run",
+            g.who
+        ))),
+    }
+}
+
+/// The instance as it is before a hook changes it, to know how to undo the change. A change
+/// whose undo cannot be known is not made.
+async fn state_before(e: &Env, k: &InstanceKey) -> mlua::Result<crate::topology::Instance> {
+    crate::mysql::probe(&e.connector, k).await.map_err(|x| err(format!("cannot read the state of {k} before changing it: {x}")))
+}
+
+/// Records a write primitive's call in the caller's grant (the running phase), then returns its
+/// result to the script.
+fn recorded(grant: &Grant, primitive: &str, k: &InstanceKey, undo: Undo, r: Result<OpRecord, SqlError>) -> mlua::Result<OpRecord> {
+    let op = ScriptOp {
+        by: grant.who.clone(),
+        primitive: primitive.into(),
+        instance: k.clone(),
+        statements: r.as_ref().map(|o| o.statements.clone()).unwrap_or_default(),
+        ms: r.as_ref().map(|o| o.ms).unwrap_or_default(),
+        error: r.as_ref().err().map(|e| e.to_string()),
+        undo,
+    };
+    grant.ops.lock().unwrap_or_else(|p| p.into_inner()).push(op);
+    r.map_err(err)
 }
 
 fn opt<T: mlua::FromLua>(opts: &Option<Table>, name: &str) -> mlua::Result<Option<T>> {

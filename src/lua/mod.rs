@@ -32,11 +32,13 @@ use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::engine::{Choice, ChoiceFuture, HookContext, HookFuture, HookPhase, PolicyInput, ScriptSource, Scripts, ScriptsVersion};
+use crate::engine::{
+    Choice, ChoiceFuture, HookContext, HookFuture, HookPhase, HookRun, PolicyInput, ScriptOp, ScriptSource, Scripts, ScriptsVersion,
+};
 use crate::mysql::Connector;
 use crate::store::Store;
 use crate::topology::InstanceKey;
-use vm::{Limits, Vm};
+use vm::{Grant, Limits, Vm};
 
 /// An error of the scripting layer. Names the file (or the call) and the cause; Lua errors carry
 /// `file:line` and the traceback.
@@ -243,6 +245,8 @@ pub struct LoadedScripts {
     /// Builds the policy's arguments and calls it (`marshal`).
     policy_call: Function,
     hooks: Vec<HookFn>,
+    /// `scripts.allow_writes`: hooks may call the write primitives.
+    allow_writes: bool,
 }
 
 impl LoadedScripts {
@@ -263,7 +267,7 @@ impl LoadedScripts {
             })
             .collect();
         let vm = Vm::new(limits, modules)?;
-        api::install(&vm.lua, env).map_err(|e| ScriptError::Vm(e.to_string()))?;
+        api::install(&vm.lua, env.clone()).map_err(|e| ScriptError::Vm(e.to_string()))?;
 
         let policy = match &sources.policy {
             Some(rel) => {
@@ -317,7 +321,7 @@ impl LoadedScripts {
 
         let policy_call = marshal::compile(&vm.lua).map_err(|e| ScriptError::Vm(e.to_string()))?;
         let version = ScriptsVersion { id: sources.version_id(), loaded_at: crate::store::now_unix_ms() as u64, files: sources.files() };
-        Ok(LoadedScripts { vm, version, policy, policy_call, hooks })
+        Ok(LoadedScripts { vm, version, policy, policy_call, hooks, allow_writes: env.cfg.scripts.allow_writes })
     }
 
     pub fn version_info(&self) -> &ScriptsVersion {
@@ -337,7 +341,7 @@ impl LoadedScripts {
         let (cols, n, fill_candidate, cluster, fill_cluster) =
             self.vm.build(|lua| marshal::policy_args(lua, input)).map_err(|e| ScriptError::from_lua(&what, &e))?;
         let (chosen, reason): (Value, Value) =
-            self.vm.call(&what, &self.policy_call, (choose.clone(), cols, n, fill_candidate, cluster, fill_cluster)).await?;
+            self.vm.call(&what, &self.policy_call, (choose.clone(), cols, n, fill_candidate, cluster, fill_cluster), Grant::new("the policy", false, false)).await?;
         let reason = match reason {
             Value::Nil => "no reason given".to_string(),
             Value::String(s) => s.to_str().map(|s| s.to_string()).unwrap_or_default(),
@@ -359,14 +363,25 @@ impl LoadedScripts {
         }
     }
 
-    /// Runs the hooks of `phase` in file-name order; the first failure stops the chain.
-    pub async fn run_phase(&self, phase: HookPhase, ctx: &HookContext) -> Result<String, String> {
+    /// Runs the hooks of `phase` in file-name order; the first failure stops the chain. The
+    /// write primitives the hooks call (with `scripts.allow_writes`, never in a dry run) come
+    /// back with the result, also when a hook then failed.
+    pub async fn run_phase(&self, phase: HookPhase, ctx: &HookContext) -> HookRun {
+        let mut ops = Vec::new();
+        let result = self.run_phase_into(phase, ctx, &mut ops).await;
+        HookRun { result, ops }
+    }
+
+    async fn run_phase_into(&self, phase: HookPhase, ctx: &HookContext, ops: &mut Vec<ScriptOp>) -> Result<String, String> {
         let mut ran = Vec::new();
+        let writes = self.allow_writes && !ctx.dry_run;
         for h in self.hooks.iter().filter(|h| h.phase == phase) {
             let what = format!("{}: {}", h.file, phase);
             let start = Instant::now();
             let arg = self.vm.build(|lua| api::to_lua(lua, ctx)).map_err(|e| format!("{what}: {e}"))?;
-            let result: Result<(Value, Value), ScriptError> = self.vm.call(&what, &h.func, arg).await;
+            let grant = Grant::new(what.clone(), writes, true);
+            let result: Result<(Value, Value), ScriptError> = self.vm.call(&what, &h.func, arg, grant.clone()).await;
+            ops.extend(grant.take_ops());
             let ms = start.elapsed().as_secs_f64() * 1000.0;
             let failure = match result {
                 Ok((Value::Boolean(false), reason)) => Some(match reason {
@@ -399,7 +414,8 @@ async fn exec_file(vm: &Vm, file: &str, text: &str) -> Result<Option<Table>, Scr
         .set_name(format!("@{file}"))
         .into_function()
         .map_err(|e| ScriptError::Load { file: file.into(), message: e.to_string() })?;
-    let v: Value = vm.call(file, &f, ()).await?;
+    // A file's top level runs at every load: reads only.
+    let v: Value = vm.call(file, &f, (), Grant::new(format!("{file} (loading)"), false, false)).await?;
     Ok(match v {
         Value::Table(t) => Some(t),
         _ => None,

@@ -8,7 +8,7 @@
 //! ends with an error naming the limit; the coroutine is never resumed again, so not even a
 //! `pcall` loop keeps it alive.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,57 @@ use std::time::{Duration, Instant};
 use mlua::{FromLuaMulti, Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, StdLib, Table, Value, VmState};
 
 use super::ScriptError;
+use crate::engine::ScriptOp;
+
+/// What one call into Lua may do. The `baton` primitives find it through the coroutine that
+/// calls them (`grant_of`): the policy is pure (no writes, no shell, no HTTP), a file's top level
+/// runs at load time with reads only, hooks get writes only with `scripts.allow_writes`.
+/// Coroutines a script creates itself get nothing beyond reads.
+#[derive(Debug, Default)]
+pub struct Grant {
+    /// Who is calling, for errors and the record: `policy`, `load`, or `file: phase`.
+    pub who: String,
+    pub writes: bool,
+    /// `baton.shell` and `baton.http.post` (each still behind its own switch).
+    pub outside: bool,
+    /// The write primitives called under this grant, in order.
+    pub ops: Mutex<Vec<ScriptOp>>,
+}
+
+impl Grant {
+    pub fn new(who: impl Into<String>, writes: bool, outside: bool) -> Arc<Grant> {
+        Arc::new(Grant { who: who.into(), writes, outside, ops: Mutex::new(Vec::new()) })
+    }
+
+    pub fn take_ops(&self) -> Vec<ScriptOp> {
+        std::mem::take(&mut *self.ops.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The grant of each call running in a VM, by the address of the coroutine running it.
+#[derive(Default)]
+struct Grants(Mutex<HashMap<usize, Arc<Grant>>>);
+
+/// The grant of the coroutine calling into Rust right now (None: a coroutine the script made,
+/// or no call at all).
+pub fn grant_of(lua: &Lua) -> Option<Arc<Grant>> {
+    let ptr = lua.current_thread().to_pointer() as usize;
+    let grants = lua.app_data_ref::<Arc<Grants>>()?;
+    let found = grants.0.lock().unwrap_or_else(|p| p.into_inner()).get(&ptr).cloned();
+    found
+}
+
+/// Removes a call's grant when the call ends, however it ends.
+struct GrantGuard {
+    grants: Arc<Grants>,
+    ptr: usize,
+}
+
+impl Drop for GrantGuard {
+    fn drop(&mut self) {
+        self.grants.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.ptr);
+    }
+}
 
 /// The limits of one VM and of each call into it.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +106,7 @@ struct Meter {
 pub struct Vm {
     pub lua: Lua,
     meter: Arc<Meter>,
+    grants: Arc<Grants>,
     pub limits: Limits,
 }
 
@@ -95,7 +147,9 @@ impl Vm {
             Ok(if b.exceeded.is_some() { VmState::Yield } else { VmState::Continue })
         })
         .map_err(|e| ScriptError::Vm(e.to_string()))?;
-        Ok(Vm { lua, meter, limits })
+        let grants = Arc::new(Grants::default());
+        lua.set_app_data(grants.clone());
+        Ok(Vm { lua, meter, grants, limits })
     }
 
     /// Builds arguments for a call (Rust values to Lua tables). No Lua code runs here, so the
@@ -110,19 +164,28 @@ impl Vm {
         out
     }
 
-    /// Calls `f` within this call's budgets. `what` names the call in errors.
+    /// Calls `f` within this call's budgets, with what `grant` allows. `what` names the call in
+    /// errors.
     pub async fn call<R: FromLuaMulti + Send + 'static>(
         &self,
         what: &str,
         f: &Function,
         args: impl IntoLuaMulti,
+        grant: Arc<Grant>,
     ) -> Result<R, ScriptError> {
         let budget = Budget {
             deadline: Instant::now() + self.limits.timeout,
             instructions_left: self.limits.instructions as i64,
             exceeded: None,
         };
-        let metered = Metered { inner: Box::pin(f.call_async::<R>(args)), meter: self.meter.clone(), budget: Some(budget) };
+        // A coroutine of its own (not mlua's recycled implicit one), so that the primitives
+        // find this call's grant by the coroutine calling them.
+        let thread = self.lua.create_thread(f.clone()).map_err(|e| ScriptError::from_lua(what, &e))?;
+        let ptr = thread.to_pointer() as usize;
+        self.grants.0.lock().unwrap_or_else(|p| p.into_inner()).insert(ptr, grant);
+        let _guard = GrantGuard { grants: self.grants.clone(), ptr };
+        let call = thread.into_async::<R>(args).map_err(|e| ScriptError::from_lua(what, &e))?;
+        let metered = Metered { inner: Box::pin(call), meter: self.meter.clone(), budget: Some(budget) };
         let result = match tokio::time::timeout(self.limits.timeout, metered).await {
             Err(_) => Err(ScriptError::Limit {
                 what: what.into(),
