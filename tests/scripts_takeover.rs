@@ -11,9 +11,8 @@ use std::time::Duration;
 use baton::config::Config;
 use baton::engine::{Engine, Phase, Status, TakeoverReport, TakeoverRequest, Undo};
 use baton::lua::{watch, Env, ReloadEvent, ScriptHost};
-use baton::mysql::Connector;
 use baton::store::{PromotionRule, RuleEntry, SqliteStore, Store};
-use baton::topology::{InstanceKey, ThreadState};
+use baton::topology::InstanceKey;
 use common::*;
 
 /// An engine whose scripts are the Lua host over `scripts_dir` and `hooks_dir`.
@@ -38,28 +37,6 @@ fn write(path: &Path, text: &str) {
 
 fn auto(hint: &InstanceKey) -> TakeoverRequest {
     TakeoverRequest { cluster_hint: hint.to_string(), auto: true, ..Default::default() }
-}
-
-/// Who replicates from whom, who is writable, whose threads run: what "unchanged" means.
-async fn shape(t: &Topology) -> Vec<(String, Option<String>, bool, bool)> {
-    let cfg = t.cfg();
-    let conn = Connector::new(&cfg);
-    let c = baton::discovery::discover(&conn, &cfg, &t.sandbox.keys()).await.unwrap();
-    let mut v: Vec<_> = c
-        .members
-        .iter()
-        .map(|m| {
-            let i = m.instance.as_ref().expect("reachable");
-            // Replicating: the SQL thread runs and the IO thread runs or is (re)connecting; right
-            // after a rollback's START SLAVE the IO thread may not have connected yet.
-            let running = i.replication.as_ref().is_some_and(|r| {
-                r.sql_thread.running() && !matches!(r.io_thread, ThreadState::No) && !r.broken()
-            });
-            (m.key.to_string(), m.source.as_ref().map(|s| s.to_string()), i.read_only, running)
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 fn status(rep: &TakeoverReport, want: Status) {

@@ -183,6 +183,32 @@ async fn refusals_change_nothing() {
     assert!(rep.phase(Phase::Fence).is_none(), "never fenced");
     exec(&conn, &r1, "START SLAVE SQL_THREAD").await;
 
+    // Issue 13, item 8: a replication password longer than MariaDB's CHANGE MASTER accepts (96)
+    // is refused by a check naming the limit, before anything changes, and the password appears
+    // nowhere in the report. The server's own error about it (1470 quotes the value) is masked.
+    let long = format!("Zq{}", "7".repeat(95));
+    let mut toolong = cfg.clone();
+    toolong.replication.password = baton::config::Secret::new(long.clone());
+    let before = shape(&t).await;
+    let rep = engine(&toolong).takeover(req(&m, Some(&r1)), None).await;
+    assert_status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("replication_credentials_fit") && rep.errors[0].contains("at most 96"), "{:?}", rep.errors);
+    assert!(!serde_json::to_string(&rep).unwrap().contains("Zq77777777"), "the password leaked into the report");
+    assert_eq!(shape(&t).await, before);
+    let spec = baton::mysql::SourceSpec {
+        host: m.host.clone(),
+        port: m.port,
+        user: "repl".into(),
+        password: long.clone(),
+        position: baton::mysql::SourcePosition::GtidSlavePos,
+        tls: false,
+    };
+    let err = baton::mysql::ops::repoint(&conn, &r3, &spec, true).await.unwrap_err().to_string();
+    assert!(err.contains("too long"), "{err}");
+    assert!(!err.contains("Zq77777777") && !err.contains("77777777"), "the server's message was not masked: {err}");
+    let ok = baton::mysql::SourceSpec { password: "repl".into(), ..spec };
+    baton::mysql::ops::repoint(&conn, &r3, &ok, true).await.unwrap();
+
     // Wrong replication password: refused before the siblings are moved.
     let mut bad = cfg.clone();
     bad.replication.password = baton::config::Secret::new("wrong");

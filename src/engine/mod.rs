@@ -689,6 +689,25 @@ impl Run {
                 ch.detail = format!("{} ({why})", ch.detail);
             }
         }
+        // Every member that will be pointed at a new source must accept the replication account
+        // in CHANGE MASTER (a password too long for it fails there, half-applied).
+        let r = &self.cfg().replication;
+        let fit = c
+            .members
+            .iter()
+            .filter_map(|m| m.instance.as_ref())
+            .filter(|i| i.key != d)
+            .map(|i| {
+                let dialect = crate::mysql::dialect::for_server(i.flavor, i.version_number());
+                dialect.source_credential_limits().check(i.flavor, &r.user, r.password.expose()).map_err(|e| format!("{}: {e}", i.key))
+            })
+            .find_map(Result::err);
+        checks.push(Check {
+            name: "replication_credentials_fit".into(),
+            instance: d.clone(),
+            ok: fit.is_none(),
+            detail: fit.unwrap_or_else(|| "the replication user and password fit every member's CHANGE MASTER".into()),
+        });
         // The replicas will log in to the designated replica with the replication account: prove
         // that works now, not after the siblings were moved (a wrong password would break them).
         let login = self.conn().try_login(&d, &self.cfg().replication).await;

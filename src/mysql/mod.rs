@@ -12,7 +12,7 @@ pub mod readonly;
 pub mod workload;
 
 pub use conn::{Connector, RowMap};
-pub use dialect::{Dialect, SourcePosition, SourceSpec, Statement};
+pub use dialect::{CredentialLimits, Dialect, SourcePosition, SourceSpec, Statement};
 pub use probe::probe;
 
 use crate::topology::InstanceKey;
@@ -33,6 +33,9 @@ pub enum SqlError {
     Unexpected { instance: InstanceKey, what: String, detail: String },
     #[error("{instance}: did not reach {target} within {ms} ms")]
     WaitTimedOut { instance: InstanceKey, target: String, ms: u64 },
+    /// A statement carrying a secret failed; the server's message is masked (`Statement::mask`).
+    #[error("{instance}: `{sql}` failed: {message}")]
+    Failed { instance: InstanceKey, sql: String, code: Option<u16>, message: String },
 }
 
 impl SqlError {
@@ -43,7 +46,22 @@ impl SqlError {
             | SqlError::Query { instance, .. }
             | SqlError::QueryTimeout { instance, .. }
             | SqlError::Unexpected { instance, .. }
-            | SqlError::WaitTimedOut { instance, .. } => instance,
+            | SqlError::WaitTimedOut { instance, .. }
+            | SqlError::Failed { instance, .. } => instance,
+        }
+    }
+
+    /// The error as it may be shown when `stmt` carries a secret: the server's message masked.
+    pub fn masked(self, stmt: &dialect::Statement) -> SqlError {
+        match self {
+            SqlError::Query { instance, sql, source } if stmt.secret.is_some() => {
+                let code = match &source {
+                    mysql_async::Error::Server(e) => Some(e.code),
+                    _ => None,
+                };
+                SqlError::Failed { instance, sql, code, message: stmt.mask(&source.to_string()) }
+            }
+            other => other,
         }
     }
 

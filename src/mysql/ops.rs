@@ -34,7 +34,7 @@ async fn run(conn: &Connector, key: &InstanceKey, stmts: Vec<Statement>, limit: 
     let mut c = conn.conn(key).await?;
     for s in &stmts {
         use mysql_async::prelude::Queryable;
-        conn.bounded(key, &s.shown, limit, c.query_drop(s.sql.as_str())).await?;
+        conn.bounded(key, &s.shown, limit, c.query_drop(s.sql.as_str())).await.map_err(|e| e.masked(s))?;
     }
     Ok(OpRecord::new(key, &stmts, start.elapsed()))
 }

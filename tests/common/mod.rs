@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use baton::config::Config;
 use baton::mysql::{Connector, RowMap};
 use baton::sandbox::{Sandbox, SandboxError, SandboxSpec};
-use baton::topology::InstanceKey;
+use baton::topology::{InstanceKey, ThreadState};
 
 /// A running sandbox that is killed and removed when dropped.
 pub struct Topology {
@@ -234,4 +234,26 @@ pub fn config_file(t: &Topology) -> PathBuf {
     );
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Who replicates from whom, who is writable, whose threads run: what "unchanged" means.
+pub async fn shape(t: &Topology) -> Vec<(String, Option<String>, bool, bool)> {
+    let cfg = t.cfg();
+    let conn = Connector::new(&cfg);
+    let c = baton::discovery::discover(&conn, &cfg, &t.sandbox.keys()).await.unwrap();
+    let mut v: Vec<_> = c
+        .members
+        .iter()
+        .map(|m| {
+            let i = m.instance.as_ref().expect("reachable");
+            // Replicating: the SQL thread runs and the IO thread runs or is (re)connecting; right
+            // after a rollback's START SLAVE the IO thread may not have connected yet.
+            let running = i.replication.as_ref().is_some_and(|r| {
+                r.sql_thread.running() && !matches!(r.io_thread, ThreadState::No) && !r.broken()
+            });
+            (m.key.to_string(), m.source.as_ref().map(|s| s.to_string()), i.read_only, running)
+        })
+        .collect();
+    v.sort();
+    v
 }

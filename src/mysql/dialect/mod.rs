@@ -9,6 +9,7 @@ use std::fmt;
 pub use mariadb::MariaDb;
 pub use mysql8::MySql;
 
+use crate::config::Secret;
 use crate::topology::{Flavor, Version};
 
 /// One statement to run, with the text to show in logs and the journal (passwords masked).
@@ -16,19 +17,61 @@ use crate::topology::{Flavor, Version};
 pub struct Statement {
     pub sql: String,
     pub shown: String,
+    /// The secret `sql` carries, to mask in the server's error messages too (error 1470 quotes
+    /// the start of a value that is too long).
+    pub secret: Option<Secret>,
 }
 
 impl Statement {
     pub fn new(sql: impl Into<String>) -> Statement {
         let sql = sql.into();
-        Statement { shown: sql.clone(), sql }
+        Statement { shown: sql.clone(), sql, secret: None }
     }
     /// A statement that carries a secret: `shown` has `secret` replaced by `***`.
     pub fn with_secret(sql: String, secret: &str) -> Statement {
         let quoted = quote(secret);
         let shown = if secret.is_empty() { sql.clone() } else { sql.replace(&quoted, "'***'") };
-        Statement { sql, shown }
+        let secret = (!secret.is_empty()).then(|| Secret::new(secret));
+        Statement { sql, shown, secret }
     }
+
+    /// A server's message about this statement, with anything that may quote its secret masked:
+    /// every quoted string, and any run of 8 or more characters of the secret (or all of it).
+    pub fn mask(&self, message: &str) -> String {
+        let Some(secret) = &self.secret else { return message.to_string() };
+        mask_secret(message, secret.expose())
+    }
+}
+
+/// `message` with quoted strings and pieces of `secret` replaced by `***`.
+pub fn mask_secret(message: &str, secret: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_quote = false;
+    for c in message.chars() {
+        match (c, in_quote) {
+            ('\'', false) => {
+                in_quote = true;
+                out.push_str("'***");
+            }
+            ('\'', true) => {
+                in_quote = false;
+                out.push('\'');
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    let chars: Vec<char> = secret.chars().collect();
+    let min = chars.len().min(8);
+    for len in (min.max(1)..=chars.len()).rev() {
+        for start in 0..=chars.len() - len {
+            let piece: String = chars[start..start + len].iter().collect();
+            if out.contains(&piece) {
+                out = out.replace(&piece, "***");
+            }
+        }
+    }
+    out
 }
 
 impl fmt::Debug for Statement {
@@ -68,6 +111,31 @@ pub fn quote(s: &str) -> String {
     }
     out.push('\'');
     out
+}
+
+/// What `CHANGE MASTER TO` / `CHANGE REPLICATION SOURCE TO` accepts as credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialLimits {
+    pub user_chars: usize,
+    pub password_chars: usize,
+}
+
+impl CredentialLimits {
+    /// Why `user`/`password` do not fit, naming the limit (never the password), if they do not.
+    pub fn check(&self, flavor: Flavor, user: &str, password: &str) -> Result<(), String> {
+        let (u, p) = (user.chars().count(), password.chars().count());
+        let flavor = match flavor {
+            Flavor::MariaDb => "MariaDB",
+            Flavor::MySql => "MySQL",
+        };
+        if u > self.user_chars {
+            return Err(format!("the replication user name is {u} characters; {flavor} accepts at most {} when pointing a replica at its source", self.user_chars));
+        }
+        if p > self.password_chars {
+            return Err(format!("the replication password is {p} characters; {flavor} accepts at most {} when pointing a replica at its source", self.password_chars));
+        }
+        Ok(())
+    }
 }
 
 /// Where a replica should replicate from, and how.
@@ -117,6 +185,8 @@ pub trait Dialect: Send + Sync {
     fn stop_replication(&self) -> Statement;
     fn start_replication(&self) -> Statement;
     fn change_source(&self, spec: &SourceSpec) -> Statement;
+    /// The longest replication user name and password (in characters) `change_source` accepts.
+    fn source_credential_limits(&self) -> CredentialLimits;
     /// Forget replication settings entirely (a promoted replica).
     fn reset_replication(&self) -> Statement;
     /// Lists client connections that a fence may kill: not replication, not system threads, not
@@ -145,6 +215,29 @@ pub fn for_server(flavor: Flavor, version: Version) -> Box<dyn Dialect> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_messages_about_a_secret_are_masked() {
+        let pw = "Zq7777777777777777777777";
+        let msg = "String 'Zq77777777777777777...' is too long for MASTER_PASSWORD (should be no longer than 96)";
+        let masked = mask_secret(msg, pw);
+        assert_eq!(masked, "String '***' is too long for MASTER_PASSWORD (should be no longer than 96)");
+        // Unquoted pieces of 8 or more characters, and a short secret whole.
+        assert!(!mask_secret("bad value Zq777777 here", pw).contains("Zq777777"));
+        assert_eq!(mask_secret("user repl got repl", "repl"), "user *** got ***");
+        let s = Statement::with_secret(format!("CHANGE MASTER TO MASTER_PASSWORD = {}", quote(pw)), pw);
+        assert!(!format!("{s:?} {s}").contains(pw));
+        assert!(!s.mask(msg).contains("Zq7777777"));
+        assert_eq!(Statement::new("SELECT 1").mask("x 'y'"), "x 'y'");
+        // What each flavor's CHANGE MASTER takes, checked without quoting the password.
+        let maria = MariaDb.source_credential_limits();
+        let e = maria.check(Flavor::MariaDb, "repl", &"p".repeat(97)).unwrap_err();
+        assert!(e.contains("97 characters") && e.contains("at most 96") && !e.contains("ppp"), "{e}");
+        assert!(maria.check(Flavor::MariaDb, "repl", &"p".repeat(96)).is_ok());
+        assert!(maria.check(Flavor::MariaDb, &"u".repeat(129), "p").unwrap_err().contains("user name is 129"));
+        let mysql = for_server(Flavor::MySql, Version(8, 0, 36)).source_credential_limits();
+        assert!(mysql.check(Flavor::MySql, "repl", &"p".repeat(33)).unwrap_err().contains("at most 32"));
+    }
 
     #[test]
     fn quoting() {

@@ -3,7 +3,7 @@
 //! Not run against a MySQL server here (none can be installed on these machines): the statements
 //! are checked by the unit tests below against the MySQL reference manual's syntax.
 
-use super::{quote, Dialect, SourcePosition, SourceSpec, Statement};
+use super::{quote, CredentialLimits, Dialect, SourcePosition, SourceSpec, Statement};
 use crate::topology::{Flavor, Version};
 
 pub struct MySql {
@@ -75,6 +75,12 @@ impl Dialect for MySql {
 
     fn start_replication(&self) -> Statement {
         Statement::new(if self.new_terms() { "START REPLICA" } else { "START SLAVE" })
+    }
+
+    /// MySQL 8: user names up to 32 characters, and `SOURCE_PASSWORD` up to 32 (a longer one is
+    /// refused with ER_CHANGE_SOURCE_PASSWORD_LENGTH). From the manual; not run against MySQL.
+    fn source_credential_limits(&self) -> CredentialLimits {
+        CredentialLimits { user_chars: 32, password_chars: 32 }
     }
 
     fn change_source(&self, spec: &SourceSpec) -> Statement {
