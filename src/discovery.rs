@@ -9,7 +9,7 @@ use tracing::debug;
 use crate::config::Config;
 use crate::mysql::{self, Connector, SqlError};
 use crate::store::{KnownCluster, Store, StoreError};
-use crate::topology::{BuildOptions, Cluster, InstanceKey, KeyError, ProbeOutcome};
+use crate::topology::{BuildOptions, Cluster, InstanceKey, KeyError, Problem, ProblemKind, ProbeOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -65,21 +65,56 @@ pub async fn discover_hint(
     hint: &str,
 ) -> Result<Cluster, DiscoveryError> {
     let seeds = resolve_hint(hint, cfg, store)?;
-    let cluster = discover(connector, cfg, &seeds).await?;
-    remember(store, &cluster)?;
+    let mut cluster = discover(connector, cfg, &seeds).await?;
+    remember(store, cfg, &mut cluster)?;
     Ok(cluster)
 }
 
 /// Records what discovery found, so the alias and the members can be found again.
-pub fn remember(store: &dyn Store, cluster: &Cluster) -> Result<(), StoreError> {
-    if cluster.master.is_none() {
+///
+/// An alias belongs to one cluster: the one `[aliases]` names, else the first remembered with it.
+/// A cluster whose servers claim an alias another cluster owns (a staging clone restored from a
+/// production backup answers the alias query with production's alias) keeps no alias: the claim
+/// is a problem on it, and on the owner when it is discovered next; only `move_alias` (an admin
+/// action) moves the alias.
+pub fn remember(store: &dyn Store, cfg: &Config, cluster: &mut Cluster) -> Result<(), StoreError> {
+    let Some(master) = cluster.master.clone() else {
         return Ok(()); // nothing stable to name it by
+    };
+    let members: Vec<InstanceKey> = cluster.members.iter().map(|m| m.key.clone()).collect();
+    let mut claimed_alias = None;
+    if let Some(alias) = cluster.alias.clone() {
+        let owner = match cfg.aliases.get(&alias) {
+            Some(target) => Some((target.clone(), target.parse::<InstanceKey>().is_ok_and(|k| members.contains(&k)))),
+            None => store
+                .find_cluster(&alias)?
+                .filter(|o| o.alias.as_deref() == Some(alias.as_str()))
+                .map(|o| (o.name.clone(), o.name == cluster.name || o.members.iter().any(|m| members.contains(m)))),
+        };
+        if let Some((owner, false)) = owner {
+            cluster.problems.push(Problem {
+                instance: master.clone(),
+                kind: ProblemKind::AliasConflict,
+                message: format!(
+                    "this cluster's servers claim alias '{alias}', which belongs to cluster {owner}; the alias still resolves there \
+                     (an admin moves it: baton alias move {alias} {})",
+                    cluster.name
+                ),
+            });
+            cluster.alias = None;
+            claimed_alias = Some(alias);
+        }
     }
-    store.remember_cluster(&KnownCluster {
-        name: cluster.name.clone(),
-        alias: cluster.alias.clone(),
-        members: cluster.members.iter().map(|m| m.key.clone()).collect(),
-    })
+    if let Some(alias) = &cluster.alias {
+        for other in store.clusters()?.into_iter().filter(|o| o.claimed_alias.as_deref() == Some(alias) && o.name != cluster.name) {
+            cluster.problems.push(Problem {
+                instance: master.clone(),
+                kind: ProblemKind::AliasConflict,
+                message: format!("cluster {} claims this cluster's alias '{alias}' too (a clone of it?); the alias stays here", other.name),
+            });
+        }
+    }
+    store.remember_cluster(&KnownCluster { name: cluster.name.clone(), alias: cluster.alias.clone(), members, claimed_alias })
 }
 
 /// Discovers the cluster that `seeds[0]` belongs to; the other seeds are probed too and kept when

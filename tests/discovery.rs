@@ -184,3 +184,42 @@ fn cli_bad_input_gives_one_clear_line() {
     assert_eq!(code, Some(0));
     assert!(out.contains(&format!("+ {}", t.replicas()[0])), "{out}");
 }
+
+/// Trust boundary (issue 13, item 2): a server that claims an alias in use (a clone restored from
+/// the cluster's backup) does not take it over by being discovered; both clusters show the claim,
+/// and only an admin's move gives it the alias.
+#[tokio::test]
+async fn a_second_cluster_claiming_an_alias_does_not_rebind_it() {
+    let real = shared();
+    let clone = fresh(0).await;
+    let cfg = real.cfg();
+    let conn = real.connector();
+    let dir = std::env::temp_dir().join(format!("baton-alias-{}", uuid::Uuid::new_v4().simple()));
+    let store = SqliteStore::open(&dir).unwrap();
+    let alias = real.sandbox.alias.clone();
+    let first = discovery::discover_hint(&conn, &cfg, &store, &real.master().to_string()).await.unwrap();
+    assert_eq!(first.alias.as_deref(), Some(alias.as_str()));
+
+    let cm = clone.master();
+    exec(&conn, &cm, &format!("UPDATE meta.cluster SET alias = '{alias}'")).await;
+    // A read of the clone (what a read-role caller may do).
+    let impostor = discovery::discover_hint(&conn, &cfg, &store, &cm.to_string()).await.unwrap();
+    assert_eq!(impostor.alias, None);
+    let p = impostor.problems.iter().find(|p| p.kind == ProblemKind::AliasConflict).expect("the claim is a problem");
+    assert!(p.message.contains(&alias) && p.message.contains(&first.name), "{}", p.message);
+    // The alias still resolves to the real cluster, which now shows the claim too.
+    let again = discovery::discover_hint(&conn, &cfg, &store, &alias).await.unwrap();
+    assert_eq!(again.name, first.name);
+    assert_eq!(again.alias.as_deref(), Some(alias.as_str()));
+    let p = again.problems.iter().find(|p| p.kind == ProblemKind::AliasConflict).expect("the owner shows the claim");
+    assert!(p.message.contains(&impostor.name), "{}", p.message);
+
+    // An admin moves it.
+    use baton::store::Store;
+    assert!(!store.move_alias(&alias, "nosuch:1").unwrap());
+    assert!(store.move_alias(&alias, &impostor.name).unwrap());
+    let moved = discovery::discover_hint(&conn, &cfg, &store, &alias).await.unwrap();
+    assert_eq!(moved.name, impostor.name);
+    assert_eq!(moved.alias.as_deref(), Some(alias.as_str()));
+    let _ = std::fs::remove_dir_all(&dir);
+}

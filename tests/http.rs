@@ -272,3 +272,18 @@ async fn bad_durations_are_refused() {
     let r = call(&s, Method::PUT, rule, None, r#"{"rule":"must_not","duration_s":3600}"#).await;
     assert!(r.body["until"].as_i64().unwrap() > baton::store::now_unix());
 }
+
+/// Moving an alias is an admin action with a JSON body; an unknown cluster is 404.
+#[tokio::test]
+async fn moving_an_alias_needs_admin() {
+    let s = server(AuthMode::Basic).await;
+    let viewer = basic("viewer", "view-secret");
+    let ops = basic("ops", "ops-secret");
+    let r = call(&s, Method::PUT, "/api/v1/aliases/prod", Some(&viewer), r#"{"cluster":"db1:3306"}"#).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = call(&s, Method::PUT, "/api/v1/aliases/prod", Some(&ops), r#"{"cluster":"db1:3306"}"#).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("db1:3306"));
+    let r = call(&s, Method::PUT, "/api/v1/aliases/prod", Some(&ops), r#"{"to":"db1:3306"}"#).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}

@@ -144,3 +144,34 @@ pub fn downtime(cfg: &Config, cmd: DowntimeCmd) -> CliResult {
     }
     Ok(())
 }
+
+#[derive(Subcommand)]
+pub enum AliasCmd {
+    /// Every remembered cluster with the alias it owns and any alias it claims without owning.
+    List,
+    /// Give ALIAS to the remembered cluster CLUSTER (its name: the master's host:port), taking it
+    /// from the cluster that owns it now.
+    Move { alias: String, cluster: String },
+}
+
+pub fn alias(cfg: &Config, cmd: AliasCmd) -> CliResult {
+    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    match cmd {
+        AliasCmd::List => {
+            for c in store.clusters()? {
+                let claim = c.claimed_alias.map(|a| format!("  (claims '{a}', owned by another cluster)")).unwrap_or_default();
+                println!("{}  {}{claim}", c.name, c.alias.unwrap_or_else(|| "-".into()));
+            }
+        }
+        AliasCmd::Move { alias, cluster } => {
+            if cfg.aliases.contains_key(&alias) {
+                return Err(format!("alias '{alias}' is configured in [aliases] of {}: change it there", cfg.origin).into());
+            }
+            if !store.move_alias(&alias, &cluster)? {
+                return Err(format!("no remembered cluster is named {cluster} (baton alias list shows them)").into());
+            }
+            println!("alias '{alias}' now names {cluster}");
+        }
+    }
+    Ok(())
+}

@@ -51,6 +51,9 @@ pub enum Command {
     /// Begin, end or list downtime.
     #[command(subcommand)]
     Downtime(admin::DowntimeCmd),
+    /// List cluster aliases and their claims, or move an alias to another cluster.
+    #[command(subcommand)]
+    Alias(admin::AliasCmd),
     /// Benchmarks (not tests): sandbox start, discovery, takeovers under a writer.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -105,6 +108,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Audit(args) => admin::audit(&load()?, args).await,
         Command::PromotionRule(cmd) => admin::rule(&load()?, cmd),
         Command::Downtime(cmd) => admin::downtime(&load()?, cmd),
+        Command::Alias(cmd) => admin::alias(&load()?, cmd),
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Demo(args) => bench::demo(args).await,
         Command::Serve { listen } => crate::http::serve(&load()?, listen.as_deref()).await.map_err(|e| e.to_string().into()),

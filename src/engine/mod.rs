@@ -412,11 +412,14 @@ impl Run {
         }
         // Remember the cluster under its new name so that its alias keeps resolving: same members,
         // named after the new master (no second discovery: the snapshot has the members).
+        // A takeover never changes who owns an alias: it keeps what resolve found.
         if let (true, Some(c), Some(d)) = (self.promoted, &self.cluster, &self.designated) {
+            let claimed_alias = self.engine.store.cluster_of(d).ok().flatten().and_then(|k| k.claimed_alias);
             let known = KnownCluster {
                 name: d.to_string(),
-                alias: c.alias.clone(),
+                alias: self.report.alias.clone(),
                 members: c.members.iter().map(|m| m.key.clone()).collect(),
+                claimed_alias,
             };
             if let Err(e) = self.engine.store.remember_cluster(&known) {
                 self.report.warnings.push(format!("remembering the cluster: {e}"));

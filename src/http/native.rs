@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/takeovers/{id}", get(takeover_record))
         .route("/api/v1/takeovers/{id}/events", get(events))
         .route("/api/v1/takeovers/{id}/{action}", post(settle))
+        .route("/api/v1/aliases/{alias}", put(move_alias))
         .route("/api/v1/scripts", get(scripts))
         .route("/api/v1/scripts/reload", post(reload))
 }
@@ -250,6 +251,26 @@ async fn events(State(s): State<AppState>, Path(id): Path<String>) -> Result<Res
     }
     let stream: ReceiverStream<Result<Event, Infallible>> = ReceiverStream::new(rx);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AliasBody {
+    /// The remembered cluster (its name) that gets the alias.
+    cluster: String,
+}
+
+/// Moving an alias is an admin action (discovery never moves one).
+async fn move_alias(State(s): State<AppState>, Path(alias): Path<String>, bytes: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    let alias = hint(&alias)?;
+    let b: AliasBody = body(&bytes)?;
+    if s.cfg.aliases.contains_key(&alias) {
+        return Err(ApiError::Conflict(format!("alias '{alias}' is configured in [aliases]: change it in the configuration")));
+    }
+    if !s.engine.store.move_alias(&alias, &b.cluster)? {
+        return Err(ApiError::NotFound(format!("no remembered cluster is named '{}'", b.cluster)));
+    }
+    Ok(Json(json!({ "alias": alias, "cluster": b.cluster })))
 }
 
 #[derive(Deserialize)]

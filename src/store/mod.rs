@@ -27,8 +27,13 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownCluster {
     pub name: String,
+    /// The alias this cluster owns. An alias belongs to one cluster; only an admin moves it.
     pub alias: Option<String>,
     pub members: Vec<InstanceKey>,
+    /// An alias this cluster's servers claim (the alias query's answer) that another cluster
+    /// owns: a problem shown on both, never a rebinding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_alias: Option<String>,
 }
 
 /// Orchestrator's promotion rules.
@@ -124,6 +129,9 @@ pub trait Store: Send + Sync {
     /// The remembered cluster that has `key` as a member.
     fn cluster_of(&self, key: &InstanceKey) -> Result<Option<KnownCluster>, StoreError>;
     fn clusters(&self) -> Result<Vec<KnownCluster>, StoreError>;
+    /// Gives `alias` to the remembered cluster named `to` (an admin action), taking it from the
+    /// cluster that owned it. False when no cluster is named `to`.
+    fn move_alias(&self, alias: &str, to: &str) -> Result<bool, StoreError>;
 
     fn set_promotion_rule(&self, entry: &RuleEntry) -> Result<(), StoreError>;
     fn clear_promotion_rule(&self, key: &InstanceKey) -> Result<(), StoreError>;

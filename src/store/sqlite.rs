@@ -14,7 +14,8 @@ pub struct SqliteStore {
 }
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS clusters (name TEXT PRIMARY KEY, alias TEXT, members TEXT NOT NULL, seen_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS clusters (name TEXT PRIMARY KEY, alias TEXT, members TEXT NOT NULL, seen_at INTEGER NOT NULL,
+    claimed_alias TEXT);
 CREATE INDEX IF NOT EXISTS clusters_alias ON clusters(alias);
 CREATE TABLE IF NOT EXISTS promotion_rules (instance TEXT PRIMARY KEY, rule TEXT NOT NULL, until INTEGER);
 CREATE TABLE IF NOT EXISTS downtimes (instance TEXT PRIMARY KEY, owner TEXT NOT NULL, reason TEXT NOT NULL, until INTEGER NOT NULL);
@@ -36,6 +37,7 @@ impl SqliteStore {
         db.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").map_err(err)?;
         db.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&db).map_err(err)?;
         Ok(SqliteStore { path: p, db: Mutex::new(db) })
     }
 
@@ -54,6 +56,15 @@ impl SqliteStore {
     }
 }
 
+/// Brings a store made by an older Baton up to the current schema.
+fn migrate(db: &Connection) -> rusqlite::Result<()> {
+    let has_claimed: bool = db.query_row("SELECT COUNT(*) FROM pragma_table_info('clusters') WHERE name = 'claimed_alias'", [], |r| r.get(0))?;
+    if !has_claimed {
+        db.execute_batch("ALTER TABLE clusters ADD COLUMN claimed_alias TEXT")?;
+    }
+    Ok(())
+}
+
 fn key_of(s: String) -> rusqlite::Result<InstanceKey> {
     s.parse().map_err(|e: crate::topology::KeyError| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
@@ -64,7 +75,7 @@ fn cluster_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KnownCluster> {
     let members: String = r.get(2)?;
     let members = serde_json::from_str(&members)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
-    Ok(KnownCluster { name: r.get(0)?, alias: r.get(1)?, members })
+    Ok(KnownCluster { name: r.get(0)?, alias: r.get(1)?, members, claimed_alias: r.get(3)? })
 }
 
 fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
@@ -79,20 +90,21 @@ impl Store for SqliteStore {
         let members = serde_json::to_string(&c.members).expect("keys serialize");
         self.with(|db| {
             // A member belongs to one cluster: forget older clusters that claimed these members
-            // (after a takeover the cluster's name changes with its master).
+            // (after a takeover the cluster's name changes with its master). An alias is never
+            // taken from another cluster here (`discovery::remember` decides who owns it).
             let tx = db.unchecked_transaction()?;
             let mut old: Vec<KnownCluster> = {
-                let mut st = tx.prepare("SELECT name, alias, members FROM clusters WHERE name <> ?1")?;
+                let mut st = tx.prepare("SELECT name, alias, members, claimed_alias FROM clusters WHERE name <> ?1")?;
                 let rows = st.query_map([&c.name], cluster_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 rows
             };
-            old.retain(|o| o.members.iter().any(|m| c.members.contains(m)) || (o.alias.is_some() && o.alias == c.alias));
+            old.retain(|o| o.members.iter().any(|m| c.members.contains(m)));
             for o in old {
                 tx.execute("DELETE FROM clusters WHERE name = ?1", [&o.name])?;
             }
             tx.execute(
-                "INSERT OR REPLACE INTO clusters (name, alias, members, seen_at) VALUES (?1, ?2, ?3, ?4)",
-                params![c.name, c.alias, members, now_unix()],
+                "INSERT OR REPLACE INTO clusters (name, alias, members, seen_at, claimed_alias) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![c.name, c.alias, members, now_unix(), c.claimed_alias],
             )?;
             tx.commit()
         })
@@ -101,7 +113,7 @@ impl Store for SqliteStore {
     fn find_cluster(&self, hint: &str) -> Result<Option<KnownCluster>, StoreError> {
         self.with(|db| {
             db.query_row(
-                "SELECT name, alias, members FROM clusters WHERE alias = ?1 OR name = ?1 ORDER BY seen_at DESC LIMIT 1",
+                "SELECT name, alias, members, claimed_alias FROM clusters WHERE alias = ?1 OR name = ?1 ORDER BY seen_at DESC LIMIT 1",
                 [hint],
                 cluster_row,
             )
@@ -115,9 +127,23 @@ impl Store for SqliteStore {
 
     fn clusters(&self) -> Result<Vec<KnownCluster>, StoreError> {
         self.with(|db| {
-            let mut st = db.prepare("SELECT name, alias, members FROM clusters ORDER BY name")?;
+            let mut st = db.prepare("SELECT name, alias, members, claimed_alias FROM clusters ORDER BY name")?;
             let rows = st.query_map([], cluster_row)?.collect();
             rows
+        })
+    }
+
+    fn move_alias(&self, alias: &str, to: &str) -> Result<bool, StoreError> {
+        self.with(|db| {
+            let tx = db.unchecked_transaction()?;
+            if tx.query_row("SELECT COUNT(*) FROM clusters WHERE name = ?1", [to], |r| r.get::<_, i64>(0))? == 0 {
+                return Ok(false);
+            }
+            tx.execute("UPDATE clusters SET alias = NULL WHERE alias = ?1", [alias])?;
+            tx.execute("UPDATE clusters SET claimed_alias = NULL WHERE claimed_alias = ?1 AND name = ?2", [alias, to])?;
+            tx.execute("UPDATE clusters SET alias = ?1 WHERE name = ?2", [alias, to])?;
+            tx.commit()?;
+            Ok(true)
         })
     }
 
@@ -246,11 +272,11 @@ mod tests {
         let (s, dir) = store();
         let a: InstanceKey = "h:1".parse().unwrap();
         let b: InstanceKey = "h:2".parse().unwrap();
-        s.remember_cluster(&KnownCluster { name: "h:1".into(), alias: Some("prod".into()), members: vec![a.clone(), b.clone()] })
+        s.remember_cluster(&KnownCluster { name: "h:1".into(), alias: Some("prod".into()), members: vec![a.clone(), b.clone()], claimed_alias: None })
             .unwrap();
         assert_eq!(s.find_cluster("prod").unwrap().unwrap().name, "h:1");
         // After a takeover the cluster is renamed after its new master: the old entry goes.
-        s.remember_cluster(&KnownCluster { name: "h:2".into(), alias: Some("prod".into()), members: vec![b.clone(), a.clone()] })
+        s.remember_cluster(&KnownCluster { name: "h:2".into(), alias: Some("prod".into()), members: vec![b.clone(), a.clone()], claimed_alias: None })
             .unwrap();
         assert_eq!(s.clusters().unwrap().len(), 1);
         assert_eq!(s.cluster_of(&a).unwrap().unwrap().name, "h:2");

@@ -24,6 +24,8 @@ pub enum ProblemKind {
     SecondWritable,
     SourceOutsideCluster,
     ErrantGtid,
+    /// The cluster's servers claim an alias another cluster owns (or another cluster claims its).
+    AliasConflict,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
