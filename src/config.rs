@@ -57,10 +57,18 @@ pub struct Credentials {
 pub struct TopologyConfig {
     pub user: String,
     pub password: Secret,
-    /// Use TLS to the instances.
+    /// Use TLS to the instances, with certificates verified (against `tls_ca`, else the system's
+    /// roots). Then a server that asks for the password in full gets it over that TLS.
     pub tls: bool,
-    /// With `tls`, accept a server certificate that does not verify (self-signed lab setups).
+    /// Refused: a server that presents any certificate would read the password in clear. Kept so
+    /// that older configurations get an error that says what to do instead (`tls_ca`).
     pub tls_skip_verify: bool,
+    /// PEM file of the CA that signed the instances' certificates (a private CA).
+    pub tls_ca: Option<PathBuf>,
+    /// Without TLS: the RSA public keys (PEM files) of servers that use `caching_sha2_password`,
+    /// by `host:port`, and `*` for every other server. A server that asks for the password in
+    /// full gets it encrypted with its pinned key; without one Baton refuses to send it.
+    pub pinned_rsa_keys: BTreeMap<String, PathBuf>,
     /// Bound on establishing one connection.
     pub connect_timeout_ms: u64,
     /// Bound on one query's answer (waits that the server bounds itself get their own limit).
@@ -72,6 +80,10 @@ pub struct TopologyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiscoveryConfig {
+    /// Where a read-role caller's discovery may reach besides the members of known clusters:
+    /// CIDRs (`10.0.0.0/8`) and host patterns (`*.db.example.com`). Reaching anything else is an
+    /// admin action (the credentials go only where they belong).
+    pub allowed: Vec<String>,
     /// How many instances are probed at once.
     pub max_parallel: usize,
     /// Replicas further behind than this are reported as lagging.
@@ -278,6 +290,8 @@ impl Default for TopologyConfig {
             password: Secret::new("baton"),
             tls: false,
             tls_skip_verify: false,
+            tls_ca: None,
+            pinned_rsa_keys: BTreeMap::new(),
             connect_timeout_ms: 1000,
             read_timeout_ms: 5000,
             pool_max: 4,
@@ -288,6 +302,7 @@ impl Default for TopologyConfig {
 impl Default for DiscoveryConfig {
     fn default() -> Self {
         DiscoveryConfig {
+            allowed: Vec::new(),
             max_parallel: 16,
             lag_threshold_s: 10,
             alias_query: "SELECT alias FROM meta.cluster LIMIT 1".into(),
@@ -441,6 +456,30 @@ impl Config {
             if !u.password_hash.starts_with("$argon2") {
                 return Err(bad(&format!("http.users.{name}.password_hash"), "must be an argon2 hash (baton hash-password makes it)"));
             }
+        }
+        if self.topology.tls_skip_verify || self.replication.tls_skip_verify {
+            let key = if self.topology.tls_skip_verify { "topology.tls_skip_verify" } else { "replication.tls_skip_verify" };
+            return Err(bad(
+                key,
+                "is no longer accepted: a server that presents any certificate would read the password in clear; \
+                 set topology.tls_ca to the CA that signed the servers' certificates",
+            ));
+        }
+        if let Some(ca) = &self.topology.tls_ca {
+            if !ca.is_file() {
+                return Err(bad("topology.tls_ca", &format!("{} is not a readable file", ca.display())));
+            }
+        }
+        for (who, path) in &self.topology.pinned_rsa_keys {
+            let key = format!("topology.pinned_rsa_keys.{who}");
+            if who != "*" {
+                who.parse::<InstanceKey>().map_err(|e| bad(&key, &format!("'{who}' is neither host:port nor *: {e}")))?;
+            }
+            let pem = std::fs::read(path).map_err(|e| bad(&key, &format!("{}: {e}", path.display())))?;
+            crate::mysql::guard::check_public_key(&pem).map_err(|e| bad(&key, &format!("{}: {e}", path.display())))?;
+        }
+        for pattern in &self.discovery.allowed {
+            crate::discovery::Reach::parse_pattern(pattern).map_err(|e| bad("discovery.allowed", &e))?;
         }
         for (alias, target) in &self.aliases {
             target

@@ -2,6 +2,7 @@
 //! probing in parallel (bounded), each instance with its own timeout.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use futures::stream::{self, StreamExt};
 use tracing::debug;
@@ -21,6 +22,108 @@ pub enum DiscoveryError {
     BadKey(#[from] KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0} is not a member of a cluster Baton knows, nor in discovery.allowed: reaching a new server is an admin action")]
+    NotAllowed(InstanceKey),
+}
+
+/// Where a discovery may connect (and so send Baton's credentials): anywhere, for an admin, the
+/// CLI and the engine; or only to members of clusters Baton already knows and to what
+/// `discovery.allowed` lists, for a read-role caller.
+#[derive(Debug, Clone)]
+pub enum Reach {
+    Any,
+    Known { known: BTreeSet<InstanceKey>, allowed: Vec<HostPattern> },
+}
+
+/// One entry of `discovery.allowed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// An address block; matches hosts written as addresses in it.
+    Cidr(IpAddr, u8),
+    /// A host name with `*` wildcards, matched case-insensitively against the host as written.
+    Host(String),
+}
+
+impl Reach {
+    /// A read-role caller's reach: the members of remembered clusters, the configured alias
+    /// targets, and `discovery.allowed`.
+    pub fn known(cfg: &Config, store: &dyn Store) -> Result<Reach, DiscoveryError> {
+        let mut known: BTreeSet<InstanceKey> = store.clusters()?.into_iter().flat_map(|c| c.members).collect();
+        known.extend(cfg.aliases.values().filter_map(|t| t.parse().ok()));
+        let allowed = cfg.discovery.allowed.iter().filter_map(|p| Reach::parse_pattern(p).ok()).collect();
+        Ok(Reach::Known { known, allowed })
+    }
+
+    pub fn parse_pattern(text: &str) -> Result<HostPattern, String> {
+        let t = text.trim();
+        if let Some((ip, bits)) = t.split_once('/') {
+            let ip: IpAddr = ip.parse().map_err(|e| format!("'{text}': {e}"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| format!("'{text}': the prefix length must be 0 to {max}"))?;
+            return Ok(HostPattern::Cidr(ip, bits));
+        }
+        if let Ok(ip) = t.parse::<IpAddr>() {
+            return Ok(HostPattern::Cidr(ip, if ip.is_ipv4() { 32 } else { 128 }));
+        }
+        let ok = !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || "-._*".contains(c)) && t != "*";
+        if !ok {
+            return Err(format!("'{text}' is neither a CIDR nor a host pattern (letters, digits, - . _ and *; not * alone)"));
+        }
+        Ok(HostPattern::Host(t.to_ascii_lowercase()))
+    }
+
+    pub fn permits(&self, key: &InstanceKey) -> bool {
+        match self {
+            Reach::Any => true,
+            Reach::Known { known, allowed } => known.contains(key) || allowed.iter().any(|p| p.matches(&key.host)),
+        }
+    }
+}
+
+impl HostPattern {
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Cidr(net, bits) => {
+                let Ok(ip) = host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() else { return false };
+                match (net, ip) {
+                    (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), *bits),
+                    (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), *bits),
+                    _ => false,
+                }
+            }
+            HostPattern::Host(p) => glob(p.as_bytes(), host.to_ascii_lowercase().as_bytes()),
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let (full, rest) = ((bits / 8) as usize, bits % 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    rest == 0 || (a[full] ^ b[full]) >> (8 - rest) == 0
+}
+
+/// `*` matches any run of characters (iterative, no backtracking blow-up).
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
+    while si < s.len() {
+        if pi < p.len() && p[pi] != b'*' && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
 }
 
 /// Where to start discovering a cluster named by a hint: a configured alias, an alias or cluster
@@ -64,8 +167,19 @@ pub async fn discover_hint(
     store: &dyn Store,
     hint: &str,
 ) -> Result<Cluster, DiscoveryError> {
+    discover_hint_within(connector, cfg, store, hint, &Reach::Any).await
+}
+
+/// `discover_hint`, connecting only where `reach` permits.
+pub async fn discover_hint_within(
+    connector: &Connector,
+    cfg: &Config,
+    store: &dyn Store,
+    hint: &str,
+    reach: &Reach,
+) -> Result<Cluster, DiscoveryError> {
     let seeds = resolve_hint(hint, cfg, store)?;
-    let mut cluster = discover(connector, cfg, &seeds).await?;
+    let mut cluster = discover_within(connector, cfg, &seeds, reach).await?;
     remember(store, cfg, &mut cluster)?;
     Ok(cluster)
 }
@@ -121,16 +235,30 @@ pub fn remember(store: &dyn Store, cfg: &Config, cluster: &mut Cluster) -> Resul
 /// they are connected to it by replication. An unreachable member is reported in the cluster's
 /// problems; only a first seed that cannot be probed, with nothing else found, is an error.
 pub async fn discover(connector: &Connector, cfg: &Config, seeds: &[InstanceKey]) -> Result<Cluster, DiscoveryError> {
+    discover_within(connector, cfg, seeds, &Reach::Any).await
+}
+
+/// `discover`, connecting only where `reach` permits: a first seed outside it is an error; any
+/// other server outside it (a replica some member reports) is listed unprobed, with why.
+pub async fn discover_within(connector: &Connector, cfg: &Config, seeds: &[InstanceKey], reach: &Reach) -> Result<Cluster, DiscoveryError> {
     let Some(first) = seeds.first().cloned() else {
         return Err(DiscoveryError::UnknownHint(String::new()));
     };
+    if !reach.permits(&first) {
+        return Err(DiscoveryError::NotAllowed(first));
+    }
     let mut probes: BTreeMap<InstanceKey, ProbeOutcome> = BTreeMap::new();
     let mut first_error: Option<SqlError> = None;
     let mut seen: BTreeSet<InstanceKey> = seeds.iter().cloned().collect();
     let mut frontier: Vec<InstanceKey> = seeds.to_vec();
 
     while !frontier.is_empty() {
-        let results: Vec<(InstanceKey, Result<_, SqlError>)> = stream::iter(frontier.drain(..))
+        let (outside, inside): (Vec<InstanceKey>, Vec<InstanceKey>) = frontier.drain(..).partition(|k| !reach.permits(k));
+        for k in outside {
+            let why = format!("not probed: {k} is not a member of a cluster Baton knows, nor in discovery.allowed (an admin's discovery reaches it)");
+            probes.insert(k, Err(why));
+        }
+        let results: Vec<(InstanceKey, Result<_, SqlError>)> = stream::iter(inside)
             .map(|k| async move {
                 let r = mysql::probe(connector, &k).await;
                 (k, r)

@@ -66,15 +66,16 @@ impl Auth {
         }
     }
 
-    /// Checks the request's credentials for `needed`.
-    pub fn check(&self, headers: &HeaderMap, needed: Role) -> Result<(), ApiError> {
+    /// Checks the request's credentials for `needed`; the caller's role when they suffice (auth
+    /// `none`, loopback only, makes every caller an admin).
+    pub fn check(&self, headers: &HeaderMap, needed: Role) -> Result<Role, ApiError> {
         let role = match self.cfg.auth {
-            AuthMode::None => return Ok(()),
+            AuthMode::None => return Ok(Role::Admin),
             AuthMode::Basic => self.basic(headers)?,
             AuthMode::Token => self.token(headers)?,
         };
         if role >= needed {
-            Ok(())
+            Ok(role)
         } else {
             Err(ApiError::Forbidden(format!("this needs role {needed:?}; the caller has role {role:?}").to_lowercase()))
         }

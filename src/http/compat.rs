@@ -11,11 +11,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
 use super::error::{key_from_parts, ApiError};
 use super::native::{discover, hint};
+use super::Caller;
 use super::AppState;
 use crate::engine::{PlanInputs, Status, TakeoverReport, TakeoverRequest};
 use crate::store::{expiry_after, now_unix, Downtime, PromotionRule, RuleEntry};
@@ -401,42 +402,42 @@ async fn clusters_info(State(s): State<AppState>) -> OrcResult {
     Ok(Json(list).into_response())
 }
 
-async fn live(s: &AppState, h: &str) -> Result<(Cluster, PlanInputs), ApiError> {
-    let c = discover(s, &hint(h)?).await?;
+async fn live(s: &AppState, caller: Caller, h: &str) -> Result<(Cluster, PlanInputs), ApiError> {
+    let c = discover(s, caller, &hint(h)?).await?;
     Ok((c, s.engine.plan_inputs()?))
 }
 
-async fn cluster(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
-    let (c, inp) = live(&s, &h).await?;
+async fn cluster(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
+    let (c, inp) = live(&s, caller, &h).await?;
     Ok(Json(c.members.iter().map(|m| instance_json(m, &c, &inp)).collect::<Vec<_>>()).into_response())
 }
 
-async fn cluster_info_of(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
-    let (c, _) = live(&s, &h).await?;
+async fn cluster_info_of(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
+    let (c, _) = live(&s, caller, &h).await?;
     Ok(Json(cluster_info(&c.name, c.alias.as_deref(), c.members.len())).into_response())
 }
 
-async fn instance(State(s): State<AppState>, Path((host, port)): Path<(String, String)>) -> OrcResult {
+async fn instance(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path((host, port)): Path<(String, String)>) -> OrcResult {
     let k = key_from_parts(&host, &port)?;
-    let (c, inp) = live(&s, &k.to_string()).await?;
+    let (c, inp) = live(&s, caller, &k.to_string()).await?;
     let m = c.member(&k).ok_or_else(|| ApiError::NotFound(format!("{k} is not a member of {}", c.name)))?;
     Ok(Json(instance_json(m, &c, &inp)).into_response())
 }
 
-async fn master(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
-    let (c, inp) = live(&s, &h).await?;
+async fn master(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
+    let (c, inp) = live(&s, caller, &h).await?;
     let m = c.master.as_ref().and_then(|k| c.member(k)).ok_or_else(|| ApiError::NotFound(format!("cluster {} has no single master", c.name)))?;
     Ok(Json(instance_json(m, &c, &inp)).into_response())
 }
 
-async fn instance_replicas(State(s): State<AppState>, Path((host, port)): Path<(String, String)>) -> OrcResult {
+async fn instance_replicas(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path((host, port)): Path<(String, String)>) -> OrcResult {
     let k = key_from_parts(&host, &port)?;
-    let (c, inp) = live(&s, &k.to_string()).await?;
+    let (c, inp) = live(&s, caller, &k.to_string()).await?;
     Ok(Json(c.replicas_of(&k).iter().map(|m| instance_json(m, &c, &inp)).collect::<Vec<_>>()).into_response())
 }
 
-async fn topology(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
-    let (c, _) = live(&s, &h).await?;
+async fn topology(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
+    let (c, _) = live(&s, caller, &h).await?;
     let tree = crate::topology::render::tree(&c);
     Ok(ok(format!("Topology for cluster {}", c.name), json!(tree.trim_end())))
 }

@@ -80,6 +80,7 @@ impl From<crate::discovery::DiscoveryError> for ApiError {
         match e {
             UnknownHint(_) | BadKey(_) => ApiError::NotFound(e.to_string()),
             SeedUnreachable { .. } => ApiError::Unavailable(e.to_string()),
+            NotAllowed(_) => ApiError::Forbidden(e.to_string()),
             Store(_) => ApiError::Internal(e.to_string()),
         }
     }

@@ -83,8 +83,24 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Auth first, then the handler; every answer is counted by route and status code.
-async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The role of the request's caller, for handlers whose reach depends on it (a read-role caller's
+/// discovery reaches only servers Baton knows: `discovery::Reach`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller(pub Role);
+
+impl Caller {
+    /// Where this caller's reads may connect.
+    pub fn reach(&self, s: &AppState) -> Result<crate::discovery::Reach, ApiError> {
+        match self.0 {
+            Role::Admin => Ok(crate::discovery::Reach::Any),
+            Role::Read => Ok(crate::discovery::Reach::known(&s.cfg, s.engine.store.as_ref())?),
+        }
+    }
+}
+
+/// Auth first (and the cross-site refusal for changes), then the handler; every answer is
+/// counted by route and status code.
+async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let path = req.uri().path().to_string();
     let open = path == "/healthz" || path == "/metrics";
@@ -92,12 +108,15 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         true => next.run(req).await,
         false => {
             let needed = Auth::needed(req.method(), &path);
-            let checked = state.auth.check(req.headers(), needed).and_then(|()| match needed {
-                Role::Admin => browser::check_state_changing(req.method(), &path, req.headers(), &state.cfg.http.allowed_origins),
-                Role::Read => Ok(()),
+            let checked = state.auth.check(req.headers(), needed).and_then(|role| match needed {
+                Role::Admin => browser::check_state_changing(req.method(), &path, req.headers(), &state.cfg.http.allowed_origins).map(|()| role),
+                Role::Read => Ok(role),
             });
             match checked {
-                Ok(()) => next.run(req).await,
+                Ok(role) => {
+                    req.extensions_mut().insert(Caller(role));
+                    next.run(req).await
+                }
                 Err(e) => e.into_response(),
             }
         }

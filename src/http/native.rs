@@ -9,14 +9,14 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::{key_from_parts, ApiError};
 use super::track::TrackEvent;
-use super::AppState;
+use super::{AppState, Caller};
 use crate::discovery;
 use crate::engine::{PhaseEvent, RefusalKind, Status, TakeoverReport, TakeoverRequest};
 use crate::store::{expiry_after, Downtime, PromotionRule, RuleEntry};
@@ -73,19 +73,24 @@ async fn clusters(State(s): State<AppState>) -> Result<Json<serde_json::Value>, 
     Ok(Json(serde_json::to_value(s.engine.store.clusters()?).expect("clusters serialize")))
 }
 
-/// A live discovery; counts unreachable members for /metrics.
-pub async fn discover(s: &AppState, hint: &str) -> Result<crate::topology::Cluster, ApiError> {
-    let c = discovery::discover_hint(&s.engine.connector, &s.cfg, s.engine.store.as_ref(), hint).await?;
+/// A live discovery, reaching only what the caller may reach; counts unreachable members for
+/// /metrics.
+pub async fn discover(s: &AppState, caller: Caller, hint: &str) -> Result<crate::topology::Cluster, ApiError> {
+    let reach = caller.reach(s)?;
+    let c = discovery::discover_hint_within(&s.engine.connector, &s.cfg, s.engine.store.as_ref(), hint, &reach).await?;
     s.metrics.probe_errors(c.members.iter().filter(|m| m.instance.is_none()).count());
     Ok(c)
 }
 
-async fn cluster(State(s): State<AppState>, Path(c): Path<String>) -> Result<Json<crate::topology::Cluster>, ApiError> {
-    Ok(Json(discover(&s, &hint(&c)?).await?))
+async fn cluster(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(c): Path<String>) -> Result<Json<crate::topology::Cluster>, ApiError> {
+    Ok(Json(discover(&s, caller, &hint(&c)?).await?))
 }
 
-async fn instance(State(s): State<AppState>, Path((host, port)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn instance(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path((host, port)): Path<(String, String)>) -> Result<Response, ApiError> {
     let key = key_from_parts(&host, &port)?;
+    if !caller.reach(&s)?.permits(&key) {
+        return Err(discovery::DiscoveryError::NotAllowed(key).into());
+    }
     // The instance could not be probed (down, or refusing Baton's account): 503 naming why.
     match crate::mysql::probe(&s.engine.connector, &key).await {
         Ok(i) => Ok(Json(i).into_response()),

@@ -10,7 +10,8 @@ use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, SslOp
 
 use super::dialect::{self, Dialect};
 use super::SqlError;
-use crate::config::{Config, Credentials};
+use super::guard::Guard;
+use crate::config::{Config, Credentials, Secret};
 use crate::topology::{Flavor, InstanceKey, Version};
 
 /// One row as column name (lower case) -> text value (None for NULL). Reading by name keeps the
@@ -70,9 +71,14 @@ fn value_text(v: Value) -> Option<String> {
     }
 }
 
-/// Opens and pools connections to any instance, with one set of credentials and timeouts.
+/// Opens and pools connections to any instance, with one set of credentials and timeouts. No
+/// password leaves in a form the server can recover: connections are TLS with verified
+/// certificates, or go through the `guard` relay (see `guard.rs`).
 pub struct Connector {
     credentials: Credentials,
+    /// TLS to the instances (verified), or None: plain TCP through the guard.
+    tls: Option<SslOpts>,
+    guard: Guard,
     connect_timeout: Duration,
     read_timeout: Duration,
     pool_max: usize,
@@ -88,8 +94,16 @@ impl Connector {
 
     /// A connector with another account (`baton.query`'s), the topology's timeouts and pool size.
     pub fn with_credentials(cfg: &Config, credentials: Credentials) -> Connector {
+        let tls = cfg.topology.tls.then(|| {
+            let roots = cfg.topology.tls_ca.iter().map(|p| p.clone().into()).collect();
+            SslOpts::default().with_root_certs(roots)
+        });
+        // Read at validation already; a file that vanished since is no pinned key (refusal).
+        let pinned = cfg.topology.pinned_rsa_keys.iter().filter_map(|(k, p)| Some((k.clone(), std::fs::read(p).ok()?))).collect();
         Connector {
             credentials,
+            tls,
+            guard: Guard::new(cfg.connect_timeout(), pinned),
             connect_timeout: cfg.connect_timeout(),
             read_timeout: cfg.read_timeout(),
             pool_max: cfg.topology.pool_max,
@@ -102,38 +116,48 @@ impl Connector {
         self.read_timeout
     }
 
-    /// Connection options for `key`: TCP always, the configured credentials and TLS.
-    fn opts(&self, key: &InstanceKey) -> OptsBuilder {
-        let mut opts = OptsBuilder::default()
-            .ip_or_hostname(key.host.clone())
-            .tcp_port(key.port)
-            .user(Some(self.credentials.user.clone()))
-            .pass(Some(self.credentials.password.expose().to_string()))
+    /// Connection options for `key` as `user`: TCP always (never the Unix socket a server names),
+    /// TLS with verified certificates, or else through the guard's relay for that instance.
+    fn opts_as(&self, key: &InstanceKey, user: &str, password: &Secret) -> Result<OptsBuilder, SqlError> {
+        let opts = OptsBuilder::default()
+            .user(Some(user.to_string()))
+            .pass(Some(password.expose().to_string()))
             // mysql_async would switch to the Unix socket for 127.0.0.1; Baton always
             // talks TCP so that what it measures is what a remote client sees.
             .prefer_socket(false)
             .tcp_nodelay(true);
-        if self.credentials.tls {
-            opts = opts.ssl_opts(SslOpts::default().with_danger_accept_invalid_certs(self.credentials.tls_skip_verify));
-        }
-        opts
+        Ok(match &self.tls {
+            Some(ssl) => opts.ip_or_hostname(key.host.clone()).tcp_port(key.port).ssl_opts(ssl.clone()),
+            None => {
+                let addr = self.guard.relay(key, user, password).map_err(|e| SqlError::Unexpected {
+                    instance: key.clone(),
+                    what: "the password guard's relay".into(),
+                    detail: e.to_string(),
+                })?;
+                opts.ip_or_hostname(addr.ip().to_string()).tcp_port(addr.port())
+            }
+        })
     }
 
-    fn pool(&self, key: &InstanceKey) -> Pool {
+    fn opts(&self, key: &InstanceKey) -> Result<OptsBuilder, SqlError> {
+        self.opts_as(key, &self.credentials.user, &self.credentials.password)
+    }
+
+    fn pool(&self, key: &InstanceKey) -> Result<Pool, SqlError> {
         let mut pools = self.pools.lock().expect("pool map poisoned");
-        pools
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let constraints = PoolConstraints::new(0, self.pool_max.max(1)).expect("0 <= max");
-                Pool::new(self.opts(key).pool_opts(PoolOpts::default().with_constraints(constraints)))
-            })
-            .clone()
+        if let Some(p) = pools.get(key) {
+            return Ok(p.clone());
+        }
+        let constraints = PoolConstraints::new(0, self.pool_max.max(1)).expect("0 <= max");
+        let pool = Pool::new(self.opts(key)?.pool_opts(PoolOpts::default().with_constraints(constraints)));
+        pools.insert(key.clone(), pool.clone());
+        Ok(pool)
     }
 
     /// A connection of its own, outside the pool (for session state that must not be shared or
     /// outlive its holder, like a named lock), within the connect timeout.
     pub async fn dedicated(&self, key: &InstanceKey) -> Result<Conn, SqlError> {
-        match tokio::time::timeout(self.connect_timeout, Conn::new(self.opts(key))).await {
+        match tokio::time::timeout(self.connect_timeout, Conn::new(self.opts(key)?)).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(SqlError::Connect { instance: key.clone(), source: e }),
             Err(_) => Err(SqlError::ConnectTimeout { instance: key.clone(), ms: self.connect_timeout.as_millis() as u64 }),
@@ -142,7 +166,7 @@ impl Connector {
 
     /// A connection to `key`, within the connect timeout.
     pub async fn conn(&self, key: &InstanceKey) -> Result<Conn, SqlError> {
-        let pool = self.pool(key);
+        let pool = self.pool(key)?;
         match tokio::time::timeout(self.connect_timeout, pool.get_conn()).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(SqlError::Connect { instance: key.clone(), source: e }),
@@ -237,15 +261,8 @@ impl Connector {
     /// Logs in to `key` with other credentials (the replication account, say) and logs out: proves
     /// the account works there before anything depends on it.
     pub async fn try_login(&self, key: &InstanceKey, creds: &Credentials) -> Result<(), SqlError> {
-        let mut opts = OptsBuilder::default()
-            .ip_or_hostname(key.host.clone())
-            .tcp_port(key.port)
-            .user(Some(creds.user.clone()))
-            .pass(Some(creds.password.expose().to_string()))
-            .prefer_socket(false);
-        if creds.tls {
-            opts = opts.ssl_opts(SslOpts::default().with_danger_accept_invalid_certs(creds.tls_skip_verify));
-        }
+        // Baton's own connection (its TLS settings, through the guard), with that account.
+        let opts = self.opts_as(key, &creds.user, &creds.password)?;
         match tokio::time::timeout(self.connect_timeout, Conn::new(opts)).await {
             Ok(Ok(c)) => {
                 let _ = c.disconnect().await;

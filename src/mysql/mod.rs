@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod dialect;
+pub mod guard;
 pub mod ops;
 
 pub mod probe;
