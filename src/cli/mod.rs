@@ -89,7 +89,11 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_json);
     crate::init_crypto();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // A script call stuck in a C function keeps its blocking thread (its VM was given up):
+    // never wait for it on the way out.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("baton: {e}");

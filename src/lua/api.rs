@@ -50,21 +50,21 @@ pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
     // ---- logging and time ----
     let log = lua.create_table()?;
     log.set("info", lua.create_function(|lua, msg: String| {
-        tracing::info!(script = %caller(lua), "{msg}");
+        tracing::info!(script = %caller(lua), "{}", super::capped(&msg));
         Ok(())
     })?)?;
     log.set("warn", lua.create_function(|lua, msg: String| {
-        tracing::warn!(script = %caller(lua), "{msg}");
+        tracing::warn!(script = %caller(lua), "{}", super::capped(&msg));
         Ok(())
     })?)?;
     log.set("error", lua.create_function(|lua, msg: String| {
-        tracing::error!(script = %caller(lua), "{msg}");
+        tracing::error!(script = %caller(lua), "{}", super::capped(&msg));
         Ok(())
     })?)?;
     baton.set("log", log)?;
     lua.globals().set("print", lua.create_function(|lua, args: mlua::Variadic<Value>| {
         let parts: Vec<String> = args.iter().map(|v| v.to_string().unwrap_or_else(|_| format!("{v:?}"))).collect();
-        tracing::info!(script = %caller(lua), "{}", parts.join("\t"));
+        tracing::info!(script = %caller(lua), "{}", super::capped(&parts.join("\t")));
         Ok(())
     })?)?;
     baton.set("now", lua.create_function(|_, ()| Ok(crate::store::now_unix_ms() as f64 / 1000.0))?)?;

@@ -16,6 +16,7 @@
 
 pub mod api;
 mod marshal;
+pub mod pattern;
 pub mod vm;
 pub mod watch;
 
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use mlua::{Function, Table, Value};
+use mlua::{FromLuaMulti, Function, IntoLuaMulti, MultiValue, Table, Value};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
@@ -125,7 +126,7 @@ impl Sources {
             if !s.scripts.contains_key(p) {
                 return Err(ScriptError::Io {
                     path: scripts_dir.join(p).display().to_string(),
-                    message: "the configured policy (scripts.policy) does not exist; set scripts.policy = \"\" for the built-in ordering".into(),
+                    message: "the configured policy (scripts.policy) does not exist as a regular file (symbolic links are not followed); set scripts.policy = \"\" for the built-in ordering".into(),
                 });
             }
         }
@@ -204,8 +205,22 @@ impl Sources {
     }
 }
 
+/// Most files and directory levels one version may have: a directory that holds more is a
+/// mistake (or a link loop someone made with a copy).
+const MAX_FILES: usize = 1000;
+const MAX_DEPTH: usize = 16;
+
+/// Reads the `.lua` files of `dir`: regular files and real directories only. A symbolic link is
+/// never followed (it could lead outside the directory, or back into it forever).
 fn read_lua_files(root: &Path, dir: &Path, recursive: bool, out: &mut BTreeMap<String, String>) -> Result<(), ScriptError> {
+    read_lua_files_at(root, dir, recursive, 0, out)
+}
+
+fn read_lua_files_at(root: &Path, dir: &Path, recursive: bool, depth: usize, out: &mut BTreeMap<String, String>) -> Result<(), ScriptError> {
     let io = |p: &Path, e: std::io::Error| ScriptError::Io { path: p.display().to_string(), message: e.to_string() };
+    if depth > MAX_DEPTH {
+        return Err(ScriptError::Io { path: dir.display().to_string(), message: format!("more than {MAX_DEPTH} directory levels") });
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| io(dir, e))?;
@@ -214,14 +229,25 @@ fn read_lua_files(root: &Path, dir: &Path, recursive: bool, out: &mut BTreeMap<S
         if name.starts_with('.') {
             continue; // editor swap and backup files
         }
-        if path.is_dir() {
-            if recursive {
-                read_lua_files(root, &path, true, out)?;
+        // The entry itself, not what a link points at.
+        let kind = entry.file_type().map_err(|e| io(&path, e))?;
+        if kind.is_symlink() {
+            if name.ends_with(".lua") {
+                tracing::warn!(path = %path.display(), "a symbolic link in the scripts directory is not followed");
             }
             continue;
         }
-        if !name.ends_with(".lua") || name == ANNOTATIONS {
+        if kind.is_dir() {
+            if recursive {
+                read_lua_files_at(root, &path, true, depth + 1, out)?;
+            }
             continue;
+        }
+        if !kind.is_file() || !name.ends_with(".lua") || name == ANNOTATIONS {
+            continue;
+        }
+        if out.len() >= MAX_FILES {
+            return Err(ScriptError::Io { path: root.display().to_string(), message: format!("more than {MAX_FILES} .lua files") });
         }
         let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
         let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
@@ -237,14 +263,20 @@ struct HookFn {
     func: Function,
 }
 
-/// One loaded, validated, immutable version of the scripts.
-pub struct LoadedScripts {
-    vm: Vm,
-    version: ScriptsVersion,
+/// The Lua functions of one version. Behind an `Arc` so that a call's closure takes them to
+/// the blocking thread it runs on without touching the VM on the async workers.
+struct Fns {
     policy: Option<(String, Function)>,
     /// Builds the policy's arguments and calls it (`marshal`).
     policy_call: Function,
     hooks: Vec<HookFn>,
+}
+
+/// One loaded, validated, immutable version of the scripts.
+pub struct LoadedScripts {
+    vm: Vm,
+    version: ScriptsVersion,
+    fns: Arc<Fns>,
     /// `scripts.allow_writes`: hooks may call the write primitives.
     allow_writes: bool,
 }
@@ -267,13 +299,13 @@ impl LoadedScripts {
             })
             .collect();
         let vm = Vm::new(limits, modules)?;
-        api::install(&vm.lua, env.clone()).map_err(|e| ScriptError::Vm(e.to_string()))?;
+        api::install(vm.lua(), env.clone()).map_err(|e| ScriptError::Vm(e.to_string()))?;
 
         let policy = match &sources.policy {
             Some(rel) => {
                 let file = sources.script_path(rel);
                 let t = exec_file(&vm, &file, &sources.scripts[rel]).await?;
-                let choose = match t.as_ref().map(|t| t.get::<Value>("choose")) {
+                let choose = match t.as_ref().map(|t| t.raw_get::<Value>("choose")) {
                     Some(Ok(Value::Function(f))) => f,
                     _ => {
                         return Err(ScriptError::Invalid {
@@ -319,9 +351,10 @@ impl LoadedScripts {
             hooks.extend(found);
         }
 
-        let policy_call = marshal::compile(&vm.lua).map_err(|e| ScriptError::Vm(e.to_string()))?;
+        let policy_call = marshal::compile(vm.lua()).map_err(|e| ScriptError::Vm(e.to_string()))?;
         let version = ScriptsVersion { id: sources.version_id(), loaded_at: crate::store::now_unix_ms() as u64, files: sources.files() };
-        Ok(LoadedScripts { vm, version, policy, policy_call, hooks, allow_writes: env.cfg.scripts.allow_writes })
+        let fns = Arc::new(Fns { policy, policy_call, hooks });
+        Ok(LoadedScripts { vm, version, fns, allow_writes: env.cfg.scripts.allow_writes })
     }
 
     pub fn version_info(&self) -> &ScriptsVersion {
@@ -329,38 +362,50 @@ impl LoadedScripts {
     }
 
     pub fn policy_file(&self) -> Option<&str> {
-        self.policy.as_ref().map(|(f, _)| f.as_str())
+        self.fns.policy.as_ref().map(|(f, _)| f.as_str())
+    }
+
+    /// Why this version's VM was given up (a call that did not stop), if it was.
+    pub fn failed(&self) -> Option<String> {
+        self.vm.broken()
     }
 
     /// Runs the policy on `input` (also used offline by `baton script test`).
     pub async fn run_policy(&self, input: Arc<PolicyInput>) -> Result<Choice, ScriptError> {
-        let Some((file, choose)) = &self.policy else {
+        let Some((file, _)) = &self.fns.policy else {
             return Err(ScriptError::Invalid { file: "scripts.policy".into(), message: "no policy configured".into() });
         };
         let what = format!("{file}: choose");
-        let (cols, n, fill_candidate, cluster, fill_cluster) =
-            self.vm.build(|lua| marshal::policy_args(lua, input)).map_err(|e| ScriptError::from_lua(&what, &e))?;
-        let (chosen, reason): (Value, Value) =
-            self.vm.call(&what, &self.policy_call, (choose.clone(), cols, n, fill_candidate, cluster, fill_cluster), Grant::new("the policy", false, false)).await?;
-        let reason = match reason {
-            Value::Nil => "no reason given".to_string(),
-            Value::String(s) => s.to_str().map(|s| s.to_string()).unwrap_or_default(),
-            other => return Err(ScriptError::Call { what, message: format!("the reason must be a string, not a {}", other.type_name()) }),
+        let (fns, w) = (self.fns.clone(), what.clone());
+        let prepare = move |lua: &mlua::Lua| {
+            let (_, choose) = fns.policy.as_ref().expect("checked above");
+            let (cols, n, fill_candidate, cluster, fill_cluster) = marshal::policy_args(lua, input)?;
+            let args = (choose.clone(), cols, n, fill_candidate, cluster, fill_cluster).into_lua_multi(lua)?;
+            Ok((fns.policy_call.clone(), args))
         };
-        match chosen {
-            Value::Nil => Ok(Choice::Refused { reason }),
-            Value::String(s) => {
-                let text = s.to_str().map(|s| s.to_string()).unwrap_or_default();
-                let key: InstanceKey = text
-                    .parse()
-                    .map_err(|e| ScriptError::Call { what: what.clone(), message: format!("returned '{text}', not host:port: {e}") })?;
-                Ok(Choice::Chosen { key, reason })
+        let finish = move |lua: &mlua::Lua, out: MultiValue| -> Result<Choice, ScriptError> {
+            let (chosen, reason) = <(Value, Value)>::from_lua_multi(out, lua).map_err(|e| ScriptError::from_lua(&w, &e))?;
+            let reason = match reason {
+                Value::Nil => "no reason given".to_string(),
+                Value::String(s) => capped(&s.to_string_lossy()),
+                other => return Err(ScriptError::Call { what: w, message: format!("the reason must be a string, not a {}", other.type_name()) }),
+            };
+            match chosen {
+                Value::Nil => Ok(Choice::Refused { reason }),
+                Value::String(s) => {
+                    let text = capped(&s.to_string_lossy());
+                    let key: InstanceKey = text
+                        .parse()
+                        .map_err(|e| ScriptError::Call { what: w.clone(), message: format!("returned '{text}', not host:port: {e}") })?;
+                    Ok(Choice::Chosen { key, reason })
+                }
+                other => Err(ScriptError::Call {
+                    what: w,
+                    message: format!("must return a \"host:port\" string or nil, not a {}", other.type_name()),
+                }),
             }
-            other => Err(ScriptError::Call {
-                what,
-                message: format!("must return a \"host:port\" string or nil, not a {}", other.type_name()),
-            }),
-        }
+        };
+        self.vm.call(&what, Grant::new("the policy", false, false), prepare, finish).await
     }
 
     /// Runs the hooks of `phase` in file-name order; the first failure stops the chain. The
@@ -375,21 +420,27 @@ impl LoadedScripts {
     async fn run_phase_into(&self, phase: HookPhase, ctx: &HookContext, ops: &mut Vec<ScriptOp>) -> Result<String, String> {
         let mut ran = Vec::new();
         let writes = self.allow_writes && !ctx.dry_run;
-        for h in self.hooks.iter().filter(|h| h.phase == phase) {
+        for (i, h) in self.fns.hooks.iter().enumerate().filter(|(_, h)| h.phase == phase) {
             let what = format!("{}: {}", h.file, phase);
             let start = Instant::now();
-            let arg = self.vm.build(|lua| api::to_lua(lua, ctx)).map_err(|e| format!("{what}: {e}"))?;
             let grant = Grant::new(what.clone(), writes, true);
-            let result: Result<(Value, Value), ScriptError> = self.vm.call(&what, &h.func, arg, grant.clone()).await;
+            let (fns, context, w) = (self.fns.clone(), ctx.clone(), what.clone());
+            let prepare = move |lua: &mlua::Lua| Ok((fns.hooks[i].func.clone(), api::to_lua(lua, &context)?.into_lua_multi(lua)?));
+            // `false, reason` is a veto (or a failure after the fence); anything else is success.
+            let finish = move |lua: &mlua::Lua, out: MultiValue| -> Result<Option<String>, ScriptError> {
+                let (ok, reason) = <(Value, Value)>::from_lua_multi(out, lua).map_err(|e| ScriptError::from_lua(&w, &e))?;
+                Ok(match (ok, reason) {
+                    (Value::Boolean(false), Value::String(s)) => Some(format!("{w} returned false: {}", capped(&s.to_string_lossy()))),
+                    (Value::Boolean(false), _) => Some(format!("{w} returned false (no reason given)")),
+                    _ => None,
+                })
+            };
+            let result = self.vm.call(&what, grant.clone(), prepare, finish).await;
             ops.extend(grant.take_ops());
             let ms = start.elapsed().as_secs_f64() * 1000.0;
             let failure = match result {
-                Ok((Value::Boolean(false), reason)) => Some(match reason {
-                    Value::String(s) => format!("{what} returned false: {}", s.to_string_lossy()),
-                    _ => format!("{what} returned false (no reason given)"),
-                }),
-                Ok(_) => None,
-                Err(e) => Some(e.to_string()),
+                Ok(veto) => veto,
+                Err(e) => Some(capped(&e.to_string())),
             };
             if let Some(f) = failure {
                 warn!(hook = %what, ms, "{f}");
@@ -402,24 +453,42 @@ impl LoadedScripts {
     }
 
     pub fn hook_names(&self, phase: HookPhase) -> Vec<String> {
-        self.hooks.iter().filter(|h| h.phase == phase).map(|h| format!("{}: {}", h.file, phase)).collect()
+        self.fns.hooks.iter().filter(|h| h.phase == phase).map(|h| format!("{}: {}", h.file, phase)).collect()
     }
 }
 
 /// Runs a file's top-level chunk; returns the table it returned (None for anything else).
 async fn exec_file(vm: &Vm, file: &str, text: &str) -> Result<Option<Table>, ScriptError> {
     let f = vm
-        .lua
+        .lua()
         .load(text)
         .set_name(format!("@{file}"))
         .into_function()
         .map_err(|e| ScriptError::Load { file: file.into(), message: e.to_string() })?;
     // A file's top level runs at every load: reads only.
-    let v: Value = vm.call(file, &f, (), Grant::new(format!("{file} (loading)"), false, false)).await?;
-    Ok(match v {
-        Value::Table(t) => Some(t),
-        _ => None,
+    let grant = Grant::new(format!("{file} (loading)"), false, false);
+    vm.call(file, grant, move |_| Ok((f, MultiValue::new())), |_, out: MultiValue| {
+        Ok(match out.into_iter().next() {
+            Some(Value::Table(t)) => Some(t),
+            _ => None,
+        })
     })
+    .await
+}
+
+/// The longest text a script's answer (a reason, a log line) keeps.
+pub const MAX_SCRIPT_TEXT: usize = 4096;
+
+/// `text`, cut to `MAX_SCRIPT_TEXT` bytes (at a character boundary) with the cut said.
+pub fn capped(text: &str) -> String {
+    if text.len() <= MAX_SCRIPT_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_SCRIPT_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... (cut: {} more bytes)", &text[..end], text.len() - end)
 }
 
 impl Scripts for LoadedScripts {
@@ -430,7 +499,7 @@ impl Scripts for LoadedScripts {
         self.hook_names(phase)
     }
     fn choose(&self, input: Arc<PolicyInput>) -> Option<ChoiceFuture<'_>> {
-        self.policy.as_ref()?;
+        self.fns.policy.as_ref()?;
         Some(Box::pin(async move { self.run_policy(input).await.map_err(|e| e.to_string()) }))
     }
     fn version(&self) -> Option<ScriptsVersion> {
@@ -455,6 +524,9 @@ pub struct ScriptStatus {
     pub hooks: BTreeMap<String, Vec<String>>,
     /// The last reload's error, when the last reload failed (the running version is older).
     pub last_error: Option<String>,
+    /// Why the running version was stopped (a call that did not end in time): every call of it
+    /// fails until the scripts are reloaded.
+    pub failed: Option<String>,
 }
 
 /// Holds the current version and replaces it on reload.
@@ -531,6 +603,7 @@ impl ScriptHost {
             policy: cur.policy_file().map(str::to_string),
             hooks: HookPhase::ALL.iter().map(|p| (p.name().to_string(), cur.hook_names(*p))).collect(),
             last_error: self.last_error.lock().expect("lock").clone(),
+            failed: cur.failed(),
         }
     }
 }

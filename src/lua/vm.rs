@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use mlua::{FromLuaMulti, Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 
 use super::ScriptError;
 use crate::engine::ScriptOp;
@@ -103,12 +103,27 @@ struct Meter {
     active: Mutex<Option<Budget>>,
 }
 
-pub struct Vm {
+/// A VM and its meter, shared with the blocking threads its calls run on.
+pub struct VmCore {
     pub lua: Lua,
     meter: Arc<Meter>,
     grants: Arc<Grants>,
     pub limits: Limits,
+    /// Set when a call did not stop in time: the VM is not called again (its version is failed).
+    broken: Mutex<Option<String>>,
 }
+
+/// One sandboxed VM. Lua never runs on the async runtime's workers: each call runs on a blocking
+/// thread (`spawn_blocking`), where the `baton` primitives still await MySQL through the runtime's
+/// handle. A call that does not return within its time limit (plus a short grace) fails as a
+/// timeout, and the VM is marked broken: a runaway inside a C function cannot be interrupted, but
+/// the string functions are bounded (`bound_patterns`) so that it stops by itself soon after.
+pub struct Vm {
+    core: Arc<VmCore>,
+}
+
+/// Extra time a call's own thread gets past its limit before the VM is given up.
+const GRACE: Duration = Duration::from_millis(500);
 
 impl Vm {
     /// A fresh sandboxed VM. `modules` maps module names (`a.b`) to (chunk name, source) for
@@ -116,6 +131,7 @@ impl Vm {
     pub fn new(limits: Limits, modules: BTreeMap<String, (String, String)>) -> Result<Vm, ScriptError> {
         let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
         let lua = Lua::new_with(libs, LuaOptions::default()).map_err(|e| ScriptError::Vm(e.to_string()))?;
+        let meter = Arc::new(Meter::default());
         let setup = || -> mlua::Result<()> {
             let g = lua.globals();
             let names: Vec<String> = g.pairs::<String, Value>().filter_map(|kv| kv.ok().map(|(k, _)| k)).collect();
@@ -125,17 +141,19 @@ impl Vm {
                 }
             }
             g.raw_set("require", make_require(&lua, modules)?)?;
+            harden(&lua, meter.clone())?;
             Ok(())
         };
         setup().map_err(|e| ScriptError::Vm(e.to_string()))?;
         lua.set_memory_limit(limits.memory_bytes).map_err(|e| ScriptError::Vm(e.to_string()))?;
-        let meter = Arc::new(Meter::default());
         let m = meter.clone();
         lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), move |_lua, _debug| {
-            let mut active = m.active.lock().expect("meter");
-            let Some(b) = active.as_mut() else { return Ok(VmState::Continue) };
+            let mut active = m.active.lock().unwrap_or_else(|p| p.into_inner());
+            // Lua running outside any call (nothing should): stop it.
+            let Some(b) = active.as_mut() else { return Err(mlua::Error::RuntimeError("Lua ran outside a call".into())) };
             if let Some(why) = &b.exceeded {
-                // The yield did not happen (a non-yieldable C boundary): raise instead.
+                // Past the limit, every instruction count raises, in every coroutine; the pcall
+                // family re-raises it (`harden`), so nothing catches it for good.
                 return Err(mlua::Error::RuntimeError(why.clone()));
             }
             b.instructions_left -= HOOK_EVERY as i64;
@@ -149,30 +167,68 @@ impl Vm {
         .map_err(|e| ScriptError::Vm(e.to_string()))?;
         let grants = Arc::new(Grants::default());
         lua.set_app_data(grants.clone());
-        Ok(Vm { lua, meter, grants, limits })
+        Ok(Vm { core: Arc::new(VmCore { lua, meter, grants, limits, broken: Mutex::new(None) }) })
     }
 
-    /// Builds arguments for a call (Rust values to Lua tables). No Lua code runs here, so the
-    /// memory limit is lifted meanwhile: with a limit, mlua protects every single table write,
-    /// which made building a thousand candidates cost more than the policy itself. The memory is
-    /// still counted once the limit is back.
-    pub fn build<T>(&self, f: impl FnOnce(&Lua) -> mlua::Result<T>) -> mlua::Result<T> {
-        let _running = self.meter.exec.lock().unwrap_or_else(|p| p.into_inner());
-        self.lua.set_memory_limit(0)?;
-        let out = f(&self.lua);
-        self.lua.set_memory_limit(self.limits.memory_bytes)?;
-        out
+    /// The VM's state, for loading (a fresh VM that no call uses yet).
+    pub fn lua(&self) -> &Lua {
+        &self.core.lua
     }
 
-    /// Calls `f` within this call's budgets, with what `grant` allows. `what` names the call in
-    /// errors.
-    pub async fn call<R: FromLuaMulti + Send + 'static>(
-        &self,
-        what: &str,
-        f: &Function,
-        args: impl IntoLuaMulti,
-        grant: Arc<Grant>,
-    ) -> Result<R, ScriptError> {
+    pub fn limits(&self) -> Limits {
+        self.core.limits
+    }
+
+    /// Why this VM was given up, if it was.
+    pub fn broken(&self) -> Option<String> {
+        self.core.broken.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Calls into Lua on a blocking thread, within this call's budgets and with what `grant`
+    /// allows: `prepare` builds the function and its arguments (with the memory limit lifted: no
+    /// Lua code runs there), `finish` turns the results into Rust values. Both run on that
+    /// thread, so no Lua object is touched on the async workers. `what` names the call in errors.
+    pub async fn call<T, P, F>(&self, what: &str, grant: Arc<Grant>, prepare: P, finish: F) -> Result<T, ScriptError>
+    where
+        T: Send + 'static,
+        P: FnOnce(&Lua) -> mlua::Result<(Function, MultiValue)> + Send + 'static,
+        F: FnOnce(&Lua, MultiValue) -> Result<T, ScriptError> + Send + 'static,
+    {
+        if let Some(why) = self.broken() {
+            return Err(ScriptError::Limit { what: what.into(), message: format!("this scripts version was stopped ({why}); reload the scripts") });
+        }
+        let (core, name, handle) = (self.core.clone(), what.to_string(), tokio::runtime::Handle::current());
+        let limit = core.limits.timeout;
+        let task = tokio::task::spawn_blocking(move || handle.block_on(core.run(&name, grant, prepare, finish)));
+        match tokio::time::timeout(limit + GRACE, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(ScriptError::Vm(format!("{what}: the call's thread failed: {e}"))),
+            Err(_) => {
+                let why = format!("{what} did not stop within its time limit of {} ms (inside a C function)", limit.as_millis());
+                *self.core.broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                Err(ScriptError::Limit { what: what.into(), message: format!("time limit exceeded: {why}; this VM is discarded") })
+            }
+        }
+    }
+}
+
+impl VmCore {
+    async fn run<T, P, F>(&self, what: &str, grant: Arc<Grant>, prepare: P, finish: F) -> Result<T, ScriptError>
+    where
+        P: FnOnce(&Lua) -> mlua::Result<(Function, MultiValue)>,
+        F: FnOnce(&Lua, MultiValue) -> Result<T, ScriptError>,
+    {
+        let (f, args) = {
+            // No Lua code runs while the arguments are built, so the memory limit is lifted
+            // meanwhile: with a limit, mlua protects every single table write, which made
+            // building a thousand candidates cost more than the policy itself. The memory is
+            // still counted once the limit is back.
+            let _running = self.meter.exec.lock().unwrap_or_else(|p| p.into_inner());
+            let lifted = self.lua.set_memory_limit(0);
+            let built = lifted.and_then(|_| prepare(&self.lua));
+            self.lua.set_memory_limit(self.limits.memory_bytes).map_err(|e| ScriptError::from_lua(what, &e))?;
+            built.map_err(|e| ScriptError::from_lua(what, &e))?
+        };
         let budget = Budget {
             deadline: Instant::now() + self.limits.timeout,
             instructions_left: self.limits.instructions as i64,
@@ -180,11 +236,11 @@ impl Vm {
         };
         // A coroutine of its own (not mlua's recycled implicit one), so that the primitives
         // find this call's grant by the coroutine calling them.
-        let thread = self.lua.create_thread(f.clone()).map_err(|e| ScriptError::from_lua(what, &e))?;
+        let thread = self.lua.create_thread(f).map_err(|e| ScriptError::from_lua(what, &e))?;
         let ptr = thread.to_pointer() as usize;
         self.grants.0.lock().unwrap_or_else(|p| p.into_inner()).insert(ptr, grant);
         let _guard = GrantGuard { grants: self.grants.clone(), ptr };
-        let call = thread.into_async::<R>(args).map_err(|e| ScriptError::from_lua(what, &e))?;
+        let call = thread.into_async::<MultiValue>(args).map_err(|e| ScriptError::from_lua(what, &e))?;
         let metered = Metered { inner: Box::pin(call), meter: self.meter.clone(), budget: Some(budget) };
         let result = match tokio::time::timeout(self.limits.timeout, metered).await {
             Err(_) => Err(ScriptError::Limit {
@@ -193,10 +249,12 @@ impl Vm {
             }),
             Ok(Err(MeteredError::Limit(message))) => Err(ScriptError::Limit { what: what.into(), message }),
             Ok(Err(MeteredError::Lua(e))) => Err(ScriptError::from_lua(what, &e)),
-            Ok(Ok(v)) => Ok(v),
+            Ok(Ok(v)) => finish(&self.lua, v),
         };
         if let Err(ScriptError::Limit { .. } | ScriptError::Call { .. }) = &result {
-            // A memory bomb's garbage is unreachable now: give it back before the next call.
+            // A memory bomb's garbage is unreachable now: give it back before the next call
+            // (scripts have no finalizers: `harden` refuses __gc).
+            let _running = self.meter.exec.lock().unwrap_or_else(|p| p.into_inner());
             let _ = self.lua.gc_collect();
         }
         result
@@ -231,6 +289,117 @@ impl<R, F: Future<Output = mlua::Result<R>>> Future for Metered<F> {
     }
 }
 
+/// Steps one string search may take at most, whatever is left of the call's budget.
+const PATTERN_STEPS_MAX: u64 = 50_000_000;
+
+/// Makes the limits hold everywhere a script can run:
+/// - `pcall`, `xpcall`, `coroutine.resume` and `coroutine.close` re-raise a limit's error (the
+///   hook raises it in every coroutine once the budget is out), so nothing swallows it;
+/// - `setmetatable` refuses `__gc`: a finalizer runs whenever the collector decides, outside any
+///   call's budget (and at every reload's `lua_close`);
+/// - `string.find`, `match`, `gmatch` and `gsub` count their backtracking first
+///   (`pattern::steps`) and refuse a search that would not fit the call's instruction budget.
+fn harden(lua: &Lua, meter: Arc<Meter>) -> mlua::Result<()> {
+    let m = meter.clone();
+    let exceeded = lua.create_function(move |_, ()| {
+        Ok(m.active.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|b| b.exceeded.clone()))
+    })?;
+    let g = lua.globals();
+    let co: Table = g.get("coroutine")?;
+    let wrap: Function = lua
+        .load(
+            r#"
+local exceeded, raw_setmetatable, rawget, type, error, pcall, xpcall, resume, close, co, g = ...
+local function check(...)
+  local why = exceeded()
+  if why then error(why, 0) end
+  return ...
+end
+g.setmetatable = function(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("__gc finalizers are not available to Baton scripts", 2)
+  end
+  return raw_setmetatable(t, mt)
+end
+g.pcall = function(...) return check(pcall(...)) end
+g.xpcall = function(...) return check(xpcall(...)) end
+co.resume = function(...) return check(resume(...)) end
+co.close = function(...) return check(close(...)) end
+"#,
+        )
+        .set_name("=baton:harden")
+        .into_function()?;
+    wrap.call::<()>((
+        exceeded,
+        g.get::<Function>("setmetatable")?,
+        g.get::<Function>("rawget")?,
+        g.get::<Function>("type")?,
+        g.get::<Function>("error")?,
+        g.get::<Function>("pcall")?,
+        g.get::<Function>("xpcall")?,
+        co.get::<Function>("resume")?,
+        co.get::<Function>("close")?,
+        co,
+        g.clone(),
+    ))?;
+    let string: Table = g.get("string")?;
+    for name in ["find", "match", "gmatch", "gsub"] {
+        let original: Function = string.get(name)?;
+        let m = meter.clone();
+        let bounded = lua.create_function(move |_, args: MultiValue| {
+            count_pattern_steps(&m, name, &args)?;
+            original.call::<MultiValue>(args)
+        })?;
+        string.raw_set(name, bounded)?;
+    }
+    Ok(())
+}
+
+/// Counts (and charges) the matching steps of one string-function call; an error if they would
+/// not fit. Arguments Lua itself would reject are left for it to report.
+fn count_pattern_steps(meter: &Meter, name: &str, args: &MultiValue) -> mlua::Result<()> {
+    let text = |i: usize| match args.get(i) {
+        Some(Value::String(s)) => Some(s.as_bytes().to_vec()),
+        Some(Value::Integer(n)) => Some(n.to_string().into_bytes()),
+        Some(Value::Number(n)) => Some(n.to_string().into_bytes()),
+        _ => None,
+    };
+    let int = |i: usize| match args.get(i) {
+        Some(Value::Integer(n)) => Some(*n),
+        Some(Value::Number(n)) if n.fract() == 0.0 => Some(*n as i64),
+        _ => None,
+    };
+    let (Some(subject), Some(pat)) = (text(0), text(1)) else { return Ok(()) };
+    let plain = name == "find" && args.get(3).is_some_and(|v| !matches!(v, Value::Nil | Value::Boolean(false)));
+    let specials = pat.iter().any(|c| b"^$*+?.([%-".contains(c));
+    if plain || (name == "find" && !specials) {
+        return Ok(());
+    }
+    let (mode, init) = match name {
+        "gsub" => (super::pattern::Mode::Gsub { max: int(3).map(|n| n.max(0) as u64) }, None),
+        "gmatch" => (super::pattern::Mode::Gmatch, int(2)),
+        _ => (super::pattern::Mode::First, int(2)),
+    };
+    let Some(from) = super::pattern::start(subject.len(), init) else { return Ok(()) };
+    let mut active = meter.active.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(budget) = active.as_mut() else { return Err(mlua::Error::RuntimeError("Lua ran outside a call".into())) };
+    let limit = (budget.instructions_left.max(0) as u64).min(PATTERN_STEPS_MAX);
+    let counted = super::pattern::steps(&subject, &pat, from, mode, limit);
+    let spent = match &counted {
+        Ok(n) => *n,
+        Err(_) => limit,
+    };
+    budget.instructions_left -= spent as i64;
+    match counted {
+        Err(super::pattern::Stop::Budget) => Err(mlua::Error::RuntimeError(format!(
+            "string.{name}: this pattern backtracks more than {limit} steps on a subject of {} bytes (the call's budget); \
+             simplify the pattern or shorten the subject",
+            subject.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `require(name)`: only modules of the scripts directory, loaded once per VM.
 fn make_require(lua: &Lua, modules: BTreeMap<String, (String, String)>) -> mlua::Result<Function> {
     let loaded: Table = lua.create_table()?;
@@ -261,4 +430,68 @@ fn make_require(lua: &Lua, modules: BTreeMap<String, (String, String)>) -> mlua:
         loaded.raw_set(name.as_str(), v.clone())?;
         Ok(v)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(timeout_ms: u64) -> Vm {
+        let limits = Limits { memory_bytes: 16 << 20, instructions: 10_000_000, timeout: Duration::from_millis(timeout_ms) };
+        Vm::new(limits, BTreeMap::new()).unwrap()
+    }
+
+    async fn run(vm: &Vm, code: &str) -> Result<(), ScriptError> {
+        let f = vm.lua().load(code).into_function().unwrap();
+        vm.call("test", Grant::new("test", false, false), move |_| Ok((f, MultiValue::new())), |_, _| Ok(())).await
+    }
+
+    /// A call stuck inside a C function past its limit (here a Rust function that sleeps, as a
+    /// runaway C call would spin) fails as a timeout; the VM is given up and every later call
+    /// fails at once, naming why. The async workers were never blocked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_stuck_in_c_fails_and_the_vm_is_given_up() {
+        let vm = vm(50);
+        let stuck = vm.lua().create_function(|_, ms: u64| {
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(())
+        });
+        vm.lua().globals().set("stuck", stuck.unwrap()).unwrap();
+        let ticker = tokio::spawn(async {
+            let start = Instant::now();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            start.elapsed()
+        });
+        let e = run(&vm, "stuck(1500)").await.unwrap_err().to_string();
+        assert!(e.contains("did not stop within its time limit of 50 ms") && e.contains("discarded"), "{e}");
+        assert!(ticker.await.unwrap() < Duration::from_millis(1000), "an async worker was blocked");
+        let e = run(&vm, "return 1").await.unwrap_err().to_string();
+        assert!(e.contains("this scripts version was stopped"), "{e}");
+        assert!(vm.broken().is_some());
+    }
+
+    /// Limits reach into coroutines under nested pcalls, finalizers are refused, patterns that
+    /// backtrack are refused before they run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limits_hold_in_coroutines_finalizers_and_patterns() {
+        let vm = vm(2000);
+        let busy = "while true do pcall(function() pcall(function() coroutine.wrap(function() while true do end end)() end) end) end";
+        let e = run(&vm, busy).await.unwrap_err().to_string();
+        assert!(e.contains("instruction limit exceeded"), "{e}");
+        let e = run(&vm, "local co = coroutine.create(function() while true do end end) while true do coroutine.resume(co) co = coroutine.create(function() while true do end end) end").await.unwrap_err().to_string();
+        assert!(e.contains("limit exceeded"), "{e}");
+        let e = run(&vm, "setmetatable({}, { __gc = function() while true do end end })").await.unwrap_err().to_string();
+        assert!(e.contains("__gc finalizers are not available"), "{e}");
+        let e = run(&vm, "string.find(string.rep('a', 40), '.-.-.-.-.-.-.-b')").await.unwrap_err().to_string();
+        assert!(e.contains("string.find: this pattern backtracks"), "{e}");
+        let e = run(&vm, "local s = string.rep('a', 40) return s:match('a*a*a*a*a*a*a*b')").await.unwrap_err().to_string();
+        assert!(e.contains("string.match"), "{e}");
+        let e = run(&vm, "for w in string.rep('a', 40):gmatch('.-.-.-.-.-.-.-b') do end").await.unwrap_err().to_string();
+        assert!(e.contains("string.gmatch"), "{e}");
+        // Ordinary string work still works, and the VM is fine afterwards.
+        run(&vm, "assert(('Slave_IO_Running: Yes'):match('^(%S+):%s+(%S+)') == 'Slave_IO_Running')").await.unwrap();
+        run(&vm, "assert(select(2, ('a b c'):gsub('%s', '_')) == 2) assert(('x.y'):find('.', 1, true) == 2)").await.unwrap();
+        run(&vm, "local n = 0 for _ in ('1,2,3'):gmatch('%d') do n = n + 1 end assert(n == 3)").await.unwrap();
+        assert!(vm.broken().is_none());
+    }
 }
