@@ -181,6 +181,11 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Whole-request limit; a takeover's own limits are far below it.
     pub request_timeout_ms: u64,
+    /// A client must send a request's headers within this (a connection that never finishes
+    /// them is closed).
+    pub header_read_timeout_ms: u64,
+    /// Connections open at once (event streams included); one more is closed at accept.
+    pub max_connections: usize,
     /// Basic auth users: name = { password_hash = "$argon2id$...", role = "read" | "admin" }
     /// (`baton hash-password` makes the hash).
     pub users: BTreeMap<String, HttpUser>,
@@ -230,6 +235,8 @@ impl Default for HttpConfig {
             orchestrator_routes: true,
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 120_000,
+            header_read_timeout_ms: 10_000,
+            max_connections: 256,
             users: BTreeMap::new(),
             tokens: BTreeMap::new(),
             allowed_origins: Vec::new(),
@@ -444,8 +451,8 @@ impl Config {
         if self.discovery.max_parallel == 0 {
             return Err(bad("discovery.max_parallel", "must be at least 1"));
         }
-        if self.http.max_body_bytes == 0 || self.http.request_timeout_ms == 0 {
-            return Err(bad("http", "max_body_bytes and request_timeout_ms must be greater than 0"));
+        if self.http.max_body_bytes == 0 || self.http.request_timeout_ms == 0 || self.http.header_read_timeout_ms == 0 || self.http.max_connections == 0 {
+            return Err(bad("http", "max_body_bytes, request_timeout_ms, header_read_timeout_ms and max_connections must be greater than 0"));
         }
         for (name, t) in &self.http.tokens {
             if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {

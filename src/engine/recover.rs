@@ -80,6 +80,23 @@ impl Engine {
         Ok(out)
     }
 
+    /// Running takeovers owned by another process on this host that is still alive (a previous
+    /// `baton serve` still exiting, say): (id, pid). Settle them once that process is gone.
+    pub fn owned_by_live_process(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let me = super::Owner::current();
+        Ok(self
+            .store
+            .takeovers(None, 1000)?
+            .into_iter()
+            .filter(|e| e.status == Status::Running.as_str())
+            .filter_map(|e| serde_json::from_value::<TakeoverReport>(e.record).ok())
+            .filter_map(|r| {
+                let o = r.owner.as_ref()?;
+                (o.host == me.host && o.pid != me.pid && o.alive()).then(|| (r.id.clone(), o.pid))
+            })
+            .collect())
+    }
+
     /// Settles the interrupted takeover `id` (see the module's table).
     pub async fn recover(&self, id: &str, mode: RecoverMode) -> Result<TakeoverReport, RecoverError> {
         let entry = self.store.takeover(id)?.ok_or_else(|| RecoverError::NotFound(id.to_string()))?;

@@ -5,7 +5,8 @@
 //! time; no credential reaches a log line or an error message.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
@@ -13,17 +14,31 @@ use axum::http::{HeaderMap, Method};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use crate::config::{AuthMode, HttpConfig, Role};
 
 /// How long a verified basic-auth password is remembered (argon2 is slow on purpose).
 const VERIFIED_FOR: Duration = Duration::from_secs(300);
+/// Password checks (argon2) running at once, each on a blocking thread: the async workers never
+/// run one, and a flood of wrong passwords cannot take every core.
+const CHECKS_AT_ONCE: usize = 2;
+/// How long a request waits for a free password check before a 503.
+const CHECK_WAIT: Duration = Duration::from_secs(5);
+/// Failed logins a client may make before it waits; the wait doubles per failure, up to a minute.
+const FREE_FAILURES: u32 = 3;
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Clients remembered for the back-off at most (the oldest are forgotten).
+const MAX_CLIENTS: usize = 10_000;
 
 pub struct Auth {
     cfg: HttpConfig,
     /// sha256(user NUL password) -> (role, verified at): skips argon2 for a recent success.
     verified: Mutex<HashMap<[u8; 32], (Role, Instant)>>,
+    checks: Arc<Semaphore>,
+    /// Per client address: failures in a row and until when it must wait.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 fn sha256(parts: &[&[u8]]) -> [u8; 32] {
@@ -50,7 +65,12 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 impl Auth {
     pub fn new(cfg: &HttpConfig) -> Auth {
-        Auth { cfg: cfg.clone(), verified: Mutex::new(HashMap::new()) }
+        Auth {
+            cfg: cfg.clone(),
+            verified: Mutex::new(HashMap::new()),
+            checks: Arc::new(Semaphore::new(CHECKS_AT_ONCE)),
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The role needed for a request: admin for anything that changes state. orchestrator's
@@ -67,11 +87,12 @@ impl Auth {
     }
 
     /// Checks the request's credentials for `needed`; the caller's role when they suffice (auth
-    /// `none`, loopback only, makes every caller an admin).
-    pub fn check(&self, headers: &HeaderMap, needed: Role) -> Result<Role, ApiError> {
+    /// `none`, loopback only, makes every caller an admin). `client` is the caller's address, for
+    /// the back-off after failed logins.
+    pub async fn check(&self, headers: &HeaderMap, needed: Role, client: Option<IpAddr>) -> Result<Role, ApiError> {
         let role = match self.cfg.auth {
             AuthMode::None => return Ok(Role::Admin),
-            AuthMode::Basic => self.basic(headers)?,
+            AuthMode::Basic => self.basic(headers, client).await?,
             AuthMode::Token => self.token(headers)?,
         };
         if role >= needed {
@@ -87,7 +108,7 @@ impl Auth {
         s.eq_ignore_ascii_case(scheme).then_some(rest.trim())
     }
 
-    fn basic(&self, headers: &HeaderMap) -> Result<Role, ApiError> {
+    async fn basic(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Result<Role, ApiError> {
         let encoded = Self::header(headers, "basic").ok_or(ApiError::Unauthorized)?;
         let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| ApiError::Unauthorized)?;
         let text = String::from_utf8(decoded).map_err(|_| ApiError::Unauthorized)?;
@@ -100,19 +121,65 @@ impl Auth {
                 return Ok(role);
             }
         }
+        if let Some(ip) = client {
+            if let Some((n, until)) = self.failures.lock().expect("auth failures").get(&ip).copied() {
+                let now = Instant::now();
+                if n >= FREE_FAILURES && until > now {
+                    let secs = (until - now).as_secs() + 1;
+                    return Err(ApiError::TooManyRequests(format!("{n} failed logins from this address: retry in {secs} s")));
+                }
+            }
+        }
         // Verify against every user's hash shape the same way: an unknown user costs as much as
-        // a wrong password.
-        let user_entry = self.cfg.users.get(user);
-        let hash = user_entry.map(|u| u.password_hash.as_str()).unwrap_or(DUMMY_HASH);
-        let parsed = PasswordHash::new(hash).map_err(|_| ApiError::Unauthorized)?;
-        let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        // a wrong password. On a blocking thread, a few at a time.
+        let user_entry = self.cfg.users.get(user).cloned();
+        let hash = user_entry.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_string());
+        let permit = match tokio::time::timeout(CHECK_WAIT, self.checks.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(ApiError::Unavailable("too many password checks at once; retry shortly".into())),
+        };
+        let password = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            PasswordHash::new(&hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        })
+        .await
+        .unwrap_or(false);
         match (ok, user_entry) {
             (true, Some(u)) => {
                 self.verified.lock().expect("auth cache").insert(digest, (u.role, Instant::now()));
+                if let Some(ip) = client {
+                    self.failures.lock().expect("auth failures").remove(&ip);
+                }
                 Ok(u.role)
             }
-            _ => Err(ApiError::Unauthorized),
+            _ => {
+                if let Some(ip) = client {
+                    self.failed(ip);
+                }
+                Err(ApiError::Unauthorized)
+            }
         }
+    }
+
+    /// One more failed login from `ip`: past the free ones, it waits 1, 2, 4, ... s (at most a
+    /// minute) before its next password is checked.
+    fn failed(&self, ip: IpAddr) {
+        let mut f = self.failures.lock().expect("auth failures");
+        if f.len() >= MAX_CLIENTS && !f.contains_key(&ip) {
+            let now = Instant::now();
+            f.retain(|_, (_, until)| *until > now);
+            if f.len() >= MAX_CLIENTS {
+                f.clear();
+            }
+        }
+        let e = f.entry(ip).or_insert((0, Instant::now()));
+        e.0 += 1;
+        let wait = match e.0.checked_sub(FREE_FAILURES) {
+            Some(k) => Duration::from_secs(1u64 << k.min(6)).min(MAX_BACKOFF),
+            None => Duration::ZERO,
+        };
+        e.1 = Instant::now() + wait;
     }
 
     fn token(&self, headers: &HeaderMap) -> Result<Role, ApiError> {

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod browser;
 pub mod compat;
 pub mod error;
+pub mod listen;
 pub mod metrics;
 pub mod native;
 pub mod track;
@@ -22,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -108,7 +109,8 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
         true => next.run(req).await,
         false => {
             let needed = Auth::needed(req.method(), &path);
-            let checked = state.auth.check(req.headers(), needed).and_then(|role| match needed {
+            let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            let checked = state.auth.check(req.headers(), needed, client).await.and_then(|role| match needed {
                 Role::Admin => browser::check_state_changing(req.method(), &path, req.headers(), &state.cfg.http.allowed_origins).map(|()| role),
                 Role::Read => Ok(role),
             });
@@ -141,6 +143,23 @@ pub async fn serve(cfg: &Config, listen: Option<&str>) -> Result<(), Box<dyn std
             Err(e) => warn!(id = %r.id, error = %e, "could not settle an interrupted takeover at startup"),
         }
     }
+    // A takeover whose owner is still exiting (a previous process on this host): settle it as
+    // soon as that process is gone, without holding up the start.
+    for (id, pid) in state.engine.owned_by_live_process()? {
+        let engine = state.engine.clone();
+        tokio::spawn(async move {
+            info!(%id, pid, "waiting for the previous owner of a running takeover to exit");
+            if !crate::sandbox::wait_exit(pid, Duration::from_secs(300)).await {
+                warn!(%id, pid, "the takeover's owner is still running after 5 minutes; settle it with baton takeover recover");
+                return;
+            }
+            match engine.recover(&id, crate::engine::RecoverMode::Auto).await {
+                Ok(done) => warn!(id = %done.id, status = done.status.as_str(), "settled a takeover after its owner exited"),
+                Err(crate::engine::RecoverError::Finished { .. }) => info!(%id, "the takeover's owner finished it before exiting"),
+                Err(e) => warn!(%id, error = %e, "could not settle a takeover after its owner exited"),
+            }
+        });
+    }
     let _watch = crate::lua::watch::watch(state.scripts.clone())?;
     // Count reloads for /metrics.
     let (mut reloads, metrics) = (state.scripts.subscribe(), state.metrics.clone());
@@ -152,7 +171,11 @@ pub async fn serve(cfg: &Config, listen: Option<&str>) -> Result<(), Box<dyn std
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     info!(%addr, auth = ?cfg.http.auth, orchestrator_routes = cfg.http.orchestrator_routes, "baton serve listening");
     let tracks = state.tracks.clone();
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await?;
+    let limits = listen::ConnLimits {
+        max_connections: cfg.http.max_connections,
+        header_read_timeout: Duration::from_millis(cfg.http.header_read_timeout_ms),
+    };
+    listen::serve(listener, router(state), limits, shutdown()).await;
     // A takeover started with wait=false is never cut short by a shutdown.
     tracks.wait_idle().await;
     Ok(())
