@@ -540,3 +540,36 @@ async fn write_primitives_need_a_hook_and_allow_writes() {
     let e = s.run_phase(HookPhase::PreTakeover, &dry).await.result.unwrap_err();
     assert!(e.contains("never in a dry run"), "{e}");
 }
+
+/// Item 9: what a script returns is capped (a 20 MB refusal reason becomes 4 KiB and says so),
+/// and a policy that is a symbolic link to a file outside the scripts directory is not loaded.
+#[tokio::test]
+async fn script_answers_are_capped_and_links_are_not_followed() {
+    let mut d = Dirs::new();
+    d.cfg.scripts.policy = "policy.lua".into();
+    let c = snapshot("mariadb_1_3.json");
+    let master = c.master.clone().unwrap();
+    let (candidates, excluded) = plan::candidates(&c, &master, &PlanInputs::default());
+    let input = Arc::new(PolicyInput { cluster: c.clone(), master, candidates, excluded });
+    d.write("scripts/policy.lua", "return { choose = function(c, cands) return nil, string.rep('x', 20 * 1024 * 1024) end }");
+    let s = d.load().await.unwrap();
+    match s.run_policy(input.clone()).await.unwrap() {
+        Choice::Refused { reason } => {
+            assert!(reason.len() < 5000, "{}", reason.len());
+            assert!(reason.contains("(cut: ") && reason.contains("more bytes)"), "{}", &reason[reason.len() - 60..]);
+        }
+        other => panic!("{other:?}"),
+    }
+    d.write("hooks/h.lua", "return { pre_takeover = function(ctx) return false, string.rep('y', 1e7) end }");
+    let e = d.load().await.unwrap().run_phase(HookPhase::PreTakeover, &ctx(HookPhase::PreTakeover)).await.result.unwrap_err();
+    assert!(e.len() < 5000 && e.contains("(cut: "), "{}", e.len());
+    std::fs::remove_file(d.root.join("hooks/h.lua")).unwrap();
+
+    // The policy as a link to a file elsewhere: refused, naming links.
+    let outside = d.root.join("outside.lua");
+    std::fs::write(&outside, "return { choose = function(c, cands) return cands[1].key, 'outside' end }").unwrap();
+    std::fs::remove_file(d.root.join("scripts/policy.lua")).unwrap();
+    std::os::unix::fs::symlink(&outside, d.root.join("scripts/policy.lua")).unwrap();
+    let e = d.load().await.err().expect("a linked policy is not loaded").to_string();
+    assert!(e.contains("symbolic links are not followed"), "{e}");
+}

@@ -237,3 +237,152 @@ fn allowed_patterns() {
         assert!(Reach::parse_pattern(bad).is_err(), "{bad}");
     }
 }
+
+/// A `baton serve` in this process on a free port (the real connection loop), with `cfg`.
+async fn serve(cfg: Config) -> (String, tokio::task::JoinHandle<()>) {
+    let state = AppState::new(&cfg).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let limits = baton::http::listen::ConnLimits {
+        max_connections: cfg.http.max_connections,
+        header_read_timeout: Duration::from_millis(cfg.http.header_read_timeout_ms),
+    };
+    let task = tokio::spawn(baton::http::listen::serve(listener, router(state), limits, std::future::pending()));
+    (base, task)
+}
+
+fn server_config(dir: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.paths.data_dir = dir.join("data");
+    cfg.paths.scripts_dir = dir.join("scripts");
+    cfg.paths.hooks_dir = dir.join("hooks");
+    std::fs::create_dir_all(&cfg.paths.scripts_dir).unwrap();
+    std::fs::create_dir_all(&cfg.paths.hooks_dir).unwrap();
+    cfg.scripts.policy = String::new();
+    cfg
+}
+
+/// Polls /healthz every 20 ms until stopped; returns the slowest answer.
+fn healthz_poller(base: String) -> (Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<Duration>) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut worst = Duration::ZERO;
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = std::time::Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(10), http.get(format!("{base}/healthz")).send()).await;
+            assert!(matches!(&r, Ok(Ok(a)) if a.status() == 200), "healthz failed: {r:?}");
+            worst = worst.max(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        worst
+    });
+    (stop, task)
+}
+
+/// The slowest /healthz answer may be noisy on a loaded 2-core machine; a frozen service would
+/// not answer for seconds. The bound is generous on purpose (speed is for benchmarks).
+const HEALTHZ_BOUND: Duration = Duration::from_millis(1000);
+
+/// Item 3: hostile scripts loaded through the API fail their load, one by one, with an error
+/// naming the limit; the service answers /healthz throughout, and a good version loads after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_scripts_cannot_freeze_the_service() {
+    let dir = temp_dir();
+    let mut cfg = server_config(&dir);
+    cfg.scripts.hook_timeout_ms = 2000;
+    let (base, _server) = serve(cfg.clone()).await;
+    let (stop, poller) = healthz_poller(base.clone());
+    let http = reqwest::Client::new();
+    let hook = cfg.paths.hooks_dir.join("hostile.lua");
+    for (code, expect) in [
+        ("while true do pcall(function() pcall(function() coroutine.wrap(function() while true do end end)() end) end) end", "limit exceeded"),
+        ("string.find(string.rep('a', 40), '.-.-.-.-.-.-.-.-b')", "backtracks"),
+        ("setmetatable({}, { __gc = function() while true do end end })", "__gc"),
+        ("local t = {} while true do t[#t + 1] = string.rep('x', 1024) end", "memory"),
+        ("baton.sleep(60000)", "time limit exceeded"),
+    ] {
+        std::fs::write(&hook, format!("{code}\nreturn {{}}")).unwrap();
+        let t = std::time::Instant::now();
+        let r = http.post(format!("{base}/api/v1/scripts/reload")).header("content-type", "application/json").send().await.unwrap();
+        assert_eq!(r.status(), 422, "{code}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        let msg = body["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(expect), "{code}: {msg}");
+        assert!(t.elapsed() < Duration::from_secs(8), "{code}: the reload took {:?}", t.elapsed());
+    }
+    // Two links to "." in the scripts directory: the reload does not walk them.
+    std::os::unix::fs::symlink(".", cfg.paths.scripts_dir.join("loop1")).unwrap();
+    std::os::unix::fs::symlink(".", cfg.paths.scripts_dir.join("loop2")).unwrap();
+    std::fs::write(&hook, "return { pre_takeover = function(ctx) return true end }").unwrap();
+    let r = http.post(format!("{base}/api/v1/scripts/reload")).header("content-type", "application/json").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let worst = poller.await.unwrap();
+    assert!(worst < HEALTHZ_BOUND, "/healthz took {worst:?} at worst");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Item 9: a flood of wrong passwords neither stalls the service (argon2 runs two at a time, off
+/// the async workers) nor keeps being checked (the address backs off, 429).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_floods_back_off_and_do_not_stall() {
+    let dir = temp_dir();
+    let mut cfg = server_config(&dir);
+    cfg.http.auth = AuthMode::Basic;
+    cfg.http.users = BTreeMap::from([("ops".to_string(), HttpUser { password_hash: auth::hash_password("right").unwrap(), role: Role::Admin })]);
+    let (base, _server) = serve(cfg).await;
+    let (stop, poller) = healthz_poller(base.clone());
+    let http = reqwest::Client::new();
+    let attempts = (0..32).map(|i| {
+        let (http, base) = (http.clone(), base.clone());
+        async move { http.get(format!("{base}/api/v1/takeovers")).basic_auth("ops", Some(format!("wrong{i}"))).send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
+    assert!(statuses.iter().filter(|s| **s == 429).count() > 0, "no back-off: {statuses:?}");
+    // The address is backing off: even the right password waits.
+    let r = http.get(format!("{base}/api/v1/takeovers")).basic_auth("ops", Some("right")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.text().await.unwrap().contains("retry in"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let worst = poller.await.unwrap();
+    assert!(worst < HEALTHZ_BOUND, "/healthz took {worst:?} at worst");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Item 9: a connection that never finishes its headers is closed; connections past the cap are
+/// closed at accept, and the service serves again once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_surplus_connections_are_closed() {
+    let dir = temp_dir();
+    let mut cfg = server_config(&dir);
+    cfg.http.header_read_timeout_ms = 300;
+    cfg.http.max_connections = 3;
+    let (base, _server) = serve(cfg).await;
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        idle.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A fourth is closed at once: no answer.
+    let mut extra = TcpStream::connect(&addr).await.unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf)).await.expect("closed, not kept").unwrap_or(0);
+    assert_eq!(n, 0, "a connection past the cap was served");
+    // The unfinished headers time out: each idle connection is closed by the server.
+    for c in &mut idle {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.expect("closed after the header timeout");
+        assert!(matches!(n, Ok(0) | Err(_)) || String::from_utf8_lossy(&buf).contains("408"), "{n:?}");
+    }
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

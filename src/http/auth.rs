@@ -121,15 +121,7 @@ impl Auth {
                 return Ok(role);
             }
         }
-        if let Some(ip) = client {
-            if let Some((n, until)) = self.failures.lock().expect("auth failures").get(&ip).copied() {
-                let now = Instant::now();
-                if n >= FREE_FAILURES && until > now {
-                    let secs = (until - now).as_secs() + 1;
-                    return Err(ApiError::TooManyRequests(format!("{n} failed logins from this address: retry in {secs} s")));
-                }
-            }
-        }
+        self.backing_off(client)?;
         // Verify against every user's hash shape the same way: an unknown user costs as much as
         // a wrong password. On a blocking thread, a few at a time.
         let user_entry = self.cfg.users.get(user).cloned();
@@ -138,6 +130,8 @@ impl Auth {
             Ok(Ok(p)) => p,
             _ => return Err(ApiError::Unavailable("too many password checks at once; retry shortly".into())),
         };
+        // Failures may have come in while this request waited for its turn.
+        self.backing_off(client)?;
         let password = password.to_string();
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -160,6 +154,18 @@ impl Auth {
                 Err(ApiError::Unauthorized)
             }
         }
+    }
+
+    /// A 429 while `client` must wait after failed logins.
+    fn backing_off(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
+        let Some(ip) = client else { return Ok(()) };
+        let Some((n, until)) = self.failures.lock().expect("auth failures").get(&ip).copied() else { return Ok(()) };
+        let now = Instant::now();
+        if n >= FREE_FAILURES && until > now {
+            let secs = (until - now).as_secs() + 1;
+            return Err(ApiError::TooManyRequests(format!("{n} failed logins from this address: retry in {secs} s")));
+        }
+        Ok(())
     }
 
     /// One more failed login from `ip`: past the free ones, it waits 1, 2, 4, ... s (at most a
