@@ -528,3 +528,38 @@ async fn baton_serve_killed_mid_takeover_recovers_at_restart() {
     assert_rows_everywhere(&t, &m, 110, &stats.acked).await;
     assert_eq!(assert_one_master(&t, &[]).await, m);
 }
+
+/// Issue 13, item 9: a takeover still owned by a process that is exiting (a previous `baton
+/// serve`) is not given up on: it is listed as owned by a live process, recover refuses while that
+/// process runs, and once it is gone the takeover is interrupted like any other and recover acts.
+#[tokio::test]
+async fn a_takeover_whose_owner_is_still_exiting_is_settled_once_it_is_gone() {
+    let mut cfg = Config::default();
+    cfg.paths.data_dir = std::env::temp_dir().join(format!("baton-exiting-{}", uuid::Uuid::new_v4().simple()));
+    cfg.scripts.policy = String::new();
+    let e = engine(&cfg);
+    let mut rep = e.takeover(TakeoverRequest { cluster_hint: "127.0.0.1:1".into(), dry_run: true, ..Default::default() }, None).await;
+    let mut child = tokio::process::Command::new("sleep").arg("1").spawn().unwrap();
+    let pid = child.id().unwrap();
+    rep.status = Status::Running;
+    rep.owner = baton::engine::report::Owner::of_pid(pid);
+    let entry = baton::store::AuditEntry {
+        id: rep.id.clone(),
+        cluster: rep.cluster.clone(),
+        status: "running".into(),
+        started_at: rep.started_at,
+        record: serde_json::to_value(&rep).unwrap(),
+    };
+    e.store.save_takeover(&entry).unwrap();
+    assert_eq!(e.owned_by_live_process().unwrap(), vec![(rep.id.clone(), pid)]);
+    assert!(e.interrupted().unwrap().is_empty());
+    let r = e.recover(&rep.id, baton::engine::RecoverMode::Auto).await;
+    assert!(matches!(r, Err(baton::engine::RecoverError::StillRunning { .. })), "{r:?}");
+    child.wait().await.unwrap();
+    assert!(baton::sandbox::wait_exit(pid, Duration::from_secs(5)).await);
+    assert!(e.owned_by_live_process().unwrap().is_empty());
+    assert_eq!(e.interrupted().unwrap().len(), 1);
+    let r = e.recover(&rep.id, baton::engine::RecoverMode::Auto).await;
+    assert!(!matches!(r, Err(baton::engine::RecoverError::StillRunning { .. })), "{r:?}");
+    let _ = std::fs::remove_dir_all(&cfg.paths.data_dir);
+}

@@ -110,6 +110,27 @@ async fn pre_takeover_and_pre_fence_vetoes_leave_the_topology_as_it_was() {
     let audit = SqliteStore::open(&cfg.paths.data_dir).unwrap().takeover(&rep.id).unwrap().unwrap();
     assert!(audit.record.to_string().contains("\"primitive\":\"stop_replication\""));
 
+    // Issue 13, item 5: baton.query runs as scripts.query_user, and refuses file functions before
+    // anything reaches the server.
+    let conn = t.connector();
+    exec(&conn, &m, "CREATE USER 'reader'@'%' IDENTIFIED BY 'reader-pw'").await;
+    exec(&conn, &m, "GRANT SELECT ON meta.* TO 'reader'@'%'").await;
+    let mut qcfg = cfg.clone();
+    qcfg.scripts.query_user = "reader".into();
+    qcfg.scripts.query_password = baton::config::Secret::new("reader-pw");
+    let probe = "return { pre_takeover = function(ctx)\n  \
+                 local rows = baton.query(ctx.old_master, 'SELECT CURRENT_USER() AS u, alias FROM meta.cluster WHERE anchor = ?', {1})\n  \
+                 local ok, err = pcall(baton.query, ctx.old_master, \"SELECT LOAD_FILE('/etc/passwd') AS f\")\n  \
+                 return false, rows[1].u .. '|' .. rows[1].alias .. '|' .. tostring(err)\nend }";
+    write(&cfg.paths.hooks_dir.join("reader.lua"), probe);
+    let (e, _) = lua_engine(&qcfg).await;
+    let rep = e.takeover(auto(&m), None).await;
+    status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("reader@%|") && rep.errors[0].contains(&t.sandbox.alias), "{:?}", rep.errors);
+    assert!(rep.errors[0].contains("load_file() is not allowed in baton.query"), "{:?}", rep.errors);
+    std::fs::remove_file(cfg.paths.hooks_dir.join("reader.lua")).unwrap();
+    assert_eq!(shape(&t).await, before);
+
     // A dry run whose policy tries to fence the master: refused, nothing changed.
     std::fs::remove_file(cfg.paths.hooks_dir.join("writer.lua")).unwrap();
     write(&cfg.paths.scripts_dir.join("policy.lua"), "return { choose = function(c, cands) baton.read_only(c.master, true) return cands[1].key, 'x' end }");

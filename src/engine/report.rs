@@ -199,6 +199,11 @@ impl Owner {
         Owner { host: host_name(), pid, started: proc_start(pid).unwrap_or(0) }
     }
 
+    /// The owner that process `pid` on this host would be, while it runs.
+    pub fn of_pid(pid: u32) -> Option<Owner> {
+        Some(Owner { host: host_name(), pid, started: proc_start(pid)? })
+    }
+
     /// Whether this owner can still be running the takeover. A process on another host cannot be
     /// checked from here: it counts as alive.
     pub fn alive(&self) -> bool {
