@@ -104,14 +104,19 @@ function baton.cluster(hint) end
 ---@return baton.Instance
 function baton.instance(key) end
 
----A read-only query (SELECT, SHOW, WITH, EXPLAIN, DESCRIBE) with bound parameters. Rows as
----tables of column (lower case) -> text or nil.
+---A read-only query: one SELECT (or WITH ... SELECT) or SHOW, parsed before it is sent: no INTO,
+---no file, lock or wait functions, no locking reads, no comments, no backslashes (bind values as
+---params). Runs as scripts.query_user where configured. Rows as tables of column (lower case) ->
+---text or nil.
 ---@param key string
 ---@param sql string
 ---@param params any[]?
 ---@return table<string, string?>[]
 function baton.query(key, sql, params) end
 
+---The write primitives below (read_only, stop_replication, start_replication, repoint,
+---kill_connections) are for hooks only, with scripts.allow_writes = true, never in a dry run or a
+---file's top level; the policy never has them. Each call is recorded in its phase with its undo.
 ---read_only on or off (super_read_only too on MySQL).
 ---@param key string
 ---@param on boolean
