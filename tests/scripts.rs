@@ -292,6 +292,14 @@ fn snapshot(name: &str) -> Cluster {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The policy's input for a saved snapshot, with no promotion rules.
+fn snapshot_input(name: &str) -> Arc<PolicyInput> {
+    let c = snapshot(name);
+    let master = c.master.clone().unwrap();
+    let (candidates, excluded) = plan::candidates(&c, &master, &PlanInputs::default());
+    Arc::new(PolicyInput { cluster: c, master, candidates, excluded })
+}
+
 fn key(s: &str) -> InstanceKey {
     s.parse().unwrap()
 }
@@ -386,10 +394,7 @@ async fn prefer_dc_example_policy() {
 async fn a_policy_answer_that_breaks_the_contract_is_an_error() {
     let mut d = Dirs::new();
     d.cfg.scripts.policy = "policy.lua".into();
-    let c = snapshot("mariadb_1_3.json");
-    let master = c.master.clone().unwrap();
-    let (candidates, excluded) = plan::candidates(&c, &master, &PlanInputs::default());
-    let input = Arc::new(PolicyInput { cluster: c.clone(), master, candidates, excluded });
+    let input = snapshot_input("mariadb_1_3.json");
     for (body, expect) in [
         ("return 42, 'x'", "must return a \"host:port\" string or nil, not a integer"),
         ("return 'nonsense', 'x'", "not host:port"),
@@ -498,10 +503,7 @@ async fn write_primitives_need_a_hook_and_allow_writes() {
     let mut d = Dirs::new();
     d.cfg.scripts.policy = "policy.lua".into();
     d.cfg.scripts.allow_shell = true;
-    let c = snapshot("mariadb_1_3.json");
-    let master = c.master.clone().unwrap();
-    let (candidates, excluded) = plan::candidates(&c, &master, &PlanInputs::default());
-    let input = Arc::new(PolicyInput { cluster: c.clone(), master, candidates, excluded });
+    let input = snapshot_input("mariadb_1_3.json");
     for (call, expect) in [
         ("baton.read_only(cands[1].key, true)", "baton.read_only is not available to the policy"),
         ("baton.stop_replication(cands[1].key)", "baton.stop_replication is not available to the policy"),
@@ -547,10 +549,7 @@ async fn write_primitives_need_a_hook_and_allow_writes() {
 async fn script_answers_are_capped_and_links_are_not_followed() {
     let mut d = Dirs::new();
     d.cfg.scripts.policy = "policy.lua".into();
-    let c = snapshot("mariadb_1_3.json");
-    let master = c.master.clone().unwrap();
-    let (candidates, excluded) = plan::candidates(&c, &master, &PlanInputs::default());
-    let input = Arc::new(PolicyInput { cluster: c.clone(), master, candidates, excluded });
+    let input = snapshot_input("mariadb_1_3.json");
     d.write("scripts/policy.lua", "return { choose = function(c, cands) return nil, string.rep('x', 20 * 1024 * 1024) end }");
     let s = d.load().await.unwrap();
     match s.run_policy(input.clone()).await.unwrap() {

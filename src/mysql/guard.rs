@@ -93,7 +93,15 @@ struct RelayCtx {
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<RelayCtx>) {
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        let client = match listener.accept().await {
+            Ok((c, _)) => c,
+            Err(e) => {
+                // Out of descriptors, say: let the open ones finish before accepting again.
+                warn!(instance = %ctx.target, error = %e, "the password guard's relay cannot accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let ctx = ctx.clone();
         tokio::spawn(async move {
             if let Err(e) = relay(client, &ctx).await {
