@@ -16,7 +16,8 @@ use crate::store::PromotionRule;
 
 /// Compiled once per VM. Calls `choose(cluster, candidates)` after building both.
 const CALL_POLICY: &str = r#"
-local setmetatable, rawget, next = setmetatable, rawget, next
+-- Lua's own setmetatable: these metatables have no __gc, and the guarded one costs a call each.
+local setmetatable, rawget, next = ...
 return function(choose, cols, n, fill_candidate, cluster, fill_cluster)
   -- First access to a field a table lacks, or the first pairs() over it: fill it once (by its
   -- key), then drop the metatable.
@@ -46,7 +47,9 @@ end
 "#;
 
 pub fn compile(lua: &Lua) -> mlua::Result<Function> {
-    lua.load(CALL_POLICY).set_name("=baton:policy-call").eval()
+    let raw: Function = lua.named_registry_value(super::vm::RAW_SETMETATABLE)?;
+    let g = lua.globals();
+    lua.load(CALL_POLICY).set_name("=baton:policy-call").call((raw, g.get::<Function>("rawget")?, g.get::<Function>("next")?))
 }
 
 fn rule_name(r: PromotionRule) -> &'static str {

@@ -289,6 +289,12 @@ impl<R, F: Future<Output = mlua::Result<R>>> Future for Metered<F> {
     }
 }
 
+/// Where `harden` keeps Lua's own `setmetatable`, for Baton's own chunks (no `__gc` in them).
+pub const RAW_SETMETATABLE: &str = "baton:raw_setmetatable";
+
+/// A search whose rough bound is below this is not walked first (it is charged the bound).
+const SMALL_SEARCH: f64 = 100_000.0;
+
 /// Steps one string search may take at most, whatever is left of the call's budget.
 const PATTERN_STEPS_MAX: u64 = 50_000_000;
 
@@ -305,6 +311,7 @@ fn harden(lua: &Lua, meter: Arc<Meter>) -> mlua::Result<()> {
         Ok(m.active.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|b| b.exceeded.clone()))
     })?;
     let g = lua.globals();
+    lua.set_named_registry_value(RAW_SETMETATABLE, g.get::<Function>("setmetatable")?)?;
     let co: Table = g.get("coroutine")?;
     let wrap: Function = lua
         .load(
@@ -342,26 +349,73 @@ co.close = function(...) return check(close(...)) end
         co,
         g.clone(),
     ))?;
+    // The string functions: a search too small to run away (by a rough bound, computed in Lua
+    // with the repetitions of each pattern cached) goes straight to Lua's own function; any
+    // other is walked first in Rust (`count_pattern_steps`).
     let string: Table = g.get("string")?;
+    let mut args: Vec<Value> = Vec::new();
     for name in ["find", "match", "gmatch", "gsub"] {
         let original: Function = string.get(name)?;
         let m = meter.clone();
-        let bounded = lua.create_function(move |_, args: MultiValue| {
+        let o = original.clone();
+        let counted = lua.create_function(move |_, args: MultiValue| {
             count_pattern_steps(&m, name, &args)?;
-            original.call::<MultiValue>(args)
+            o.call::<MultiValue>(args)
         })?;
-        string.raw_set(name, bounded)?;
+        args.push(Value::Function(original));
+        args.push(Value::Function(counted));
     }
+    args.push(Value::Number(SMALL_SEARCH));
+    args.push(Value::Table(string));
+    lua.load(
+        r#"
+local find, cfind, match, cmatch, gmatch, cgmatch, gsub, cgsub, SMALL, string = ...
+local type, select = type, select
+local reps, n = {}, 0
+-- Whether the search is small enough for Lua's own function: (#s + 1)^(r + 1) * (#p + 1), r the
+-- pattern's repetitions (* + - ?, back-references and %b), bounds the steps of any search.
+local function small(s, p)
+  if type(s) ~= "string" or type(p) ~= "string" then return false end
+  local r = reps[p]
+  if not r then
+    if n >= 1000 then reps, n = {}, 0 end
+    r = select(2, gsub(p, "[%*%+%-%?]", "")) + select(2, gsub(p, "%%[%db]", ""))
+    reps[p], n = r, n + 1
+  end
+  return (#s + 1) ^ (r + 1) * (#p + 1) <= SMALL
+end
+string.find = function(s, p, ...) if small(s, p) then return find(s, p, ...) end return cfind(s, p, ...) end
+string.match = function(s, p, ...) if small(s, p) then return match(s, p, ...) end return cmatch(s, p, ...) end
+string.gmatch = function(s, p, ...) if small(s, p) then return gmatch(s, p, ...) end return cgmatch(s, p, ...) end
+string.gsub = function(s, p, ...) if small(s, p) then return gsub(s, p, ...) end return cgsub(s, p, ...) end
+"#,
+    )
+    .set_name("=baton:strings")
+    .call::<()>(MultiValue::from_vec(args))?;
     Ok(())
 }
 
-/// Counts (and charges) the matching steps of one string-function call; an error if they would
-/// not fit. Arguments Lua itself would reject are left for it to report.
+/// A string argument's bytes: Lua's own (no copy), or a number's text.
+enum Bytes {
+    Lua(mlua::BorrowedBytes),
+    Own(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Lua(b) => b,
+            Bytes::Own(v) => v,
+        }
+    }
+}
+
 fn count_pattern_steps(meter: &Meter, name: &str, args: &MultiValue) -> mlua::Result<()> {
     let text = |i: usize| match args.get(i) {
-        Some(Value::String(s)) => Some(s.as_bytes().to_vec()),
-        Some(Value::Integer(n)) => Some(n.to_string().into_bytes()),
-        Some(Value::Number(n)) => Some(n.to_string().into_bytes()),
+        Some(Value::String(s)) => Some(Bytes::Lua(s.as_bytes())),
+        Some(Value::Integer(n)) => Some(Bytes::Own(n.to_string().into_bytes())),
+        Some(Value::Number(n)) => Some(Bytes::Own(n.to_string().into_bytes())),
         _ => None,
     };
     let int = |i: usize| match args.get(i) {
@@ -375,14 +429,23 @@ fn count_pattern_steps(meter: &Meter, name: &str, args: &MultiValue) -> mlua::Re
     if plain || (name == "find" && !specials) {
         return Ok(());
     }
+    let mut active = meter.active.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(budget) = active.as_mut() else { return Err(mlua::Error::RuntimeError("Lua ran outside a call".into())) };
+    // Small searches (a host:port, a version) are bounded without walking them: every start
+    // position times every way the repetitions can split the subject, times the pattern.
+    let repetitions = (pat.iter().filter(|c| b"*+-?".contains(c)).count()
+        + pat.windows(2).filter(|w| w[0] == b'%' && (w[1].is_ascii_digit() || w[1] == b'b')).count()) as i32;
+    let rough = ((subject.len() + 1) as f64).powi(repetitions + 1) * (pat.len() + 1) as f64;
+    if rough <= SMALL_SEARCH {
+        budget.instructions_left -= rough as i64;
+        return Ok(());
+    }
     let (mode, init) = match name {
         "gsub" => (super::pattern::Mode::Gsub { max: int(3).map(|n| n.max(0) as u64) }, None),
         "gmatch" => (super::pattern::Mode::Gmatch, int(2)),
         _ => (super::pattern::Mode::First, int(2)),
     };
     let Some(from) = super::pattern::start(subject.len(), init) else { return Ok(()) };
-    let mut active = meter.active.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(budget) = active.as_mut() else { return Err(mlua::Error::RuntimeError("Lua ran outside a call".into())) };
     let limit = (budget.instructions_left.max(0) as u64).min(PATTERN_STEPS_MAX);
     let counted = super::pattern::steps(&subject, &pat, from, mode, limit);
     let spent = match &counted {
