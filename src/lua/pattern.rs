@@ -12,13 +12,15 @@
 /// Why the count stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stop {
-    /// More steps than allowed.
+    /// More steps than allowed, or past the deadline.
     Budget,
     /// Something Lua itself rejects (malformed pattern, too complex): Lua reports it.
     Lua,
 }
 
 const MAXCCALLS: u32 = 200;
+/// Steps between two looks at the clock.
+const CLOCK_EVERY: u64 = 1 << 16;
 const MAXCAPTURES: usize = 32;
 const CAP_UNFINISHED: isize = -1;
 const CAP_POSITION: isize = -2;
@@ -28,6 +30,8 @@ struct Probe<'a> {
     p: &'a [u8],
     steps: u64,
     limit: u64,
+    /// The call's deadline, checked every `CLOCK_EVERY` steps.
+    deadline: Option<std::time::Instant>,
     depth: u32,
     level: usize,
     capture: [(usize, isize); MAXCAPTURES],
@@ -37,12 +41,15 @@ type Step = Result<Option<usize>, Stop>;
 
 impl Probe<'_> {
     fn tick(&mut self, n: u64) -> Result<(), Stop> {
+        let before = self.steps;
         self.steps += n;
         if self.steps > self.limit {
-            Err(Stop::Budget)
-        } else {
-            Ok(())
+            return Err(Stop::Budget);
         }
+        if before / CLOCK_EVERY != self.steps / CLOCK_EVERY && self.deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return Err(Stop::Budget);
+        }
+        Ok(())
     }
 
     fn class_end(&self, mut p: usize) -> Result<usize, Stop> {
@@ -334,11 +341,22 @@ pub enum Mode {
 }
 
 /// The steps Lua's matcher takes for `mode` of `pattern` over `subject` from `from`, counted up
-/// to `limit`.
+/// to `limit`, or until `deadline`.
 pub fn steps(subject: &[u8], pattern: &[u8], from: usize, mode: Mode, limit: u64) -> Result<u64, Stop> {
+    steps_until(subject, pattern, from, mode, limit, None)
+}
+
+pub fn steps_until(
+    subject: &[u8],
+    pattern: &[u8],
+    from: usize,
+    mode: Mode,
+    limit: u64,
+    deadline: Option<std::time::Instant>,
+) -> Result<u64, Stop> {
     let anchor = mode != Mode::Gmatch && pattern.first() == Some(&b'^');
     let p0 = usize::from(anchor);
-    let mut probe = Probe { s: subject, p: pattern, steps: 0, limit, depth: 0, level: 0, capture: [(0, 0); MAXCAPTURES] };
+    let mut probe = Probe { s: subject, p: pattern, steps: 0, limit, deadline, depth: 0, level: 0, capture: [(0, 0); MAXCAPTURES] };
     let (mut s, mut matches, mut last) = (from, 0u64, None);
     loop {
         probe.level = 0;

@@ -447,7 +447,7 @@ fn count_pattern_steps(meter: &Meter, name: &str, args: &MultiValue) -> mlua::Re
     };
     let Some(from) = super::pattern::start(subject.len(), init) else { return Ok(()) };
     let limit = (budget.instructions_left.max(0) as u64).min(PATTERN_STEPS_MAX);
-    let counted = super::pattern::steps(&subject, &pat, from, mode, limit);
+    let counted = super::pattern::steps_until(&subject, &pat, from, mode, limit, Some(budget.deadline));
     let spent = match &counted {
         Ok(n) => *n,
         Err(_) => limit,
@@ -455,7 +455,7 @@ fn count_pattern_steps(meter: &Meter, name: &str, args: &MultiValue) -> mlua::Re
     budget.instructions_left -= spent as i64;
     match counted {
         Err(super::pattern::Stop::Budget) => Err(mlua::Error::RuntimeError(format!(
-            "string.{name}: this pattern backtracks more than {limit} steps on a subject of {} bytes (the call's budget); \
+            "string.{name}: this pattern backtracks past the call's budget ({limit} steps, or its time limit) on a subject of {} bytes; \
              simplify the pattern or shorten the subject",
             subject.len()
         ))),
