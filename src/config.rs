@@ -109,6 +109,9 @@ pub struct TakeoverConfig {
     /// Host name patterns (regular substrings) never promoted, like orchestrator's
     /// PromotionIgnoreHostnameFilters.
     pub promotion_ignore_hostname_filters: Vec<String>,
+    /// Promote a MariaDB replica although it or the master runs with `gtid_strict_mode=OFF`
+    /// (then a local write on it can go unnoticed: docs/RELIABILITY.md).
+    pub allow_lax_gtid: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -325,6 +328,7 @@ impl Default for TakeoverConfig {
             fence_lock_wait_s: 2,
             kill_connections_after_ms: None,
             promotion_ignore_hostname_filters: Vec::new(),
+            allow_lax_gtid: false,
         }
     }
 }

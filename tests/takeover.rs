@@ -303,3 +303,49 @@ async fn concurrent_requests_promote_once() {
     assert!(refused.phase(Phase::Fence).is_none(), "the refused one never fenced");
     assert_shape(&t, &r1, &[&m]).await;
 }
+
+/// Issue 16: a MariaDB replica running with gtid_strict_mode=OFF is not promoted unless the
+/// operator allows it, and a local write whose sequence number the master has already passed is
+/// caught as errant by its server id (positions alone would call it clean).
+#[tokio::test]
+async fn lax_gtid_replicas_and_hidden_local_writes_are_refused() {
+    let t = fresh(2).await;
+    let cfg = t.cfg();
+    let conn = t.connector();
+    let (m, r1, r2) = (t.master(), t.replicas()[0].clone(), t.replicas()[1].clone());
+    let before = shape(&t).await;
+    exec(&conn, &r1, "SET GLOBAL gtid_strict_mode = OFF").await;
+
+    // Designated: refused by the check, naming it.
+    let dry = |to: Option<&InstanceKey>| TakeoverRequest { dry_run: true, auto: to.is_none(), ..req(&m, to) };
+    let rep = engine(&cfg).takeover(dry(Some(&r1)), None).await;
+    assert_status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("gtid_strict_mode") && rep.errors[0].contains(&r1.to_string()), "{:?}", rep.errors);
+    // Auto: the lax replica is passed over for the other one.
+    let rep = engine(&cfg).takeover(dry(None), None).await;
+    assert_status(&rep, Status::Planned);
+    let choice = rep.choice.clone().unwrap_or_default();
+    assert!(choice.starts_with(&format!("{r2} chosen")) && choice.contains("gtid_strict_mode=OFF on"), "{choice}");
+    // Allowed by the operator: the dry run plans r1.
+    let mut lax = cfg.clone();
+    lax.takeover.allow_lax_gtid = true;
+    assert_status(&engine(&lax).takeover(dry(Some(&r1)), None).await, Status::Planned);
+
+    // A local write on r1 while it lags: r1 applied up to the master's N, the master is at N+2,
+    // r1 wrote its own N+1 (as an account that bypasses read_only).
+    exec(&conn, &r1, "STOP SLAVE SQL_THREAD").await;
+    exec(&conn, &m, "INSERT INTO app.writes (id) VALUES (910001)").await;
+    exec(&conn, &m, "INSERT INTO app.writes (id) VALUES (910002)").await;
+    exec(&conn, &r1, "INSERT INTO app.writes (id) VALUES (910003)").await;
+    let rep = engine(&lax).takeover(dry(Some(&r1)), None).await;
+    assert_status(&rep, Status::Refused);
+    let checks = &rep.phase(Phase::CheckDesignated).unwrap().checks;
+    let errant = checks.iter().find(|c| c.name == "no_errant_gtid").unwrap();
+    assert!(!errant.ok && errant.detail.contains("errant: 0-"), "{errant:?}");
+    let r1_id = rows(&conn, &r1, "SELECT @@server_id AS id").await[0].string(&["id"]);
+    assert!(errant.detail.contains(&format!("-{r1_id}-")), "{errant:?}");
+    // The cluster was left as it was, bar the test's own changes on r1.
+    exec(&conn, &r1, "START SLAVE SQL_THREAD").await;
+    exec(&conn, &r1, "SET GLOBAL gtid_strict_mode = ON").await;
+    assert_eq!(shape(&t).await, before);
+}

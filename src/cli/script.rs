@@ -106,6 +106,7 @@ async fn test(cfg: &Config, args: TestArgs) -> CliResult {
     let mut inputs = PlanInputs {
         ignore_hostname_filters: cfg.takeover.promotion_ignore_hostname_filters.clone(),
         reasonable_lag_s: cfg.takeover.reasonable_lag_s,
+        allow_lax_gtid: cfg.takeover.allow_lax_gtid,
         ..Default::default()
     };
     for r in &args.rules {

@@ -134,6 +134,7 @@ impl Engine {
             downtimes: self.store.downtimes()?.into_iter().map(|d| (d.instance.clone(), d)).collect(),
             ignore_hostname_filters: self.cfg.takeover.promotion_ignore_hostname_filters.clone(),
             reasonable_lag_s: self.cfg.takeover.reasonable_lag_s,
+            allow_lax_gtid: self.cfg.takeover.allow_lax_gtid,
         })
     }
 

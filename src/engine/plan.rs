@@ -15,6 +15,9 @@ pub struct PlanInputs {
     pub downtimes: HashMap<InstanceKey, Downtime>,
     pub ignore_hostname_filters: Vec<String>,
     pub reasonable_lag_s: u64,
+    /// `takeover.allow_lax_gtid`: promote a MariaDB replica although it or the master runs with
+    /// `gtid_strict_mode=OFF`.
+    pub allow_lax_gtid: bool,
 }
 
 impl PlanInputs {
@@ -24,6 +27,26 @@ impl PlanInputs {
     pub fn downtimed(&self, key: &InstanceKey) -> bool {
         self.downtimes.contains_key(key)
     }
+    /// Why a MariaDB cluster's GTID positions cannot be trusted for promoting `i`, if they cannot:
+    /// `gtid_strict_mode=OFF` on it or on the master lets a local write go unnoticed.
+    fn lax_gtid(&self, cluster: &Cluster, master: &InstanceKey, i: &Instance) -> Option<String> {
+        if self.allow_lax_gtid {
+            return None;
+        }
+        let lax: Vec<String> = [Some(i), cluster.instance(master)]
+            .into_iter()
+            .flatten()
+            .filter(|x| !x.gtid.strict())
+            .map(|x| x.key.to_string())
+            .collect();
+        (!lax.is_empty()).then(|| {
+            format!(
+                "gtid_strict_mode=OFF on {}: a local write on a replica can go unnoticed (set takeover.allow_lax_gtid = true to promote anyway)",
+                lax.join(", ")
+            )
+        })
+    }
+
     fn filtered(&self, key: &InstanceKey) -> Option<&str> {
         self.ignore_hostname_filters.iter().map(String::as_str).find(|f| !f.is_empty() && key.host.contains(f))
     }
@@ -61,10 +84,10 @@ pub fn exclusion(cluster: &Cluster, master: &InstanceKey, i: &Instance, inputs: 
         }
         _ => {}
     }
-    if let Some(errant) = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref())) {
+    if let Some(errant) = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref(), m.server_id)) {
         return Some(format!("errant GTIDs {errant}"));
     }
-    None
+    inputs.lax_gtid(cluster, master, i)
 }
 
 /// A replica that passed the safety rules, with what a policy ranks by. Serialized, it is the
@@ -219,8 +242,10 @@ pub fn check_designated(cluster: &Cluster, master: &InstanceKey, designated: &In
             },
         );
     }
-    let errant = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref()));
+    let errant = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref(), m.server_id));
     add("no_errant_gtid", errant.is_none(), errant.map(|e| format!("errant: {e}")).unwrap_or_else(|| "none".into()));
+    let lax = inputs.lax_gtid(cluster, master, i);
+    add("gtid_strict_mode", lax.is_none(), lax.unwrap_or_else(|| "on (or allowed off by takeover.allow_lax_gtid)".into()));
     checks
 }
 

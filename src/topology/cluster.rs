@@ -280,7 +280,7 @@ fn instance_problems(
         }
     }
     if !is_master {
-        if let Some(errant) = master.and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref())) {
+        if let Some(errant) = master.and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref(), m.server_id)) {
             add(ProblemKind::ErrantGtid, format!("transactions the master does not have: {errant}"));
         }
     }

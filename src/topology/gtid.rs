@@ -24,6 +24,18 @@ fn gtid_err(input: &str, reason: impl Into<String>) -> GtidError {
     GtidError { input: input.chars().take(200).collect(), reason: reason.into() }
 }
 
+/// The largest transaction or sequence number a server prints (both flavors keep them signed).
+pub const MAX_TRANSACTION: u64 = i64::MAX as u64;
+
+/// A number as a server prints it: decimal digits only (no sign, no spaces, not empty), at most
+/// `max`. Rust's parser alone would take `+5`.
+fn server_number(text: &str, max: u64) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u64>().ok().filter(|n| *n <= max)
+}
+
 // ---------------------------------------------------------------------------------------------
 // MariaDB
 
@@ -105,12 +117,12 @@ impl FromStr for GtidPos {
                 (Some(d), Some(sv), Some(q)) => (d, sv, q),
                 _ => return Err(gtid_err(s, format!("'{part}' is not domain-server-seq"))),
             };
-            let num = |x: &str, what: &str| -> Result<u64, GtidError> {
-                x.trim().parse::<u64>().map_err(|_| gtid_err(s, format!("'{x}' is not a {what} number")))
+            let num = |x: &str, what: &str, max: u64| -> Result<u64, GtidError> {
+                server_number(x, max).ok_or_else(|| gtid_err(s, format!("'{x}' is not a {what} number (digits only, at most {max})")))
             };
-            let domain = u32::try_from(num(d, "domain")?).map_err(|_| gtid_err(s, "domain out of range"))?;
-            let server = u32::try_from(num(sv, "server")?).map_err(|_| gtid_err(s, "server id out of range"))?;
-            let seq = num(q, "sequence")?;
+            let domain = num(d, "domain", u32::MAX as u64)? as u32;
+            let server = num(sv, "server", u32::MAX as u64)? as u32;
+            let seq = num(q, "sequence", MAX_TRANSACTION)?;
             if domains.insert(domain, MariaGtid { domain, server, seq }).is_some() {
                 return Err(gtid_err(s, format!("domain {domain} appears twice")));
             }
@@ -181,6 +193,14 @@ impl GtidSet {
         self.sets.is_empty()
     }
 
+    /// A set of one source's intervals (inclusive, any order, overlapping allowed), for values a
+    /// server would not print (the tests of the top of the range).
+    pub fn from_intervals(source: GtidSource, intervals: Vec<(u64, u64)>) -> GtidSet {
+        let iv = normalize(intervals.into_iter().filter(|(a, b)| a <= b).collect());
+        let sets = if iv.is_empty() { BTreeMap::new() } else { BTreeMap::from([(source, iv)]) };
+        GtidSet { sets }
+    }
+
     pub fn union(&self, other: &GtidSet) -> GtidSet {
         let mut sets = self.sets.clone();
         for (src, iv) in &other.sets {
@@ -200,21 +220,21 @@ impl GtidSet {
                 continue;
             };
             let mut left = Vec::new();
-            for &(mut a, b) in mine {
+            for &(first, b) in mine {
+                // The first transaction of [first, b] not yet covered; None once all of it is
+                // (kept as an Option so that an interval ending at u64::MAX needs no b + 1).
+                let mut next = Some(first);
                 for &(c, d) in theirs {
+                    let Some(a) = next else { break };
                     if d < a || c > b {
                         continue;
                     }
                     if c > a {
                         left.push((a, c - 1));
                     }
-                    if d >= b {
-                        a = b.saturating_add(1);
-                        break;
-                    }
-                    a = d + 1;
+                    next = if d >= b { None } else { Some(d + 1) };
                 }
-                if a <= b {
+                if let Some(a) = next {
                     left.push((a, b));
                 }
             }
@@ -264,7 +284,8 @@ impl FromStr for GtidSet {
                     None => (f, f),
                 };
                 let parse = |x: &str| {
-                    x.parse::<u64>().map_err(|_| gtid_err(s, format!("'{f}' is not an interval")))
+                    server_number(x, MAX_TRANSACTION)
+                        .ok_or_else(|| gtid_err(s, format!("'{f}' is not an interval (digits only, 1 to {MAX_TRANSACTION})")))
                 };
                 let (a, b) = (parse(a)?, parse(b)?);
                 if a == 0 || b < a {
@@ -382,6 +403,51 @@ mod tests {
         }
     }
 
+    /// Numbers servers never print are parse errors naming the text: signs, spaces inside,
+    /// empty numbers, above 2^63-1.
+    #[test]
+    fn numbers_servers_never_print() {
+        let top = MAX_TRANSACTION;
+        for bad in [
+            format!("{U1}:+5"),
+            format!("{U1}:1-+5"),
+            format!("{U1}:-5"),
+            format!("{U1}:1-"),
+            format!("{U1}:{}", top + 1),
+            format!("{U1}:1-{}", u64::MAX),
+            format!("{U1}:1 2"),
+        ] {
+            let e = bad.parse::<GtidSet>().expect_err(&bad);
+            assert!(e.to_string().contains("is not an interval"), "{bad}: {e}");
+        }
+        assert_eq!(format!("{U1}:1-{top}").parse::<GtidSet>().unwrap().count(), top as u128);
+        for bad in ["0-1-+5", "+0-1-5", "0-+1-5", "0-1-", "0--5", "0-1-9223372036854775808", "0-4294967296-1", " 0-1-5x"] {
+            let e = bad.parse::<GtidPos>().expect_err(bad);
+            assert!(e.to_string().contains("invalid GTID"), "{bad}: {e}");
+        }
+        assert_eq!("0-1-9223372036854775807".parse::<GtidPos>().unwrap().get(0).unwrap().seq, top);
+        // Whitespace between entries is what servers print (`,\n`): accepted.
+        assert!(format!("{U1}:1-5,\n{U2}:3").parse::<GtidSet>().is_ok());
+        assert!("0-1-5,\n1-2-3".parse::<GtidPos>().is_ok());
+    }
+
+    /// At the very top of the range (values only a constructed set can hold) a set minus itself
+    /// is empty and a set contains itself.
+    #[test]
+    fn top_of_the_range() {
+        let src = GtidSource { uuid: U1.to_string(), tag: None };
+        for iv in [vec![(1, u64::MAX)], vec![(u64::MAX, u64::MAX)], vec![(5, 9), (u64::MAX - 3, u64::MAX)]] {
+            let a = GtidSet::from_intervals(src.clone(), iv.clone());
+            assert!(a.subtract(&a).is_empty(), "{iv:?}: {}", a.subtract(&a));
+            assert!(a.contains(&a), "{iv:?}");
+        }
+        let all = GtidSet::from_intervals(src.clone(), vec![(1, u64::MAX)]);
+        let top = GtidSet::from_intervals(src.clone(), vec![(u64::MAX - 1, u64::MAX)]);
+        assert_eq!(all.subtract(&top), GtidSet::from_intervals(src.clone(), vec![(1, u64::MAX - 2)]));
+        assert!(all.contains(&top) && !top.contains(&all));
+        assert_eq!(top.subtract(&all), GtidSet::default());
+    }
+
     fn arb_set() -> impl Strategy<Value = GtidSet> {
         let src = prop_oneof![Just(U1.to_string()), Just(U2.to_string())];
         proptest::collection::vec((src, 1u64..50, 0u64..10), 0..8).prop_map(|v| {
@@ -397,7 +463,41 @@ mod tests {
         })
     }
 
+    /// Intervals near 1 and near the top (2^63-1) for two sources: small enough to hold as a
+    /// plain set of (source, number), the model the algebra is checked against.
+    fn arb_model_set() -> impl Strategy<Value = GtidSet> {
+        let top = MAX_TRANSACTION;
+        let start = prop_oneof![1u64..40, (top - 40)..=top];
+        let src = prop_oneof![Just(U1.to_string()), Just(U2.to_string())];
+        proptest::collection::vec((src, start, 0u64..6, any::<bool>()), 0..6).prop_map(move |v| {
+            let s: Vec<String> = v
+                .into_iter()
+                .map(|(u, a, l, upper)| {
+                    let b = a.saturating_add(l).min(top);
+                    let u = if upper { u.to_ascii_uppercase() } else { u };
+                    if a == b { format!("{u}:{a}") } else { format!("{u}:{a}-{b}") }
+                })
+                .collect();
+            s.join(",\n").parse().unwrap()
+        })
+    }
+
+    fn model(s: &GtidSet) -> std::collections::BTreeSet<(String, u64)> {
+        s.sets.iter().flat_map(|(src, iv)| iv.iter().flat_map(move |(a, b)| (*a..=*b).map(move |n| (src.uuid.clone(), n)))).collect()
+    }
+
     proptest! {
+        #[test]
+        fn set_algebra_matches_the_model(a in arb_model_set(), b in arb_model_set()) {
+            let (ma, mb) = (model(&a), model(&b));
+            prop_assert_eq!(a.to_string().parse::<GtidSet>().unwrap(), a.clone());
+            prop_assert_eq!(model(&a.union(&b)), ma.union(&mb).cloned().collect());
+            prop_assert_eq!(model(&a.subtract(&b)), ma.difference(&mb).cloned().collect());
+            prop_assert_eq!(a.contains(&b), mb.is_subset(&ma));
+            prop_assert_eq!(a.count(), ma.len() as u128);
+            prop_assert!(a.subtract(&a).is_empty() && a.contains(&a));
+        }
+
         #[test]
         fn set_roundtrip(a in arb_set()) {
             prop_assert_eq!(a.to_string().parse::<GtidSet>().unwrap(), a);

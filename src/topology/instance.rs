@@ -83,23 +83,35 @@ impl GtidState {
     /// Transactions this server wrote itself that `master` does not have: errant when `self` is a
     /// replica. The check must hold although the two states were read at different moments (the
     /// replica may have received transactions newer than the master's snapshot):
-    /// * MariaDB: a domain's last binlog GTID is errant when replication does not explain it (it
-    ///   differs from `gtid_slave_pos` for that domain) and the master has not reached its sequence.
+    /// * MariaDB: a GTID of the replica's `gtid_binlog_pos` or `gtid_current_pos` that replication
+    ///   does not explain (it differs from `gtid_slave_pos` for its domain) is errant when the
+    ///   master has not reached its sequence, or when it carries a server id that is neither the
+    ///   master's nor that of the master's own last GTID in the domain. The second rule catches a
+    ///   local write whose sequence number the master has already passed (`0-2-9` on a replica at
+    ///   `0-1-8` while the master is at `0-1-10`), which sequence numbers alone cannot tell.
     /// * MySQL: executed minus the master's executed, leaving out the master's own uuid (those can
     ///   only be transactions newer than the master's snapshot).
-    pub fn errant_against(&self, master: &GtidState, master_uuid: Option<&str>) -> Option<String> {
+    pub fn errant_against(&self, master: &GtidState, master_uuid: Option<&str>, master_server_id: u32) -> Option<String> {
         match (self, master) {
             (
-                GtidState::MariaDb { binlog_pos, slave_pos, .. },
+                GtidState::MariaDb { binlog_pos, current_pos, slave_pos, .. },
                 GtidState::MariaDb { binlog_pos: m, current_pos: mc, .. },
             ) => {
                 let known = m.union(mc);
-                let errant: Vec<String> = binlog_pos
+                let mut errant: Vec<String> = binlog_pos
                     .iter()
+                    .chain(current_pos.iter())
                     .filter(|g| slave_pos.get(g.domain) != Some(*g))
-                    .filter(|g| known.get(g.domain).is_none_or(|k| k.seq < g.seq))
+                    .filter(|g| {
+                        let k = known.get(g.domain);
+                        let beyond = k.is_none_or(|k| k.seq < g.seq);
+                        let foreign = g.server != master_server_id && k.is_none_or(|k| k.server != g.server);
+                        beyond || foreign
+                    })
                     .map(|g| format!("{}-{}-{}", g.domain, g.server, g.seq))
                     .collect();
+                errant.sort();
+                errant.dedup();
                 (!errant.is_empty()).then(|| errant.join(","))
             }
             (GtidState::MySql { executed, .. }, GtidState::MySql { executed: m, .. }) => {
@@ -110,6 +122,15 @@ impl GtidState {
                 (!errant.is_empty()).then(|| errant.to_string())
             }
             _ => None,
+        }
+    }
+
+    /// MariaDB's `gtid_strict_mode`: with it OFF, a local write can go unnoticed by replication
+    /// (see `errant_against` for what can still be detected). Always true for MySQL.
+    pub fn strict(&self) -> bool {
+        match self {
+            GtidState::MariaDb { strict_mode, .. } => *strict_mode,
+            GtidState::MySql { .. } => true,
         }
     }
 
@@ -295,8 +316,8 @@ mod tests {
             slave_pos: "0-1-10".parse().unwrap(),
             strict_mode: true,
         };
-        assert_eq!(ok.errant_against(&m, None), None);
-        assert_eq!(errant.errant_against(&m, None).as_deref(), Some("0-2-11"));
+        assert_eq!(ok.errant_against(&m, None, 1), None);
+        assert_eq!(errant.errant_against(&m, None, 1).as_deref(), Some("0-2-11"));
         // Replicated further than the master's (older) snapshot: not errant.
         let ahead = GtidState::MariaDb {
             binlog_pos: "0-1-12".parse().unwrap(),
@@ -304,7 +325,7 @@ mod tests {
             slave_pos: "0-1-12".parse().unwrap(),
             strict_mode: true,
         };
-        assert_eq!(ahead.errant_against(&m, None), None);
+        assert_eq!(ahead.errant_against(&m, None, 1), None);
         // A demoted master's own old writes, known to the new master: not errant.
         let demoted = GtidState::MariaDb {
             binlog_pos: "0-1-10".parse().unwrap(),
@@ -312,6 +333,39 @@ mod tests {
             slave_pos: Default::default(),
             strict_mode: true,
         };
-        assert_eq!(demoted.errant_against(&m, None), None);
+        // ... also when the new master (server 2) has not written since.
+        assert_eq!(demoted.errant_against(&m, None, 2), None);
+        // A local write the master's sequence has already passed (issue 16): 0-2-9 on a replica
+        // that applied 0-1-8, with the master (server 1) at 0-1-10.
+        let lax = GtidState::MariaDb {
+            binlog_pos: "0-2-9".parse().unwrap(),
+            current_pos: "0-2-9".parse().unwrap(),
+            slave_pos: "0-1-8".parse().unwrap(),
+            strict_mode: false,
+        };
+        assert_eq!(lax.errant_against(&m, None, 1).as_deref(), Some("0-2-9"));
+        assert!(!lax.strict());
+        // The same shape, replicated (slave_pos explains it): clean.
+        let replicated = GtidState::MariaDb {
+            binlog_pos: "0-2-9".parse().unwrap(),
+            current_pos: "0-2-9".parse().unwrap(),
+            slave_pos: "0-2-9".parse().unwrap(),
+            strict_mode: false,
+        };
+        assert_eq!(replicated.errant_against(&m, None, 1), None);
+        // Old history from a third server that the master also has last in that domain: clean.
+        let m3 = GtidState::MariaDb {
+            binlog_pos: "0-3-7".parse().unwrap(),
+            current_pos: "0-3-7".parse().unwrap(),
+            slave_pos: "0-3-7".parse().unwrap(),
+            strict_mode: true,
+        };
+        let old = GtidState::MariaDb {
+            binlog_pos: "0-3-7".parse().unwrap(),
+            current_pos: "0-3-7".parse().unwrap(),
+            slave_pos: Default::default(),
+            strict_mode: true,
+        };
+        assert_eq!(old.errant_against(&m3, None, 1), None);
     }
 }
