@@ -287,3 +287,57 @@ async fn moving_an_alias_needs_admin() {
     let r = call(&s, Method::PUT, "/api/v1/aliases/prod", Some(&ops), r#"{"to":"db1:3306"}"#).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+/// Issue 11, items 1 and 3: an orchestrator command Baton does not serve answers an error in
+/// orchestrator's shape (so orchestrator-client exits 1 with the message), failovers say that
+/// Baton does graceful takeovers only, and a served command with bad arguments says its form.
+#[tokio::test]
+async fn unsupported_orchestrator_commands_are_loud() {
+    let s = server(AuthMode::None).await;
+    for (uri, expect) in [
+        ("/api/start-replica/db1/3306", "start-replica: not supported by Baton"),
+        ("/api/relocate/db1/3306/db2/3306", "relocate: not supported by Baton"),
+        ("/api/all-instances", "all-instances: not supported by Baton"),
+        ("/api/recover/db1/3306", "graceful master takeovers only"),
+        ("/api/force-master-failover/db1/3306", "graceful master takeovers only"),
+        ("/api/instance/db1", "instance: bad arguments (Baton serves it as instance/{host}/{port})"),
+    ] {
+        let r = call(&s, Method::GET, uri, None, "").await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{uri}: {}", r.body);
+        assert_eq!(r.body["Code"], "ERROR", "{uri}");
+        assert!(r.body["Message"].as_str().unwrap().contains(expect), "{uri}: {}", r.body);
+        assert!(r.body["Details"].is_null());
+    }
+    // The native API keeps its own shape.
+    let r = call(&s, Method::GET, "/api/v1/nosuch", None, "").await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+}
+
+/// The real orchestrator-client (orchestrator's own script, read from ../shared) exits non-zero
+/// with Baton's message for a command Baton does not serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestrator_client_fails_loudly_on_unsupported_commands() {
+    let client = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/orchestrator/orchestrator-client");
+    let tools = ["bash", "curl", "jq"].iter().all(|t| std::process::Command::new("which").arg(t).output().is_ok_and(|o| o.status.success()));
+    if !client.is_file() || !tools {
+        eprintln!("SKIPPED: needs {} and bash, curl, jq", client.display());
+        return;
+    }
+    let s = server(AuthMode::None).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = baton::http::listen::ConnLimits { max_connections: 64, header_read_timeout: std::time::Duration::from_secs(10) };
+    tokio::spawn(baton::http::listen::serve(listener, s.app.clone(), limits, std::future::pending()));
+    for (command, expect) in [("start-replica", "not supported by Baton"), ("recover", "graceful master takeovers only")] {
+        let out = tokio::process::Command::new("bash")
+            .arg(&client)
+            .args(["-c", command, "-i", "127.0.0.1:3306"])
+            .env("ORCHESTRATOR_API", format!("http://{addr}/api"))
+            .output()
+            .await
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{command}: exit 0: {text}");
+        assert!(text.contains(expect), "{command}: {text}");
+    }
+}

@@ -84,6 +84,58 @@ impl IntoResponse for OrcError {
 
 type OrcResult = Result<Response, OrcError>;
 
+/// The orchestrator commands Baton serves, with the argument forms it takes.
+const SERVED: &[(&str, &str)] = &[
+    ("clusters", "clusters"),
+    ("clusters-info", "clusters-info"),
+    ("cluster", "cluster/{hint} or cluster/alias/{alias}"),
+    ("cluster-info", "cluster-info/{hint} or cluster-info/alias/{alias}"),
+    ("instance", "instance/{host}/{port}"),
+    ("master", "master/{hint}"),
+    ("instance-replicas", "instance-replicas/{host}/{port}"),
+    ("topology", "topology/{hint}"),
+    ("audit-recovery", "audit-recovery[/{hint}]"),
+    ("audit-recovery-steps", "audit-recovery-steps/{uid}"),
+    ("register-candidate", "register-candidate/{host}/{port}/{rule}"),
+    ("begin-downtime", "begin-downtime/{host}/{port}/{owner}/{reason}[/{duration}]"),
+    ("end-downtime", "end-downtime/{host}/{port}"),
+    ("graceful-master-takeover", "graceful-master-takeover/{cluster}[/{designated host}/{port}]"),
+    ("graceful-master-takeover-auto", "graceful-master-takeover-auto/{cluster}[/{designated host}/{port}]"),
+    ("leader-check", "leader-check"),
+    ("routed-leader-check", "routed-leader-check"),
+    ("health", "health"),
+];
+
+/// orchestrator's failover commands: Baton does graceful takeovers only.
+const FAILOVER_COMMANDS: &[&str] = &[
+    "recover",
+    "recover-lite",
+    "force-master-failover",
+    "force-master-takeover",
+    "ack-cluster-recoveries",
+    "ack-all-recoveries",
+    "ack-recovery",
+    "disable-global-recoveries",
+    "enable-global-recoveries",
+    "check-global-recoveries",
+];
+
+/// Any `/api/...` path Baton does not serve: an error in orchestrator's shape (HTTP 500, `Code`
+/// `ERROR`), so that `orchestrator-client` prints the message and exits 1 instead of exiting 0
+/// having done nothing.
+pub async fn unsupported(uri: axum::http::Uri) -> Response {
+    let command = uri.path().trim_start_matches("/api/").split('/').next().unwrap_or_default().to_string();
+    let served = SERVED.iter().find(|(c, _)| *c == command);
+    let message = if let Some((_, forms)) = served {
+        format!("{command}: bad arguments (Baton serves it as {forms})")
+    } else if FAILOVER_COMMANDS.contains(&command.as_str()) {
+        format!("{command}: not supported by Baton, which does graceful master takeovers only (graceful-master-takeover, graceful-master-takeover-auto); see docs/ORCHESTRATOR.md")
+    } else {
+        format!("{command}: not supported by Baton (see docs/ORCHESTRATOR.md for the commands it serves)")
+    };
+    OrcError(ApiError::Internal(message)).into_response()
+}
+
 // ---- shapes -----------------------------------------------------------------------------------
 
 fn key(k: Option<&InstanceKey>) -> Value {

@@ -77,7 +77,15 @@ pub fn router(state: AppState) -> Router {
         app = app.merge(compat::routes());
     }
     let timeout = Duration::from_millis(state.cfg.http.request_timeout_ms);
-    app.fallback(|| async { ApiError::NotFound("no such route".into()) })
+    let orchestrator = state.cfg.http.orchestrator_routes;
+    app.fallback(move |uri: axum::http::Uri| async move {
+        let path = uri.path();
+        if orchestrator && path.starts_with("/api/") && path != "/api/v1" && !path.starts_with("/api/v1/") {
+            compat::unsupported(uri).await
+        } else {
+            ApiError::NotFound("no such route".into()).into_response()
+        }
+    })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(RequestBodyLimitLayer::new(state.cfg.http.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
