@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::topology::InstanceKey;
+use crate::topology::{HostFilter, InstanceKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -108,7 +108,7 @@ pub struct TakeoverConfig {
     pub kill_connections_after_ms: Option<u64>,
     /// Host name patterns (regular substrings) never promoted, like orchestrator's
     /// PromotionIgnoreHostnameFilters.
-    pub promotion_ignore_hostname_filters: Vec<String>,
+    pub promotion_ignore_hostname_filters: Vec<HostFilter>,
     /// Promote a MariaDB replica although it or the master runs with `gtid_strict_mode=OFF`
     /// (then a local write on it can go unnoticed: docs/RELIABILITY.md).
     pub allow_lax_gtid: bool,
@@ -545,6 +545,11 @@ mod tests {
         assert!(e.contains("b.toml") && e.contains("topology.read_timeout_ms"), "{e}");
         let c = Config::parse("[aliases]\nprod = \"db1\"\n", "b.toml").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("aliases.prod"));
+        // A hostname filter that is not a regular expression: the file, the key and the pattern.
+        let e = Config::parse("[takeover]\npromotion_ignore_hostname_filters = [\"^dev-\", \"([\"]\n", "c.toml").unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("promotion_ignore_hostname_filters") && e.contains("'(['"), "{e}");
+        let c = Config::parse("[takeover]\npromotion_ignore_hostname_filters = [\"^dev-\", \"10.0.0.3\"]\n", "c.toml").unwrap();
+        assert_eq!(c.takeover.promotion_ignore_hostname_filters.len(), 2);
     }
 
     #[test]

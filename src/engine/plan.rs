@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Downtime, PromotionRule};
-use crate::topology::{Cluster, Instance, InstanceKey};
+use crate::topology::{Cluster, HostFilter, Instance, InstanceKey};
 
 /// What the decisions look at besides the cluster.
 #[derive(Debug, Clone, Default)]
 pub struct PlanInputs {
     pub rules: HashMap<InstanceKey, PromotionRule>,
     pub downtimes: HashMap<InstanceKey, Downtime>,
-    pub ignore_hostname_filters: Vec<String>,
+    pub ignore_hostname_filters: Vec<HostFilter>,
     pub reasonable_lag_s: u64,
     /// `takeover.allow_lax_gtid`: promote a MariaDB replica although it or the master runs with
     /// `gtid_strict_mode=OFF`.
@@ -47,8 +47,8 @@ impl PlanInputs {
         })
     }
 
-    fn filtered(&self, key: &InstanceKey) -> Option<&str> {
-        self.ignore_hostname_filters.iter().map(String::as_str).find(|f| !f.is_empty() && key.host.contains(f))
+    fn filtered(&self, key: &InstanceKey) -> Option<String> {
+        self.ignore_hostname_filters.iter().find(|f| f.matches(key)).map(HostFilter::as_str)
     }
 }
 
@@ -387,7 +387,7 @@ mod tests {
         };
         let c = cluster(vec![inst(1, None, 100, None), d]);
         let mut i = inputs();
-        i.ignore_hostname_filters = vec!["h".into()];
+        i.ignore_hostname_filters = vec![HostFilter::parse("^h:").unwrap()];
         let checks = check_designated(&c, &InstanceKey::new("h", 1), &InstanceKey::new("h", 2), &i);
         let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
         assert_eq!(failed, ["not_banned", "no_errant_gtid"]);

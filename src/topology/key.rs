@@ -127,3 +127,68 @@ mod tests {
         assert!("host:notaport".parse::<InstanceKey>().unwrap_err().to_string().contains("notaport"));
     }
 }
+
+/// One of `takeover.promotion_ignore_hostname_filters`, with orchestrator's meaning
+/// (`FiltersMatchInstanceKey`): a filter that parses as an IP address matches a host equal to it;
+/// any other is a regular expression matched against `host:port`. Compiled once, at load.
+#[derive(Debug, Clone)]
+pub enum HostFilter {
+    Ip(std::net::IpAddr),
+    Pattern(regex::Regex),
+}
+
+impl HostFilter {
+    pub fn parse(text: &str) -> Result<HostFilter, String> {
+        if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+            return Ok(HostFilter::Ip(ip));
+        }
+        regex::Regex::new(text).map(HostFilter::Pattern).map_err(|e| format!("'{text}' is not a valid regular expression: {e}"))
+    }
+
+    pub fn matches(&self, key: &InstanceKey) -> bool {
+        match self {
+            HostFilter::Ip(ip) => key.host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().is_ok_and(|h| h == *ip),
+            HostFilter::Pattern(re) => re.is_match(&key.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> String {
+        match self {
+            HostFilter::Ip(ip) => ip.to_string(),
+            HostFilter::Pattern(re) => re.as_str().to_string(),
+        }
+    }
+}
+
+impl TryFrom<String> for HostFilter {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        HostFilter::parse(&text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HostFilter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        HostFilter::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::*;
+
+    /// orchestrator's semantics: an IP is exact, anything else a regex on host:port.
+    #[test]
+    fn hostname_filters() {
+        let k = |s: &str| s.parse::<InstanceKey>().unwrap();
+        let f = |s: &str| HostFilter::parse(s).unwrap();
+        assert!(f("^dev-").matches(&k("dev-db7:3306")));
+        assert!(!f("^dev-").matches(&k("prod-dev-db7:3306")));
+        assert!(f(":3307$").matches(&k("db1:3307")) && !f(":3307$").matches(&k("db1:33070")));
+        assert!(f("10.0.0.3").matches(&k("10.0.0.3:3306")));
+        assert!(!f("10.0.0.3").matches(&k("10.0.0.38:3306")), "an IP filter is exact");
+        assert!(f("db").matches(&k("proddb:3306")), "a plain word is a regex: a substring");
+        let e = HostFilter::parse("([").unwrap_err();
+        assert!(e.contains("'(['") && e.contains("regular expression"), "{e}");
+    }
+}

@@ -15,4 +15,4 @@ pub use gtid::{GtidError, GtidPos, GtidSet};
 pub use instance::{
     BinlogCoordinates, Flavor, GtidMode, GtidState, Instance, ReplicationStatus, ThreadError, ThreadState, Version,
 };
-pub use key::{InstanceKey, KeyError};
+pub use key::{HostFilter, InstanceKey, KeyError};
