@@ -424,7 +424,7 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, message: &str| ConfigError::Invalid {
             origin: self.origin.clone(),
             key: key.to_string(),

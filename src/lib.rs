@@ -14,6 +14,7 @@
 //! - [`http`]: `baton serve`: the native JSON API and orchestrator's routes, thin over the rest.
 //! - [`store`]: the embedded store (SQLite) behind a small trait.
 //! - [`config`]: the TOML configuration and its `BATON_*` environment overrides.
+//! - [`migrate`]: an orchestrator configuration turned into a `baton.toml`.
 //! - [`cli`]: the `baton` command line, a thin shell over the modules above.
 //!
 //! `docs/ARCHITECTURE.md` has the bird's-eye view and the invariants.
@@ -26,6 +27,7 @@ pub mod discovery;
 pub mod engine;
 pub mod http;
 pub mod lua;
+pub mod migrate;
 pub mod mysql;
 pub mod sandbox;
 pub mod store;

@@ -67,6 +67,12 @@ pub enum Command {
     },
     /// Print the argon2 hash of a password read from stdin, for http.users.*.password_hash.
     HashPassword,
+    /// Print a baton.toml for the setup an orchestrator JSON configuration describes, with what
+    /// it did not carry over (and why) as comments.
+    ImportOrchestratorConfig {
+        /// orchestrator's configuration (orchestrator.conf.json).
+        file: std::path::PathBuf,
+    },
     /// Print a new random API token and its SHA-256, for http.tokens.*.sha256.
     HashToken,
 }
@@ -113,6 +119,13 @@ async fn run(cli: Cli) -> CliResult {
         Command::PromotionRule(cmd) => admin::rule(&load()?, cmd),
         Command::Downtime(cmd) => admin::downtime(&load()?, cmd),
         Command::Alias(cmd) => admin::alias(&load()?, cmd),
+        Command::ImportOrchestratorConfig { file } => {
+            let json = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let toml = crate::migrate::from_orchestrator(&json, &|p| std::fs::read_to_string(p).ok(), &crate::http::auth::hash_password)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            print!("{toml}");
+            Ok(())
+        }
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Demo(args) => bench::demo(args).await,
         Command::Serve { listen } => crate::http::serve(&load()?, listen.as_deref()).await.map_err(|e| e.to_string().into()),
