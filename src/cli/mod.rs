@@ -6,6 +6,7 @@ mod bench;
 mod bench_http;
 mod bench_scripts;
 mod client;
+mod instance;
 mod sandbox;
 mod script;
 mod takeover;
@@ -51,6 +52,23 @@ pub enum Command {
     /// Begin, end or list downtime.
     #[command(subcommand)]
     Downtime(admin::DowntimeCmd),
+    /// Start, stop or restart replication on an instance.
+    #[command(subcommand)]
+    Replica(instance::ReplicaCmd),
+    /// Set read_only on or off on an instance.
+    #[command(subcommand, name = "read-only")]
+    ReadOnly(instance::ReadOnlyCmd),
+    /// Point a replica at another member of its cluster (GTID).
+    Relocate(instance::RelocateArgs),
+    /// Point a replica at its source's source.
+    MoveUp { instance: crate::topology::InstanceKey },
+    /// Forget an instance, or a whole cluster, from Baton's memory (no server changes).
+    Forget(instance::ForgetArgs),
+    /// The instance commands on record (who, what, the statements).
+    Operations {
+        #[arg(long)]
+        json: bool,
+    },
     /// List cluster aliases and their claims, or move an alias to another cluster.
     #[command(subcommand)]
     Alias(admin::AliasCmd),
@@ -119,6 +137,23 @@ async fn run(cli: Cli) -> CliResult {
         Command::PromotionRule(cmd) => admin::rule(&load()?, cmd),
         Command::Downtime(cmd) => admin::downtime(&load()?, cmd),
         Command::Alias(cmd) => admin::alias(&load()?, cmd),
+        Command::Replica(cmd) => {
+            use crate::engine::InstanceCommand as C;
+            let (k, c) = match cmd {
+                instance::ReplicaCmd::Start { instance } => (instance, C::StartReplica),
+                instance::ReplicaCmd::Stop { instance } => (instance, C::StopReplica),
+                instance::ReplicaCmd::Restart { instance } => (instance, C::RestartReplica),
+            };
+            instance::run(&load()?, k, c).await
+        }
+        Command::ReadOnly(cmd) => match cmd {
+            instance::ReadOnlyCmd::On { instance } => instance::run(&load()?, instance, crate::engine::InstanceCommand::SetReadOnly).await,
+            instance::ReadOnlyCmd::Off { instance } => instance::run(&load()?, instance, crate::engine::InstanceCommand::SetWriteable).await,
+        },
+        Command::Relocate(a) => instance::run(&load()?, a.instance, crate::engine::InstanceCommand::Relocate { below: a.below }).await,
+        Command::MoveUp { instance } => instance::run(&load()?, instance, crate::engine::InstanceCommand::MoveUp).await,
+        Command::Forget(a) => instance::forget(&load()?, a),
+        Command::Operations { json } => instance::operations(&load()?, json),
         Command::ImportOrchestratorConfig { file } => {
             let json = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let toml = crate::migrate::from_orchestrator(&json, &|p| std::fs::read_to_string(p).ok(), &crate::http::auth::hash_password)

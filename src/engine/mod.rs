@@ -14,6 +14,7 @@
 //! Architecture invariant: the engine never builds SQL (it calls `mysql::ops`) and never sleeps in a
 //! polling loop: waiting for the replica to catch up is done by the server.
 
+pub mod commands;
 mod fault;
 pub mod hooks;
 pub mod plan;
@@ -36,6 +37,7 @@ pub use hooks::{
     Choice, ChoiceFuture, HookContext, HookFuture, HookPhase, HookRun, NoScripts, PhaseTiming, PolicyInput, ScriptOp,
     ScriptSource, Scripts, ScriptsVersion, Undo,
 };
+pub use commands::{CommandError, CommandReport, InstanceCommand};
 pub use plan::{Candidate, Check, Excluded, PlanInputs};
 pub use recover::{RecoverError, RecoverMode};
 pub use report::{

@@ -76,7 +76,24 @@ impl Auth {
     /// The role needed for a request: admin for anything that changes state. orchestrator's
     /// compatible routes are all GET, so they are classified by path.
     pub fn needed(method: &Method, path: &str) -> Role {
-        const COMPAT_WRITES: [&str; 4] = ["/api/graceful-master-takeover", "/api/register-candidate", "/api/begin-downtime", "/api/end-downtime"];
+        const COMPAT_WRITES: &[&str] = &[
+            "/api/graceful-master-takeover",
+            "/api/register-candidate",
+            "/api/begin-downtime",
+            "/api/end-downtime",
+            "/api/start-replica",
+            "/api/start-slave",
+            "/api/stop-replica",
+            "/api/stop-slave",
+            "/api/restart-replica",
+            "/api/set-read-only",
+            "/api/set-writeable",
+            "/api/relocate",
+            "/api/move-below",
+            "/api/move-up",
+            "/api/forget",
+            "/api/discover",
+        ];
         let write_path = COMPAT_WRITES.iter().any(|p| path.starts_with(p));
         let read_method = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
         if write_path || !read_method {

@@ -18,7 +18,7 @@ use super::error::{key_from_parts, ApiError};
 use super::native::{discover, hint};
 use super::Caller;
 use super::AppState;
-use crate::engine::{PlanInputs, Status, TakeoverReport, TakeoverRequest};
+use crate::engine::{CommandError, InstanceCommand, PlanInputs, Status, TakeoverReport, TakeoverRequest};
 use crate::store::{expiry_after, now_unix, Downtime, PromotionRule, RuleEntry};
 use crate::topology::{BinlogCoordinates, Cluster, Flavor, GtidMode, GtidState, InstanceKey, Member, ThreadState};
 
@@ -45,6 +45,18 @@ pub fn routes() -> Router<AppState> {
         .route("/api/begin-downtime/{host}/{port}/{owner}/{reason}", get(begin_downtime))
         .route("/api/begin-downtime/{host}/{port}/{owner}/{reason}/{duration}", get(begin_downtime))
         .route("/api/end-downtime/{host}/{port}", get(end_downtime));
+    for name in ["start-replica", "start-slave", "stop-replica", "stop-slave", "restart-replica", "set-read-only", "set-writeable", "move-up"] {
+        let handler = move |State(s): State<AppState>, Extension(c): Extension<Caller>, Path(p): Path<Vec<String>>| instance_command(s, c, p, name);
+        r = r.route(&format!("/api/{name}/{{host}}/{{port}}"), get(handler));
+    }
+    for name in ["relocate", "move-below"] {
+        let handler = move |State(s): State<AppState>, Extension(c): Extension<Caller>, Path(p): Path<Vec<String>>| instance_command(s, c, p, name);
+        r = r.route(&format!("/api/{name}/{{host}}/{{port}}/{{below_host}}/{{below_port}}"), get(handler));
+    }
+    r = r
+        .route("/api/forget/{host}/{port}", get(forget))
+        .route("/api/forget-cluster/{hint}", get(forget_cluster))
+        .route("/api/discover/{host}/{port}", get(discover_instance));
     for (cmd, auto) in [("graceful-master-takeover", false), ("graceful-master-takeover-auto", true)] {
         let handler = move |s: State<AppState>, p: Path<Vec<String>>| takeover(s, p, auto);
         r = r
@@ -101,6 +113,19 @@ const SERVED: &[(&str, &str)] = &[
     ("end-downtime", "end-downtime/{host}/{port}"),
     ("graceful-master-takeover", "graceful-master-takeover/{cluster}[/{designated host}/{port}]"),
     ("graceful-master-takeover-auto", "graceful-master-takeover-auto/{cluster}[/{designated host}/{port}]"),
+    ("start-replica", "start-replica/{host}/{port}"),
+    ("start-slave", "start-slave/{host}/{port}"),
+    ("stop-replica", "stop-replica/{host}/{port}"),
+    ("stop-slave", "stop-slave/{host}/{port}"),
+    ("restart-replica", "restart-replica/{host}/{port}"),
+    ("set-read-only", "set-read-only/{host}/{port}"),
+    ("set-writeable", "set-writeable/{host}/{port}"),
+    ("relocate", "relocate/{host}/{port}/{below host}/{below port}"),
+    ("move-below", "move-below/{host}/{port}/{below host}/{below port}"),
+    ("move-up", "move-up/{host}/{port}"),
+    ("forget", "forget/{host}/{port}"),
+    ("forget-cluster", "forget-cluster/{cluster}"),
+    ("discover", "discover/{host}/{port}"),
     ("leader-check", "leader-check"),
     ("routed-leader-check", "routed-leader-check"),
     ("health", "health"),
@@ -574,6 +599,62 @@ async fn end_downtime(State(s): State<AppState>, Path((host, port)): Path<(Strin
     let k = key_from_parts(&host, &port)?;
     s.engine.store.end_downtime(&k).map_err(ApiError::from)?;
     Ok(ok("Downtime ended", key(Some(&k))))
+}
+
+// ---- instance commands ------------------------------------------------------------------------
+
+/// `start-replica/{h}/{p}` and the like; `relocate`/`move-below` take the target as two more
+/// segments. Answers the instance after the change, as orchestrator does.
+async fn instance_command(s: AppState, caller: Caller, parts: Vec<String>, name: &str) -> OrcResult {
+    let k = key_from_parts(&parts[0], &parts[1])?;
+    let cmd = match name {
+        "start-replica" | "start-slave" => InstanceCommand::StartReplica,
+        "stop-replica" | "stop-slave" => InstanceCommand::StopReplica,
+        "restart-replica" => InstanceCommand::RestartReplica,
+        "set-read-only" => InstanceCommand::SetReadOnly,
+        "set-writeable" => InstanceCommand::SetWriteable,
+        "move-up" => InstanceCommand::MoveUp,
+        _ => match parts.get(2..4) {
+            Some([h, p]) => InstanceCommand::Relocate { below: key_from_parts(h, p)? },
+            _ => return Err(ApiError::BadRequest(format!("{name}/{{host}}/{{port}}/{{below host}}/{{below port}}")).into()),
+        },
+    };
+    let (_, result) = s.engine.instance_command(&k, cmd, &caller.who()).await;
+    let c = result.map_err(|e| match e {
+        CommandError::Busy { .. } => ApiError::Conflict(e.to_string()),
+        CommandError::Refused { .. } => ApiError::Refused(e.to_string()),
+        CommandError::Failed { .. } => ApiError::Internal(e.to_string()),
+    })?;
+    let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
+    let m = c.member(&k).ok_or_else(|| ApiError::NotFound(format!("{k} is not a member of {}", c.name)))?;
+    Ok(ok(format!("{name}: {k}"), instance_json(m, &c, &inputs)))
+}
+
+/// `forget/{h}/{p}`: drop an instance from its remembered cluster; `forget-cluster/{hint}`: drop
+/// the cluster. Only Baton's memory changes.
+async fn forget(State(s): State<AppState>, Path((host, port)): Path<(String, String)>) -> OrcResult {
+    let k = key_from_parts(&host, &port)?;
+    if !s.engine.store.forget_member(&k).map_err(ApiError::from)? {
+        return Err(ApiError::NotFound(format!("{k} is not a member of a remembered cluster")).into());
+    }
+    Ok(ok(format!("Forgotten: {k}"), key(Some(&k))))
+}
+
+async fn forget_cluster(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
+    let h = hint(&h)?;
+    if !s.engine.store.forget_cluster(&h).map_err(ApiError::from)? {
+        return Err(ApiError::NotFound(format!("no remembered cluster is named or aliased {h}")).into());
+    }
+    Ok(ok(format!("Forgotten cluster: {h}"), Value::Null))
+}
+
+/// `discover/{h}/{p}`: discover and remember the cluster of any member (an admin action: it may
+/// reach a server Baton does not know yet).
+async fn discover_instance(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path((host, port)): Path<(String, String)>) -> OrcResult {
+    let k = key_from_parts(&host, &port)?;
+    let (c, inputs) = live(&s, caller, &k.to_string()).await?;
+    let m = c.member(&k).ok_or_else(|| ApiError::NotFound(format!("{k} is not a member of {}", c.name)))?;
+    Ok(ok(format!("Instance discovered: {k}"), instance_json(m, &c, &inputs)))
 }
 
 #[cfg(test)]

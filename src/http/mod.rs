@@ -95,12 +95,25 @@ pub fn router(state: AppState) -> Router {
 /// The role of the request's caller, for handlers whose reach depends on it (a read-role caller's
 /// discovery reaches only servers Baton knows: `discovery::Reach`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller(pub Role);
+pub struct Caller {
+    pub role: Role,
+    /// The caller's address, when the connection loop knows it.
+    pub client: Option<std::net::IpAddr>,
+}
 
 impl Caller {
+    /// Who asked, for the record of a change: `http:<role>@<address>`.
+    pub fn who(&self) -> String {
+        let role = match self.role {
+            Role::Admin => "admin",
+            Role::Read => "read",
+        };
+        format!("http:{role}@{}", self.client.map(|c| c.to_string()).unwrap_or_else(|| "local".into()))
+    }
+
     /// Where this caller's reads may connect.
     pub fn reach(&self, s: &AppState) -> Result<crate::discovery::Reach, ApiError> {
-        match self.0 {
+        match self.role {
             Role::Admin => Ok(crate::discovery::Reach::Any),
             Role::Read => Ok(crate::discovery::Reach::known(&s.cfg, s.engine.store.as_ref())?),
         }
@@ -124,7 +137,7 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
             });
             match checked {
                 Ok(role) => {
-                    req.extensions_mut().insert(Caller(role));
+                    req.extensions_mut().insert(Caller { role, client });
                     next.run(req).await
                 }
                 Err(e) => e.into_response(),

@@ -32,6 +32,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/instances/{host}/{port}", get(instance))
         .route("/api/v1/instances/{host}/{port}/promotion-rule", put(set_rule).delete(clear_rule))
         .route("/api/v1/instances/{host}/{port}/downtime", put(begin_downtime).delete(end_downtime))
+        .route("/api/v1/instances/{host}/{port}/{command}", post(instance_command))
+        .route("/api/v1/operations", get(operations))
         .route("/api/v1/takeovers", get(takeovers))
         .route("/api/v1/takeovers/{id}", get(takeover_record))
         .route("/api/v1/takeovers/{id}/events", get(events))
@@ -256,6 +258,56 @@ async fn events(State(s): State<AppState>, Path(id): Path<String>) -> Result<Res
     }
     let stream: ReceiverStream<Result<Event, Infallible>> = ReceiverStream::new(rx);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    /// For `relocate`: the member to replicate from.
+    below: Option<String>,
+}
+
+/// `POST /api/v1/instances/{host}/{port}/{command}`: start-replica, stop-replica,
+/// restart-replica, set-read-only, set-writeable, relocate (`{"below": "host:port"}`), move-up.
+/// 200 with the record and the instance after; 409 busy, 422 refused, 500 failed.
+async fn instance_command(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((host, port, command)): Path<(String, String, String)>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    use crate::engine::{CommandError, InstanceCommand};
+    let key = key_from_parts(&host, &port)?;
+    let b: CommandBody = body(&bytes)?;
+    let cmd = match command.as_str() {
+        "start-replica" => InstanceCommand::StartReplica,
+        "stop-replica" => InstanceCommand::StopReplica,
+        "restart-replica" => InstanceCommand::RestartReplica,
+        "set-read-only" => InstanceCommand::SetReadOnly,
+        "set-writeable" => InstanceCommand::SetWriteable,
+        "move-up" => InstanceCommand::MoveUp,
+        "relocate" => InstanceCommand::Relocate {
+            below: key_field("below", &b.below)?.ok_or_else(|| ApiError::BadRequest("relocate needs {\"below\": \"host:port\"}".into()))?,
+        },
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no instance command '{other}' (start-replica, stop-replica, restart-replica, set-read-only, set-writeable, relocate, move-up)"
+            )))
+        }
+    };
+    let (report, result) = s.engine.instance_command(&key, cmd, &caller.who()).await;
+    match result {
+        Ok(c) => Ok(Json(json!({ "operation": report, "instance": c.instance(&key) })).into_response()),
+        Err(e @ CommandError::Busy { .. }) => Err(ApiError::Conflict(e.to_string())),
+        Err(e @ CommandError::Refused { .. }) => Err(ApiError::Refused(e.to_string())),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+/// The instance commands on record, newest first.
+async fn operations(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let list: Vec<serde_json::Value> = s.engine.store.operations(500)?.into_iter().map(|e| e.record).collect();
+    Ok(Json(serde_json::Value::Array(list)))
 }
 
 #[derive(Deserialize)]

@@ -153,4 +153,12 @@ pub trait Store: Send + Sync {
     fn takeover(&self, id: &str) -> Result<Option<AuditEntry>, StoreError>;
     /// Newest first.
     fn takeovers(&self, cluster: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Forgets the remembered cluster named (or aliased) `hint`. False when there is none.
+    fn forget_cluster(&self, hint: &str) -> Result<bool, StoreError>;
+    /// Removes `key` from the remembered cluster that lists it. False when none does.
+    fn forget_member(&self, key: &InstanceKey) -> Result<bool, StoreError>;
+    /// Records an instance command (start-replica, relocate, ...).
+    fn save_operation(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Instance commands, newest first.
+    fn operations(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 }

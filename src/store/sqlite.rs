@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS cluster_locks (cluster TEXT PRIMARY KEY, takeover_id 
 CREATE TABLE IF NOT EXISTS takeovers (id TEXT PRIMARY KEY, cluster TEXT NOT NULL, status TEXT NOT NULL,
     started_at INTEGER NOT NULL, record TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS takeovers_cluster ON takeovers(cluster, started_at);
+CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, cluster TEXT NOT NULL, status TEXT NOT NULL,
+    started_at INTEGER NOT NULL, record TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -236,6 +238,35 @@ impl Store for SqliteStore {
                 params![e.id, e.cluster, e.status, e.started_at, e.record.to_string()],
             )
             .map(|_| ())
+        })
+    }
+
+    fn forget_cluster(&self, hint: &str) -> Result<bool, StoreError> {
+        self.with(|db| db.execute("DELETE FROM clusters WHERE name = ?1 OR alias = ?1", [hint]).map(|n| n > 0))
+    }
+
+    fn forget_member(&self, key: &InstanceKey) -> Result<bool, StoreError> {
+        let Some(mut c) = self.cluster_of(key)? else { return Ok(false) };
+        c.members.retain(|m| m != key);
+        let members = serde_json::to_string(&c.members).expect("keys serialize");
+        self.with(|db| db.execute("UPDATE clusters SET members = ?1 WHERE name = ?2", params![members, c.name]).map(|_| true))
+    }
+
+    fn save_operation(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT OR REPLACE INTO operations (id, cluster, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.id, e.cluster, e.status, e.started_at, e.record.to_string()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn operations(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.with(|db| {
+            let mut st = db.prepare("SELECT id, cluster, status, started_at, record FROM operations ORDER BY started_at DESC LIMIT ?1")?;
+            let rows = st.query_map([limit as i64], audit_row)?.collect();
+            rows
         })
     }
 
