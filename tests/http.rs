@@ -295,8 +295,8 @@ async fn moving_an_alias_needs_admin() {
 async fn unsupported_orchestrator_commands_are_loud() {
     let s = server(AuthMode::None).await;
     for (uri, expect) in [
-        ("/api/start-replica/db1/3306", "start-replica: not supported by Baton"),
-        ("/api/relocate/db1/3306/db2/3306", "relocate: not supported by Baton"),
+        ("/api/make-co-master/db1/3306", "make-co-master: not supported by Baton"),
+        ("/api/relocate-replicas/db1/3306/db2/3306", "relocate-replicas: not supported by Baton"),
         ("/api/all-instances", "all-instances: not supported by Baton"),
         ("/api/recover/db1/3306", "graceful master takeovers only"),
         ("/api/force-master-failover/db1/3306", "graceful master takeovers only"),
@@ -328,7 +328,7 @@ async fn orchestrator_client_fails_loudly_on_unsupported_commands() {
     let addr = listener.local_addr().unwrap();
     let limits = baton::http::listen::ConnLimits { max_connections: 64, header_read_timeout: std::time::Duration::from_secs(10) };
     tokio::spawn(baton::http::listen::serve(listener, s.app.clone(), limits, std::future::pending()));
-    for (command, expect) in [("start-replica", "not supported by Baton"), ("recover", "graceful master takeovers only")] {
+    for (command, expect) in [("make-co-master", "not supported by Baton"), ("recover", "graceful master takeovers only")] {
         let out = tokio::process::Command::new("bash")
             .arg(&client)
             .args(["-c", command, "-i", "127.0.0.1:3306"])
