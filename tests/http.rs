@@ -297,7 +297,7 @@ async fn unsupported_orchestrator_commands_are_loud() {
     for (uri, expect) in [
         ("/api/make-co-master/db1/3306", "make-co-master: not supported by Baton"),
         ("/api/relocate-replicas/db1/3306/db2/3306", "relocate-replicas: not supported by Baton"),
-        ("/api/all-instances", "all-instances: not supported by Baton"),
+        ("/api/tags/db1/3306", "tags: not supported by Baton"),
         ("/api/recover/db1/3306", "graceful master takeovers only"),
         ("/api/force-master-failover/db1/3306", "graceful master takeovers only"),
         ("/api/instance/db1", "instance: bad arguments (Baton serves it as instance/{host}/{port})"),

@@ -88,6 +88,20 @@ async fn orchestrator_client_drives_instance_commands() {
     let (ok, out) = orc(&client, &api, &["-c", "make-co-master", "-i", &hp(&r2)]).await;
     assert!(!ok && out.contains("not supported by Baton"), "{out}");
 
+    // The reads that printed null before.
+    let (ok, out) = orc(&client, &api, &["-c", "all-instances"]).await;
+    assert!(ok && [&m, &r1, &r2, &r3].iter().all(|k| out.contains(&hp(k))), "{out}");
+    let (ok, out) = orc(&client, &api, &["-c", "all-clusters-masters"]).await;
+    assert!(ok && out.trim() == hp(&r1), "{out}");
+    let (ok, out) = orc(&client, &api, &["-c", "topology-tabulated", "-i", &hp(&r1)]).await;
+    assert!(ok && out.lines().count() == 4 && out.contains(&format!("{}|", hp(&r1))), "{out}");
+    let (ok, out) = orc(&client, &api, &["-c", "which-cluster-osc-replicas", "-i", &hp(&r1)]).await;
+    assert!(ok && out.lines().count() == 3 && !out.contains(&hp(&r1)), "{out}");
+    exec(&t.connector(), &r2, "STOP SLAVE").await;
+    let (ok, out) = orc(&client, &api, &["-c", "replication-analysis"]).await;
+    assert!(ok && out.contains(&hp(&r2)) && out.contains("ReplicationStopped"), "{out}");
+    exec(&t.connector(), &r2, "START SLAVE").await;
+
     // Every change is on record, with who asked and the statements.
     let store = baton::store::SqliteStore::open(&cfg.paths.data_dir).unwrap();
     use baton::store::Store;

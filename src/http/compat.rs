@@ -54,6 +54,15 @@ pub fn routes() -> Router<AppState> {
         r = r.route(&format!("/api/{name}/{{host}}/{{port}}/{{below_host}}/{{below_port}}"), get(handler));
     }
     r = r
+        .route("/api/topology-tabulated/{hint}", get(topology_tabulated))
+        .route("/api/all-instances", get(all_instances))
+        .route("/api/masters", get(masters))
+        .route("/api/cluster-osc-replicas/{hint}", get(cluster_osc_replicas))
+        .route("/api/replication-analysis", get(|State(s): State<AppState>, Extension(c): Extension<Caller>| async move { replication_analysis(&s, c, None).await }))
+        .route(
+            "/api/replication-analysis/{hint}",
+            get(|State(s): State<AppState>, Extension(c): Extension<Caller>, Path(h): Path<String>| async move { replication_analysis(&s, c, Some(&h)).await }),
+        )
         .route("/api/forget/{host}/{port}", get(forget))
         .route("/api/forget-cluster/{hint}", get(forget_cluster))
         .route("/api/discover/{host}/{port}", get(discover_instance));
@@ -126,6 +135,11 @@ const SERVED: &[(&str, &str)] = &[
     ("forget", "forget/{host}/{port}"),
     ("forget-cluster", "forget-cluster/{cluster}"),
     ("discover", "discover/{host}/{port}"),
+    ("topology-tabulated", "topology-tabulated/{hint}"),
+    ("all-instances", "all-instances"),
+    ("masters", "masters"),
+    ("cluster-osc-replicas", "cluster-osc-replicas/{hint}"),
+    ("replication-analysis", "replication-analysis[/{hint}]"),
     ("leader-check", "leader-check"),
     ("routed-leader-check", "routed-leader-check"),
     ("health", "health"),
@@ -517,6 +531,101 @@ async fn topology(State(s): State<AppState>, Extension(caller): Extension<Caller
     let (c, _) = live(&s, caller, &h).await?;
     let tree = crate::topology::render::tree(&c);
     Ok(ok(format!("Topology for cluster {}", c.name), json!(tree.trim_end())))
+}
+
+async fn topology_tabulated(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
+    let (c, _) = live(&s, caller, &h).await?;
+    let table = crate::topology::render::tabulated(&c);
+    Ok(ok(format!("Topology for cluster {}", c.name), json!(table.trim_end())))
+}
+
+/// Every remembered cluster, discovered live (a few at a time); clusters that cannot be reached
+/// are left out (their members would be unreachable anyway).
+async fn all_live(s: &AppState, caller: Caller) -> Result<Vec<Cluster>, ApiError> {
+    use futures::stream::{self, StreamExt};
+    let known = s.engine.store.clusters()?;
+    let found: Vec<Option<Cluster>> = stream::iter(known)
+        .map(|k| async move { discover(s, caller, &k.name).await.ok() })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut clusters: Vec<Cluster> = found.into_iter().flatten().collect();
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(clusters)
+}
+
+async fn all_instances(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> OrcResult {
+    let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
+    let all: Vec<Value> = all_live(&s, caller).await?.iter().flat_map(|c| c.members.iter().map(|m| instance_json(m, c, &inputs)).collect::<Vec<_>>()).collect();
+    Ok(Json(all).into_response())
+}
+
+async fn masters(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> OrcResult {
+    let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
+    let all: Vec<Value> = all_live(&s, caller)
+        .await?
+        .iter()
+        .filter_map(|c| c.master.as_ref().and_then(|k| c.member(k)).map(|m| instance_json(m, c, &inputs)))
+        .collect();
+    Ok(Json(all).into_response())
+}
+
+/// The replicas an online schema change tool watches for lag: every reachable replica.
+async fn cluster_osc_replicas(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
+    let (c, inputs) = live(&s, caller, &h).await?;
+    let replicas: Vec<Value> = c
+        .members
+        .iter()
+        .filter(|m| Some(&m.key) != c.master.as_ref() && m.instance.is_some())
+        .map(|m| instance_json(m, &c, &inputs))
+        .collect();
+    Ok(Json(replicas).into_response())
+}
+
+/// Baton's problems of every remembered cluster (or one) in orchestrator's `ReplicationAnalysis`
+/// shape. The `Analysis` codes are Baton's problem kinds (orchestrator's failure-detection codes
+/// belong to failover, which Baton does not do).
+async fn replication_analysis(s: &AppState, caller: Caller, hint_text: Option<&str>) -> OrcResult {
+    let clusters = match hint_text {
+        Some(h) => vec![live(s, caller, h).await?.0],
+        None => all_live(s, caller).await?,
+    };
+    let mut entries = Vec::new();
+    for c in &clusters {
+        for p in &c.problems {
+            let is_master = c.master.as_ref() == Some(&p.instance);
+            entries.push(json!({
+                "AnalyzedInstanceKey": key(Some(&p.instance)),
+                "AnalyzedInstanceMasterKey": key(c.member(&p.instance).and_then(|m| m.source.as_ref())),
+                "ClusterDetails": cluster_info(&c.name, c.alias.as_deref(), c.members.len()),
+                "IsMaster": is_master,
+                "CountReplicas": c.replicas_of(&p.instance).len(),
+                "Analysis": analysis_code(p.kind, is_master),
+                "Description": p.message,
+                "StructureAnalysis": Value::Array(vec![]),
+                "IsDowntimed": false,
+            }));
+        }
+    }
+    Ok(ok("Analysis", Value::Array(entries)))
+}
+
+fn analysis_code(kind: crate::topology::ProblemKind, is_master: bool) -> &'static str {
+    use crate::topology::ProblemKind::*;
+    match kind {
+        Unreachable if is_master => "UnreachableMaster",
+        Unreachable => "UnreachableReplica",
+        NoMaster => "NoWriteableMaster",
+        MultipleMasters => "MultipleWriteableMasters",
+        CoMaster => "CoMaster",
+        ReplicationStopped => "ReplicationStopped",
+        ReplicationBroken => "ReplicationBroken",
+        Lagging => "ReplicaLagging",
+        SecondWritable => "ReplicaIsWritable",
+        SourceOutsideCluster => "SourceOutsideCluster",
+        ErrantGtid => "ErrantGTID",
+        AliasConflict => "AliasConflict",
+    }
 }
 
 fn recoveries(s: &AppState, cluster: Option<&str>) -> Result<Vec<Value>, ApiError> {

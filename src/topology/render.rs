@@ -21,13 +21,28 @@ pub fn render(cluster: &Cluster) -> String {
 
 /// The tree, one line per instance, in the spirit of `orchestrator-client -c topology`.
 pub fn tree(cluster: &Cluster) -> String {
+    lines(cluster, Style::Tree)
+}
+
+/// The tree with `|` between the columns (`orchestrator-client -c topology-tabulated`).
+pub fn tabulated(cluster: &Cluster) -> String {
+    lines(cluster, Style::Tabulated)
+}
+
+#[derive(Clone, Copy)]
+enum Style {
+    Tree,
+    Tabulated,
+}
+
+fn lines(cluster: &Cluster, style: Style) -> String {
     let mut out = String::new();
     let mut placed = std::collections::BTreeSet::new();
     if let Some(m) = &cluster.master {
-        walk(cluster, m, 0, &mut out, &mut placed);
+        walk(cluster, m, 0, style, &mut out, &mut placed);
     }
     for m in cluster.members.iter().filter(|m| !placed.contains(&m.key)) {
-        out.push_str(&format!("? {}\n", line(cluster, m)));
+        out.push_str(&format!("? {}\n", line(cluster, m, style)));
     }
     out
 }
@@ -36,6 +51,7 @@ fn walk(
     cluster: &Cluster,
     key: &InstanceKey,
     depth: usize,
+    style: Style,
     out: &mut String,
     placed: &mut std::collections::BTreeSet<InstanceKey>,
 ) {
@@ -44,15 +60,19 @@ fn walk(
     }
     let Some(m) = cluster.member(key) else { return };
     let prefix = if depth == 0 { String::new() } else { format!("{}+ ", "  ".repeat(depth - 1)) };
-    out.push_str(&format!("{prefix}{}\n", line(cluster, m)));
+    out.push_str(&format!("{prefix}{}\n", line(cluster, m, style)));
     for r in cluster.replicas_of(key) {
-        walk(cluster, &r.key, depth + 1, out, placed);
+        walk(cluster, &r.key, depth + 1, style, out, placed);
     }
 }
 
-fn line(cluster: &Cluster, m: &Member) -> String {
+fn line(cluster: &Cluster, m: &Member, style: Style) -> String {
     let Some(i) = &m.instance else {
-        return format!("{} [unreachable: {}]", m.key, m.error.as_deref().unwrap_or("?"));
+        let why = m.error.as_deref().unwrap_or("?");
+        return match style {
+            Style::Tree => format!("{} [unreachable: {why}]", m.key),
+            Style::Tabulated => format!("{}|unreachable|{why}", m.key),
+        };
     };
     let lag = match &i.replication {
         None => "0s".to_string(),
@@ -64,13 +84,14 @@ fn line(cluster: &Cluster, m: &Member) -> String {
         _ => "ok",
     };
     let problems: Vec<String> = cluster.problems_of(&m.key).iter().map(|p| format!("{:?}", p.kind)).collect();
-    format!(
-        "{} [{lag},{state},{},{},{},{}]{}",
-        m.key,
-        i.version,
-        if i.read_only { "ro" } else { "rw" },
-        i.binlog_format,
-        i.gtid.summary(),
-        if problems.is_empty() { String::new() } else { format!(" problems: {}", problems.join(",")) }
-    )
+    let cols = [lag, state.to_string(), i.version.clone(), (if i.read_only { "ro" } else { "rw" }).to_string(), i.binlog_format.clone(), i.gtid.summary()];
+    match style {
+        Style::Tree => format!(
+            "{} [{}]{}",
+            m.key,
+            cols.join(","),
+            if problems.is_empty() { String::new() } else { format!(" problems: {}", problems.join(",")) }
+        ),
+        Style::Tabulated => format!("{}|{}|{}", m.key, cols.join("|"), problems.join(",")),
+    }
 }
