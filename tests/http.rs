@@ -296,7 +296,7 @@ async fn unsupported_orchestrator_commands_are_loud() {
     let s = server(AuthMode::None).await;
     for (uri, expect) in [
         ("/api/make-co-master/db1/3306", "make-co-master: not supported by Baton"),
-        ("/api/relocate-replicas/db1/3306/db2/3306", "relocate-replicas: not supported by Baton"),
+        ("/api/take-siblings/db1/3306", "take-siblings: not supported by Baton"),
         ("/api/tags/db1/3306", "tags: not supported by Baton"),
         ("/api/recover/db1/3306", "graceful master takeovers only"),
         ("/api/force-master-failover/db1/3306", "graceful master takeovers only"),

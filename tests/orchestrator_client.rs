@@ -77,6 +77,13 @@ async fn orchestrator_client_drives_instance_commands() {
     let (ok, out) = orc(&client, &api, &["-c", "move-up", "-i", &hp(&r3)]).await;
     assert!(ok, "{out}");
     assert_eq!(replicating(&t, &r3).await.0.as_ref(), Some(&r1));
+    // relocate-replicas: both other replicas of r1 below r2, then back.
+    let (ok, out) = orc(&client, &api, &["-c", "relocate-replicas", "-i", &hp(&r1), "-d", &hp(&r2)]).await;
+    assert!(ok, "{out}");
+    assert_eq!((replicating(&t, &m).await.0, replicating(&t, &r3).await.0), (Some(r2.clone()), Some(r2.clone())));
+    let (ok, out) = orc(&client, &api, &["-c", "relocate-replicas", "-i", &hp(&r2), "-d", &hp(&r1)]).await;
+    assert!(ok, "{out}");
+    assert_eq!((replicating(&t, &m).await.0, replicating(&t, &r3).await.0), (Some(r1.clone()), Some(r1.clone())));
     // A loop is refused, and says why; nothing changed.
     let (ok, out) = orc(&client, &api, &["-c", "relocate", "-i", &hp(&r1), "-d", &hp(&r3)]).await;
     assert!(!ok && out.contains("loop"), "{out}");

@@ -63,6 +63,7 @@ pub fn routes() -> Router<AppState> {
             "/api/replication-analysis/{hint}",
             get(|State(s): State<AppState>, Extension(c): Extension<Caller>, Path(h): Path<String>| async move { replication_analysis(&s, c, Some(&h)).await }),
         )
+        .route("/api/relocate-replicas/{a}/{b}/{c}/{d}", get(relocate_replicas))
         .route("/api/forget/{host}/{port}", get(forget))
         .route("/api/forget-cluster/{hint}", get(forget_cluster))
         .route("/api/discover/{host}/{port}", get(discover_instance));
@@ -132,6 +133,7 @@ const SERVED: &[(&str, &str)] = &[
     ("relocate", "relocate/{host}/{port}/{below host}/{below port}"),
     ("move-below", "move-below/{host}/{port}/{below host}/{below port}"),
     ("move-up", "move-up/{host}/{port}"),
+    ("relocate-replicas", "relocate-replicas/{host}/{port}/{below host}/{below port}"),
     ("forget", "forget/{host}/{port}"),
     ("forget-cluster", "forget-cluster/{cluster}"),
     ("discover", "discover/{host}/{port}"),
@@ -737,6 +739,39 @@ async fn instance_command(s: AppState, caller: Caller, parts: Vec<String>, name:
     let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
     let m = c.member(&k).ok_or_else(|| ApiError::NotFound(format!("{k} is not a member of {}", c.name)))?;
     Ok(ok(format!("{name}: {k}"), instance_json(m, &c, &inputs)))
+}
+
+/// `relocate-replicas/{h}/{p}/{below h}/{below p}`: every direct replica of the instance goes
+/// below the target, one `relocate` each (each checked, locked and recorded on its own).
+async fn relocate_replicas(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(parts): Path<Vec<String>>) -> OrcResult {
+    let [h, p, th, tp] = parts.as_slice() else {
+        return Err(ApiError::BadRequest("relocate-replicas/{host}/{port}/{below host}/{below port}".into()).into());
+    };
+    let (k, target) = (key_from_parts(h, p)?, key_from_parts(th, tp)?);
+    let (c, _) = live(&s, caller, &k.to_string()).await?;
+    let replicas: Vec<InstanceKey> = c.replicas_of(&k).iter().map(|m| m.key.clone()).filter(|r| *r != target).collect();
+    let (mut moved, mut failed) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for r in &replicas {
+        let (_, result) = s.engine.instance_command(r, InstanceCommand::Relocate { below: target.clone() }, &caller.who()).await;
+        match result {
+            Ok(after) => {
+                moved.push(r.clone());
+                last = Some(after);
+            }
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if !failed.is_empty() {
+        let done: Vec<String> = moved.iter().map(|k| k.to_string()).collect();
+        return Err(ApiError::Internal(format!("relocate-replicas: moved [{}]; not moved: {}", done.join(", "), failed.join("; "))).into());
+    }
+    let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
+    let details: Vec<Value> = match &last {
+        Some(c) => moved.iter().filter_map(|k| c.member(k)).map(|m| instance_json(m, c, &inputs)).collect(),
+        None => Vec::new(),
+    };
+    Ok(ok(format!("Relocated {} replicas of {k} below {target}", moved.len()), Value::Array(details)))
 }
 
 /// `forget/{h}/{p}`: drop an instance from its remembered cluster; `forget-cluster/{hint}`: drop
