@@ -84,6 +84,10 @@ pub struct DiscoveryConfig {
     /// CIDRs (`10.0.0.0/8`) and host patterns (`*.db.example.com`). Reaching anything else is an
     /// admin action (the credentials go only where they belong).
     pub allowed: Vec<String>,
+    /// A remembered cluster none of whose members has answered for this long (seconds) is
+    /// forgotten when the clusters are next listed (orchestrator's UnseenInstanceForgetHours).
+    /// 0: re-check every listing.
+    pub forget_after_s: u64,
     /// How many instances are probed at once.
     pub max_parallel: usize,
     /// Replicas further behind than this are reported as lagging.
@@ -313,6 +317,7 @@ impl Default for DiscoveryConfig {
     fn default() -> Self {
         DiscoveryConfig {
             allowed: Vec::new(),
+            forget_after_s: 86_400,
             max_parallel: 16,
             lag_threshold_s: 10,
             alias_query: "SELECT alias FROM meta.cluster LIMIT 1".into(),

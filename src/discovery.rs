@@ -228,7 +228,29 @@ pub fn remember(store: &dyn Store, cfg: &Config, cluster: &mut Cluster) -> Resul
             });
         }
     }
-    store.remember_cluster(&KnownCluster { name: cluster.name.clone(), alias: cluster.alias.clone(), members, claimed_alias })
+    store.remember_cluster(&KnownCluster { name: cluster.name.clone(), alias: cluster.alias.clone(), members, claimed_alias, seen_at: 0 })
+}
+
+/// Forgets remembered clusters none of whose members has answered for
+/// `discovery.forget_after_s`: each one not seen for that long is discovered again from its
+/// members; found, it is remembered anew, not found, it is dropped. The names of those dropped.
+pub async fn forget_unseen(connector: &Connector, cfg: &Config, store: &dyn Store) -> Result<Vec<String>, DiscoveryError> {
+    let now = crate::store::now_unix();
+    let stale: Vec<KnownCluster> =
+        store.clusters()?.into_iter().filter(|c| now - c.seen_at >= cfg.discovery.forget_after_s as i64).collect();
+    let checks = stale.iter().map(|c| async move { (c, discover(connector, cfg, &c.members).await) });
+    let mut forgotten = Vec::new();
+    for (c, found) in futures::future::join_all(checks).await {
+        match found {
+            Ok(mut live) if live.members.iter().any(|m| m.instance.is_some()) => remember(store, cfg, &mut live)?,
+            _ => {
+                debug!(cluster = %c.name, "no member answers: forgotten");
+                store.forget_cluster(&c.name)?;
+                forgotten.push(c.name.clone());
+            }
+        }
+    }
+    Ok(forgotten)
 }
 
 /// Discovers the cluster that `seeds[0]` belongs to; the other seeds are probed too and kept when

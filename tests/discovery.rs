@@ -223,3 +223,26 @@ async fn a_second_cluster_claiming_an_alias_does_not_rebind_it() {
     assert_eq!(moved.alias.as_deref(), Some(alias.as_str()));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 11, item 4: a remembered cluster none of whose members answers any more is forgotten
+/// once it has not been seen for `discovery.forget_after_s`; a live one stays (and is seen again).
+#[tokio::test]
+async fn clusters_nobody_answers_for_are_forgotten() {
+    use baton::store::{KnownCluster, Store};
+    let t = shared();
+    let mut cfg = t.cfg();
+    let conn = t.connector();
+    let dir = std::env::temp_dir().join(format!("baton-forget-{}", uuid::Uuid::new_v4().simple()));
+    let store = SqliteStore::open(&dir).unwrap();
+    let live = discovery::discover_hint(&conn, &cfg, &store, &t.master().to_string()).await.unwrap();
+    let gone: baton::topology::InstanceKey = "127.0.0.1:1".parse().unwrap();
+    store.remember_cluster(&KnownCluster { name: gone.to_string(), alias: Some("decommissioned".into()), members: vec![gone.clone()], claimed_alias: None, seen_at: 0 }).unwrap();
+    // Not stale yet: nothing is probed or dropped.
+    assert!(discovery::forget_unseen(&conn, &cfg, &store).await.unwrap().is_empty());
+    assert_eq!(store.clusters().unwrap().len(), 2);
+    cfg.discovery.forget_after_s = 0;
+    assert_eq!(discovery::forget_unseen(&conn, &cfg, &store).await.unwrap(), vec![gone.to_string()]);
+    let left = store.clusters().unwrap();
+    assert_eq!(left.iter().map(|c| c.name.clone()).collect::<Vec<_>>(), vec![live.name.clone()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

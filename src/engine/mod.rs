@@ -423,6 +423,7 @@ impl Run {
                 alias: self.report.alias.clone(),
                 members: c.members.iter().map(|m| m.key.clone()).collect(),
                 claimed_alias,
+                seen_at: 0,
             };
             if let Err(e) = self.engine.store.remember_cluster(&known) {
                 self.report.warnings.push(format!("remembering the cluster: {e}"));

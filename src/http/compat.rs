@@ -479,16 +479,13 @@ async fn health() -> Response {
 }
 
 async fn clusters(State(s): State<AppState>) -> OrcResult {
-    let names: Vec<String> = s.engine.store.clusters().map_err(ApiError::from)?.into_iter().map(|c| c.name).collect();
+    let names: Vec<String> = super::native::live_clusters(&s).await?.into_iter().map(|c| c.name).collect();
     Ok(Json(names).into_response())
 }
 
 async fn clusters_info(State(s): State<AppState>) -> OrcResult {
-    let list: Vec<Value> = s
-        .engine
-        .store
-        .clusters()
-        .map_err(ApiError::from)?
+    let list: Vec<Value> = super::native::live_clusters(&s)
+        .await?
         .iter()
         .map(|c| cluster_info(&c.name, c.alias.as_deref(), c.members.len()))
         .collect();

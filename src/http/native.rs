@@ -72,7 +72,14 @@ async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 async fn clusters(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::to_value(s.engine.store.clusters()?).expect("clusters serialize")))
+    Ok(Json(serde_json::to_value(live_clusters(&s).await?).expect("clusters serialize")))
+}
+
+/// The remembered clusters, after forgetting those none of whose members has answered for
+/// `discovery.forget_after_s` (only their own members are probed again).
+pub async fn live_clusters(s: &AppState) -> Result<Vec<crate::store::KnownCluster>, ApiError> {
+    discovery::forget_unseen(&s.engine.connector, &s.cfg, s.engine.store.as_ref()).await?;
+    Ok(s.engine.store.clusters()?)
 }
 
 /// A live discovery, reaching only what the caller may reach; counts unreachable members for

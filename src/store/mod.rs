@@ -34,6 +34,9 @@ pub struct KnownCluster {
     /// owns: a problem shown on both, never a rebinding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_alias: Option<String>,
+    /// Unix seconds of the last discovery that found it (set by the store when remembering).
+    #[serde(default)]
+    pub seen_at: i64,
 }
 
 /// Orchestrator's promotion rules.

@@ -77,7 +77,7 @@ fn cluster_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KnownCluster> {
     let members: String = r.get(2)?;
     let members = serde_json::from_str(&members)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
-    Ok(KnownCluster { name: r.get(0)?, alias: r.get(1)?, members, claimed_alias: r.get(3)? })
+    Ok(KnownCluster { name: r.get(0)?, alias: r.get(1)?, members, claimed_alias: r.get(3)?, seen_at: r.get(4)? })
 }
 
 fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
@@ -96,7 +96,7 @@ impl Store for SqliteStore {
             // taken from another cluster here (`discovery::remember` decides who owns it).
             let tx = db.unchecked_transaction()?;
             let mut old: Vec<KnownCluster> = {
-                let mut st = tx.prepare("SELECT name, alias, members, claimed_alias FROM clusters WHERE name <> ?1")?;
+                let mut st = tx.prepare("SELECT name, alias, members, claimed_alias, seen_at FROM clusters WHERE name <> ?1")?;
                 let rows = st.query_map([&c.name], cluster_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 rows
             };
@@ -115,7 +115,7 @@ impl Store for SqliteStore {
     fn find_cluster(&self, hint: &str) -> Result<Option<KnownCluster>, StoreError> {
         self.with(|db| {
             db.query_row(
-                "SELECT name, alias, members, claimed_alias FROM clusters WHERE alias = ?1 OR name = ?1 ORDER BY seen_at DESC LIMIT 1",
+                "SELECT name, alias, members, claimed_alias, seen_at FROM clusters WHERE alias = ?1 OR name = ?1 ORDER BY seen_at DESC LIMIT 1",
                 [hint],
                 cluster_row,
             )
@@ -129,7 +129,7 @@ impl Store for SqliteStore {
 
     fn clusters(&self) -> Result<Vec<KnownCluster>, StoreError> {
         self.with(|db| {
-            let mut st = db.prepare("SELECT name, alias, members, claimed_alias FROM clusters ORDER BY name")?;
+            let mut st = db.prepare("SELECT name, alias, members, claimed_alias, seen_at FROM clusters ORDER BY name")?;
             let rows = st.query_map([], cluster_row)?.collect();
             rows
         })
@@ -303,11 +303,11 @@ mod tests {
         let (s, dir) = store();
         let a: InstanceKey = "h:1".parse().unwrap();
         let b: InstanceKey = "h:2".parse().unwrap();
-        s.remember_cluster(&KnownCluster { name: "h:1".into(), alias: Some("prod".into()), members: vec![a.clone(), b.clone()], claimed_alias: None })
+        s.remember_cluster(&KnownCluster { name: "h:1".into(), alias: Some("prod".into()), members: vec![a.clone(), b.clone()], claimed_alias: None, seen_at: 0 })
             .unwrap();
         assert_eq!(s.find_cluster("prod").unwrap().unwrap().name, "h:1");
         // After a takeover the cluster is renamed after its new master: the old entry goes.
-        s.remember_cluster(&KnownCluster { name: "h:2".into(), alias: Some("prod".into()), members: vec![b.clone(), a.clone()], claimed_alias: None })
+        s.remember_cluster(&KnownCluster { name: "h:2".into(), alias: Some("prod".into()), members: vec![b.clone(), a.clone()], claimed_alias: None, seen_at: 0 })
             .unwrap();
         assert_eq!(s.clusters().unwrap().len(), 1);
         assert_eq!(s.cluster_of(&a).unwrap().unwrap().name, "h:2");
