@@ -70,6 +70,15 @@ async fn pre_takeover_and_pre_fence_vetoes_leave_the_topology_as_it_was() {
     assert_eq!(rep.siblings_moved.len(), 2, "the siblings had been moved before pre_fence");
     assert_eq!(shape(&t).await, before, "rolled back to the same shape");
 
+    // Issue 13, item 3: a hook that would run away in C (a backtracking pattern) after the
+    // siblings moved fails its call quickly; the takeover rolls back like any hook failure.
+    write(&cfg.paths.hooks_dir.join("proxy.lua"), "return { pre_fence = function(ctx)\n  string.find(string.rep('a', 40), '.-.-.-.-.-.-.-.-b')\nend }");
+    let (e, _) = lua_engine(&cfg).await;
+    let rep = e.takeover(auto(&m), None).await;
+    status(&rep, Status::RolledBack);
+    assert!(rep.errors[0].contains("backtracks"), "{:?}", rep.errors);
+    assert_eq!(shape(&t).await, before, "rolled back to the same shape");
+
     // A dry run calls no hook, not even on_failure.
     write(&cfg.paths.hooks_dir.join("proxy.lua"), "return { on_failure = function(ctx) error('must not run') end }");
     let (e, _) = lua_engine(&cfg).await;
