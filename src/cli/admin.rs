@@ -175,3 +175,32 @@ pub fn alias(cfg: &Config, cmd: AliasCmd) -> CliResult {
     }
     Ok(())
 }
+
+#[derive(Subcommand)]
+pub enum StoreCmd {
+    /// Verify the store: name every record that cannot be read (listings and recovery skip them).
+    Check,
+    /// Move the damaged records aside (into the table damaged_records: kept, not deleted).
+    Repair,
+}
+
+pub fn store_cmd(cfg: &Config, cmd: StoreCmd) -> CliResult {
+    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    let damaged = store.damaged()?;
+    match cmd {
+        StoreCmd::Check => {
+            for d in &damaged {
+                println!("damaged: {} {}: {}", d.table, d.id, d.error);
+            }
+            if !damaged.is_empty() {
+                return Err(format!("{} damaged record(s); `baton store repair` moves them aside", damaged.len()).into());
+            }
+            println!("store {}: every record reads", cfg.paths.data_dir.display());
+        }
+        StoreCmd::Repair => {
+            let n = store.set_aside_damaged()?;
+            println!("{n} damaged record(s) moved aside");
+        }
+    }
+    Ok(())
+}

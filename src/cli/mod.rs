@@ -69,6 +69,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify the store, or move its damaged records aside.
+    #[command(subcommand)]
+    Store(admin::StoreCmd),
     /// List cluster aliases and their claims, or move an alias to another cluster.
     #[command(subcommand)]
     Alias(admin::AliasCmd),
@@ -137,6 +140,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::PromotionRule(cmd) => admin::rule(&load()?, cmd),
         Command::Downtime(cmd) => admin::downtime(&load()?, cmd),
         Command::Alias(cmd) => admin::alias(&load()?, cmd),
+        Command::Store(cmd) => admin::store_cmd(&load()?, cmd),
         Command::Replica(cmd) => {
             use crate::engine::InstanceCommand as C;
             let (k, c) = match cmd {

@@ -70,9 +70,8 @@ impl Engine {
     pub fn interrupted(&self) -> Result<Vec<TakeoverReport>, StoreError> {
         let mut out: Vec<TakeoverReport> = self
             .store
-            .takeovers(None, 1000)?
+            .unsettled_takeovers()?
             .into_iter()
-            .filter(|e| e.status == Status::Running.as_str() || e.status == Status::NeedsOperator.as_str())
             .filter_map(|e| serde_json::from_value::<TakeoverReport>(e.record).ok())
             .filter(|r| r.status == Status::NeedsOperator || !r.owner.as_ref().is_some_and(|o| o.alive()))
             .collect();
@@ -86,7 +85,7 @@ impl Engine {
         let me = super::Owner::current();
         Ok(self
             .store
-            .takeovers(None, 1000)?
+            .unsettled_takeovers()?
             .into_iter()
             .filter(|e| e.status == Status::Running.as_str())
             .filter_map(|e| serde_json::from_value::<TakeoverReport>(e.record).ok())

@@ -156,6 +156,10 @@ pub async fn serve(cfg: &Config, listen: Option<&str>) -> Result<(), Box<dyn std
         return Err(format!("http.auth = \"none\" is allowed only on a loopback address, not {addr}: configure basic or token auth").into());
     }
     let state = AppState::new(cfg).await?;
+    // Records that cannot be read are skipped everywhere; say which, so an operator can look.
+    for d in state.engine.store.damaged()? {
+        warn!(table = %d.table, id = %d.id, error = %d.error, "a damaged record needs an operator (baton store check / repair)");
+    }
     // Takeovers whose process died (this server, killed mid-takeover): settle them now, the safe
     // way (see engine::recover); those that need an operator stay listed in the audit.
     for r in state.engine.interrupted()? {

@@ -100,6 +100,15 @@ pub struct AuditEntry {
     pub record: serde_json::Value,
 }
 
+/// A stored record that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedRecord {
+    /// `takeovers` or `operations`.
+    pub table: String,
+    pub id: String,
+    pub error: String,
+}
+
 pub fn now_unix() -> i64 {
     now_unix_ms() / 1000
 }
@@ -156,6 +165,14 @@ pub trait Store: Send + Sync {
     fn takeover(&self, id: &str) -> Result<Option<AuditEntry>, StoreError>;
     /// Newest first.
     fn takeovers(&self, cluster: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Takeovers not settled (running, or waiting for an operator): all of them, whatever their
+    /// age or clock. Recovery reads these.
+    fn unsettled_takeovers(&self) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Records that cannot be read (damaged JSON, wrong column types): skipped by every listing,
+    /// named here.
+    fn damaged(&self) -> Result<Vec<DamagedRecord>, StoreError>;
+    /// Moves the damaged records aside (kept, not deleted); how many.
+    fn set_aside_damaged(&self) -> Result<usize, StoreError>;
     /// Forgets the remembered cluster named (or aliased) `hint`. False when there is none.
     fn forget_cluster(&self, hint: &str) -> Result<bool, StoreError>;
     /// Removes `key` from the remembered cluster that lists it. False when none does.

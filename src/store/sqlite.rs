@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{now_unix, AuditEntry, Downtime, KnownCluster, PromotionRule, RuleEntry, Store, StoreError};
+use super::{now_unix, AuditEntry, DamagedRecord, Downtime, KnownCluster, PromotionRule, RuleEntry, Store, StoreError};
 use crate::topology::InstanceKey;
 
 pub struct SqliteStore {
@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS cluster_locks (cluster TEXT PRIMARY KEY, takeover_id 
 CREATE TABLE IF NOT EXISTS takeovers (id TEXT PRIMARY KEY, cluster TEXT NOT NULL, status TEXT NOT NULL,
     started_at INTEGER NOT NULL, record TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS takeovers_cluster ON takeovers(cluster, started_at);
+CREATE TABLE IF NOT EXISTS damaged_records (source TEXT NOT NULL, id TEXT NOT NULL, record TEXT, error TEXT NOT NULL,
+    moved_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, cluster TEXT NOT NULL, status TEXT NOT NULL,
     started_at INTEGER NOT NULL, record TEXT NOT NULL);
 ";
@@ -80,11 +82,36 @@ fn cluster_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KnownCluster> {
     Ok(KnownCluster { name: r.get(0)?, alias: r.get(1)?, members, claimed_alias: r.get(3)?, seen_at: r.get(4)? })
 }
 
-fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
-    let record: String = r.get(4)?;
-    let record = serde_json::from_str(&record)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
-    Ok(AuditEntry { id: r.get(0)?, cluster: r.get(1)?, status: r.get(2)?, started_at: r.get(3)?, record })
+/// One audit row, or why it cannot be read (the row's id, when even that can be read).
+type AuditRow = Result<AuditEntry, (String, String)>;
+
+/// Reads an audit row without failing the whole query on one damaged row.
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+    let id: String = r.get::<_, rusqlite::types::Value>(0).map(|v| match v {
+        rusqlite::types::Value::Text(t) => t,
+        other => format!("{other:?}"),
+    })?;
+    let read = || -> Result<AuditEntry, String> {
+        let text: String = r.get(4).map_err(|e| e.to_string())?;
+        let record = serde_json::from_str(&text).map_err(|e| format!("record: {e}"))?;
+        Ok(AuditEntry {
+            id: id.clone(),
+            cluster: r.get(1).map_err(|e| e.to_string())?,
+            status: r.get(2).map_err(|e| e.to_string())?,
+            started_at: r.get(3).map_err(|e| e.to_string())?,
+            record,
+        })
+    };
+    Ok(read().map_err(|e| (id.clone(), e)))
+}
+
+/// The readable rows; the damaged ones are logged by id and left out.
+fn readable(table: &str, rows: Vec<AuditRow>) -> Vec<AuditEntry> {
+    rows.into_iter()
+        .filter_map(|r| {
+            r.map_err(|(id, e)| tracing::warn!(table, id = %id, error = %e, "a damaged record is skipped (baton store check, baton store repair)")).ok()
+        })
+        .collect()
 }
 
 impl Store for SqliteStore {
@@ -265,16 +292,18 @@ impl Store for SqliteStore {
     fn operations(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.with(|db| {
             let mut st = db.prepare("SELECT id, cluster, status, started_at, record FROM operations ORDER BY started_at DESC LIMIT ?1")?;
-            let rows = st.query_map([limit as i64], audit_row)?.collect();
+            let rows = st.query_map([limit as i64], audit_row)?.collect::<rusqlite::Result<Vec<_>>>();
             rows
         })
+        .map(|rows| readable("operations", rows))
     }
 
     fn takeover(&self, id: &str) -> Result<Option<AuditEntry>, StoreError> {
-        self.with(|db| {
+        let row = self.with(|db| {
             db.query_row("SELECT id, cluster, status, started_at, record FROM takeovers WHERE id = ?1", [id], audit_row)
                 .optional()
-        })
+        })?;
+        row.transpose().map_err(|(id, detail)| StoreError::Corrupt { what: format!("takeover {id}"), detail })
     }
 
     fn takeovers(&self, cluster: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -283,15 +312,89 @@ impl Store for SqliteStore {
                 "SELECT id, cluster, status, started_at, record FROM takeovers \
                  WHERE ?1 IS NULL OR cluster = ?1 ORDER BY started_at DESC, rowid DESC LIMIT ?2",
             )?;
-            let rows = st.query_map(params![cluster, limit as i64], audit_row)?.collect();
+            let rows = st.query_map(params![cluster, limit as i64], audit_row)?.collect::<rusqlite::Result<Vec<_>>>();
             rows
         })
+        .map(|rows| readable("takeovers", rows))
+    }
+
+    fn unsettled_takeovers(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.with(|db| {
+            let mut st = db.prepare(
+                "SELECT id, cluster, status, started_at, record FROM takeovers WHERE status IN ('running', 'needs_operator') ORDER BY rowid",
+            )?;
+            let rows = st.query_map([], audit_row)?.collect::<rusqlite::Result<Vec<_>>>();
+            rows
+        })
+        .map(|rows| readable("takeovers", rows))
+    }
+
+    fn damaged(&self) -> Result<Vec<DamagedRecord>, StoreError> {
+        let mut out = Vec::new();
+        for table in ["takeovers", "operations"] {
+            let rows: Vec<AuditRow> = self.with(|db| {
+                let mut st = db.prepare(&format!("SELECT id, cluster, status, started_at, record FROM {table}"))?;
+                let rows = st.query_map([], audit_row)?.collect::<rusqlite::Result<Vec<_>>>();
+                rows
+            })?;
+            out.extend(rows.into_iter().filter_map(|r| r.err()).map(|(id, error)| DamagedRecord { table: table.into(), id, error }));
+        }
+        Ok(out)
+    }
+
+    fn set_aside_damaged(&self) -> Result<usize, StoreError> {
+        let damaged = self.damaged()?;
+        self.with(|db| {
+            let tx = db.unchecked_transaction()?;
+            for d in &damaged {
+                tx.execute(
+                    &format!("INSERT INTO damaged_records (source, id, record, error, moved_at) SELECT ?1, id, CAST(record AS TEXT), ?2, ?3 FROM {} WHERE id = ?4", d.table),
+                    params![d.table, d.error, now_unix(), d.id],
+                )?;
+                tx.execute(&format!("DELETE FROM {} WHERE id = ?1", d.table), [&d.id])?;
+            }
+            tx.commit()
+        })?;
+        Ok(damaged.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 19, items 2 and 4: one damaged record does not stop listing or recovery, it is named
+    /// and can be set aside; an unsettled takeover is found whatever its age among newer ones.
+    #[test]
+    fn damaged_records_and_old_unsettled_takeovers() {
+        let (s, dir) = store();
+        let entry = |id: &str, status: &str, at: i64| AuditEntry {
+            id: id.into(),
+            cluster: "c".into(),
+            status: status.into(),
+            started_at: at,
+            record: serde_json::json!({ "id": id }),
+        };
+        // An interrupted takeover written under a clock a year behind, then 1,000 newer ones.
+        s.save_takeover(&entry("old-running", "running", 1_000)).unwrap();
+        for i in 0..1000 {
+            s.save_takeover(&entry(&format!("t{i}"), "promoted", 40_000_000_000 + i)).unwrap();
+        }
+        s.with(|db| db.execute("UPDATE takeovers SET record = '{not json' WHERE id = 't7'", [])).unwrap();
+        assert_eq!(s.takeovers(None, 2000).unwrap().len(), 1000, "the damaged one is skipped, the rest listed");
+        let unsettled: Vec<String> = s.unsettled_takeovers().unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(unsettled, vec!["old-running".to_string()]);
+        let damaged = s.damaged().unwrap();
+        assert_eq!(damaged.len(), 1);
+        assert_eq!((damaged[0].table.as_str(), damaged[0].id.as_str()), ("takeovers", "t7"));
+        assert!(s.takeover("t7").unwrap_err().to_string().contains("takeover t7"));
+        assert_eq!(s.set_aside_damaged().unwrap(), 1);
+        assert!(s.damaged().unwrap().is_empty());
+        assert!(s.takeover("t7").unwrap().is_none());
+        let kept: i64 = s.with(|db| db.query_row("SELECT COUNT(*) FROM damaged_records WHERE id = 't7'", [], |r| r.get(0))).unwrap();
+        assert_eq!(kept, 1, "set aside, not deleted");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn store() -> (SqliteStore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("baton-store-{}", uuid::Uuid::new_v4()));
