@@ -563,3 +563,107 @@ async fn a_takeover_whose_owner_is_still_exiting_is_settled_once_it_is_gone() {
     assert!(!matches!(r, Err(baton::engine::RecoverError::StillRunning { .. })), "{r:?}");
     let _ = std::fs::remove_dir_all(&cfg.paths.data_dir);
 }
+
+/// A store whose journal writes fail once a report holds a given phase (a filesystem that
+/// fills mid-takeover), and that can be made to fail every write.
+struct FailingJournal {
+    inner: SqliteStore,
+    /// Fail `save_takeover` for a record that contains this phase (`"fence"`), or every write.
+    after_phase: Option<&'static str>,
+    all: bool,
+}
+
+impl FailingJournal {
+    fn fails(&self, e: &baton::store::AuditEntry) -> bool {
+        self.all || self.after_phase.is_some_and(|p| e.record["phases"].as_array().is_some_and(|ps| ps.iter().any(|x| x["name"] == p)))
+    }
+}
+
+macro_rules! delegate {
+    ($($name:ident($($a:ident: $t:ty),*) -> $r:ty;)*) => {
+        $(fn $name(&self, $($a: $t),*) -> Result<$r, baton::store::StoreError> { self.inner.$name($($a),*) })*
+    };
+}
+
+impl Store for FailingJournal {
+    delegate! {
+        remember_cluster(c: &baton::store::KnownCluster) -> ();
+        find_cluster(h: &str) -> Option<baton::store::KnownCluster>;
+        cluster_of(k: &InstanceKey) -> Option<baton::store::KnownCluster>;
+        clusters() -> Vec<baton::store::KnownCluster>;
+        move_alias(a: &str, t: &str) -> bool;
+        set_promotion_rule(e: &baton::store::RuleEntry) -> ();
+        clear_promotion_rule(k: &InstanceKey) -> ();
+        promotion_rules() -> Vec<baton::store::RuleEntry>;
+        begin_downtime(d: &baton::store::Downtime) -> ();
+        end_downtime(k: &InstanceKey) -> bool;
+        downtimes() -> Vec<baton::store::Downtime>;
+        lock_cluster(c: &str, id: &str) -> Option<String>;
+        unlock_cluster(c: &str, id: &str) -> ();
+        takeover(id: &str) -> Option<baton::store::AuditEntry>;
+        takeovers(c: Option<&str>, l: usize) -> Vec<baton::store::AuditEntry>;
+        release_locks_of(id: &str) -> Vec<String>;
+        unsettled_takeovers() -> Vec<baton::store::AuditEntry>;
+        damaged() -> Vec<baton::store::DamagedRecord>;
+        set_aside_damaged() -> usize;
+        forget_cluster(h: &str) -> bool;
+        forget_member(k: &InstanceKey) -> bool;
+        save_operation(e: &baton::store::AuditEntry) -> ();
+        operations(l: usize) -> Vec<baton::store::AuditEntry>;
+    }
+    fn save_takeover(&self, e: &baton::store::AuditEntry) -> Result<(), baton::store::StoreError> {
+        if self.fails(e) {
+            return Err(baton::store::StoreError::Corrupt { what: "baton.db".into(), detail: "No space left on device (injected)".into() });
+        }
+        self.inner.save_takeover(e)
+    }
+}
+
+fn failing_engine(cfg: &Config, after_phase: Option<&'static str>, all: bool) -> Engine {
+    let store: Arc<dyn Store> = Arc::new(FailingJournal { inner: SqliteStore::open(&cfg.paths.data_dir).unwrap(), after_phase, all });
+    Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(cfg)), store, Arc::new(NoScripts))
+}
+
+/// Issue 19, item 1: a journal that cannot be written stops the takeover before anything changes
+/// (write-ahead), rolls it back when it fails after the siblings moved or the fence, and after the
+/// promotion the answer says so instead of a silent "promoted"; the lock never stays behind, and
+/// a lock without a record is released by recover.
+#[tokio::test]
+async fn journal_failures_stop_or_undo_the_takeover_and_are_never_silent() {
+    let t = fresh(2).await;
+    let cfg = t.cfg();
+    let (m, r1) = (t.master(), t.replicas()[0].clone());
+    let before = shape(&t).await;
+
+    // Nothing can be written: refused before any change.
+    let rep = failing_engine(&cfg, None, true).takeover(to(&t, &r1), None).await;
+    assert_eq!(rep.status, Status::Refused, "{:?}", rep.errors);
+    assert!(rep.errors.iter().any(|e| e.contains("No space left")), "{:?}", rep.errors);
+    assert_eq!(shape(&t).await, before);
+
+    // The journal fails once the fence is recorded: rolled back, writes resume on the old master.
+    let rep = failing_engine(&cfg, Some("fence"), false).takeover(to(&t, &r1), None).await;
+    assert_eq!(rep.status, Status::RolledBack, "{:?} {:#?}", rep.errors, rep.phases);
+    assert!(rep.errors.iter().any(|e| e.contains("No space left")), "{:?}", rep.errors);
+    assert_eq!(shape(&t).await, before);
+
+    // After the promotion: the new master stands, and the answer says the record is missing.
+    let rep = failing_engine(&cfg, Some("promote"), false).takeover(to(&t, &r1), None).await;
+    assert_eq!(rep.status, Status::PromotedWithErrors, "{:?}", rep.errors);
+    assert!(rep.errors.iter().any(|e| e.contains("journal")), "{:?}", rep.errors);
+    assert_eq!(assert_one_master_tree(&t).await, r1);
+    // No lock stayed behind: the next takeover (back) runs.
+    let back = TakeoverRequest { cluster_hint: r1.to_string(), designated: Some(m.clone()), start_replication: true, ..Default::default() };
+    let rep = engine(&cfg).takeover(back, None).await;
+    assert_eq!(rep.status, Status::Promoted, "{:?}", rep.errors);
+
+    // A lock whose takeover has no record: recover releases it and says so.
+    let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
+    let c = live_cluster(&t).await;
+    let lock = c.alias.clone().unwrap_or(c.name.clone());
+    store.lock_cluster(&lock, "ghost").unwrap();
+    let e = engine(&cfg).recover("ghost", baton::engine::RecoverMode::Auto).await.unwrap_err().to_string();
+    assert!(e.contains("released the lock it held on") && e.contains(&lock), "{e}");
+    assert_eq!(store.lock_cluster(&lock, "next").unwrap(), None);
+    store.unlock_cluster(&lock, "next").unwrap();
+}

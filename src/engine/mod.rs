@@ -178,6 +178,8 @@ struct Run {
     designated_reset: bool,
     promoted: bool,
     rolled_back: Vec<String>,
+    /// The last journal write that failed, for `step` to act on.
+    journal_error: Option<StoreError>,
     /// Writes the hooks made before promotion, for the rollback to undo (newest last).
     hook_writes: Vec<ScriptOp>,
     // Filled by the running phase.
@@ -220,6 +222,7 @@ impl Run {
             designated: None,
             owner: Some(report::Owner::current()),
             recoveries: Vec::new(),
+            in_progress: None,
         };
         // The scripts version is fixed for the whole takeover, even if a reload happens meanwhile.
         let scripts = engine.scripts.current();
@@ -244,6 +247,7 @@ impl Run {
             designated_reset: false,
             promoted: false,
             rolled_back: Vec::new(),
+            journal_error: None,
             hook_writes: Vec::new(),
             ops: Vec::new(),
             script_ops: Vec::new(),
@@ -317,6 +321,18 @@ impl Run {
         let span = info_span!("phase", name = phase.name());
         self.emit(PhaseEvent::Started { id: self.report.id.clone(), phase });
         let start = Instant::now();
+        // Write-ahead: before a phase that changes servers, the journal durably says it is about
+        // to run; if it cannot, the phase does not run (before promotion the takeover then
+        // refuses or rolls back like for any failure).
+        if phase.changes_servers() && !self.promoted && !self.req.dry_run {
+            self.report.in_progress = Some(phase);
+            if let Err(source) = self.journal() {
+                self.report.in_progress = None;
+                self.record(phase, start, Outcome::Failed, format!("not started: the journal cannot be written: {source}"));
+                self.journal_error = None;
+                return Err(TakeoverError::Store { phase, source });
+            }
+        }
         let result = async {
             match phase {
                 Phase::Resolve => self.resolve().await,
@@ -346,7 +362,17 @@ impl Run {
         if let Err(e) = &result {
             detail = if detail.is_empty() { e.to_string() } else { format!("{detail}; {e}") };
         }
+        self.report.in_progress = None;
         self.record(phase, start, outcome, detail);
+        // A journal write that failed: before promotion the takeover stops here (and undoes what
+        // was done); after it, the write is tried once more and the answer says so if it fails.
+        if let Some(source) = self.journal_error.take().filter(|_| !self.req.dry_run) {
+            if self.promoted {
+                self.journal_or_report();
+            } else if result.is_ok() {
+                return Err(TakeoverError::Store { phase, source });
+            }
+        }
         result
     }
 
@@ -364,7 +390,9 @@ impl Run {
         info!(phase = phase.name(), ms = rec.duration_ms, outcome = ?outcome, "{}", rec.detail);
         self.emit(PhaseEvent::Finished { id: self.report.id.clone(), record: rec.clone() });
         self.report.phases.push(rec);
-        self.journal();
+        if let Err(e) = self.journal() {
+            self.journal_error = Some(e);
+        }
         fault::crash_point(phase);
     }
 
@@ -375,7 +403,7 @@ impl Run {
     }
 
     /// Saves the report as it stands: the journal of a running takeover, the audit of a finished one.
-    fn journal(&mut self) {
+    fn journal(&mut self) -> Result<(), StoreError> {
         self.report.total_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let entry = crate::store::AuditEntry {
             id: self.report.id.clone(),
@@ -384,10 +412,23 @@ impl Run {
             started_at: self.report.started_at,
             record: serde_json::to_value(&self.report).expect("report serializes"),
         };
-        if let Err(e) = self.engine.store.save_takeover(&entry) {
+        let saved = self.engine.store.save_takeover(&entry);
+        if let Err(e) = &saved {
             warn!(error = %e, "cannot save the takeover journal");
             if !self.report.warnings.iter().any(|w| w.starts_with("journal:")) {
                 self.report.warnings.push(format!("journal: {e}"));
+            }
+        }
+        saved
+    }
+
+    /// Journals the report; once promoted, a failed write is tried once more and then said in
+    /// the answer (the new master stands, but nothing durable records it).
+    fn journal_or_report(&mut self) {
+        if self.journal().is_err() && self.promoted && self.journal().is_err() {
+            let e = "journal: the takeover's record could not be saved (the new master stands; see the warnings)".to_string();
+            if !self.report.errors.contains(&e) {
+                self.report.errors.push(e);
             }
         }
     }
@@ -429,7 +470,11 @@ impl Run {
                 self.report.warnings.push(format!("remembering the cluster: {e}"));
             }
         }
-        self.journal();
+        self.journal_or_report();
+        if self.report.status == Status::Promoted && !self.report.errors.is_empty() {
+            self.report.status = Status::PromotedWithErrors;
+            let _ = self.journal();
+        }
         info!(status = self.report.status.as_str(), ms = self.report.total_ms, "takeover finished");
         self.report
     }

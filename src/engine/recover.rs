@@ -61,6 +61,11 @@ pub enum RecoverError {
     BadRecord { id: String, message: String },
     #[error("takeover {id}: {message}")]
     Refused { id: String, message: String },
+    #[error(
+        "there is no record of takeover {id}; released the lock it held on {} (its journal was never written): check the cluster with baton topology",
+        clusters.join(", ")
+    )]
+    OrphanLockReleased { id: String, clusters: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -98,7 +103,16 @@ impl Engine {
 
     /// Settles the interrupted takeover `id` (see the module's table).
     pub async fn recover(&self, id: &str, mode: RecoverMode) -> Result<TakeoverReport, RecoverError> {
-        let entry = self.store.takeover(id)?.ok_or_else(|| RecoverError::NotFound(id.to_string()))?;
+        let Some(entry) = self.store.takeover(id)? else {
+            // A lock whose takeover never got a record (the journal write failed): nothing can
+            // be settled from it, but the lock must not block the cluster for ever.
+            let clusters = self.store.release_locks_of(id)?;
+            return Err(if clusters.is_empty() {
+                RecoverError::NotFound(id.to_string())
+            } else {
+                RecoverError::OrphanLockReleased { id: id.to_string(), clusters }
+            });
+        };
         let report: TakeoverReport =
             serde_json::from_value(entry.record).map_err(|e| RecoverError::BadRecord { id: id.to_string(), message: e.to_string() })?;
         match report.status {
@@ -392,7 +406,7 @@ impl Run {
             // The store lock stays with the takeover: nothing else may start on this cluster.
             self.release_server_lock().await;
             self.lock = None;
-            self.journal();
+            self.journal_or_report();
             return self.report;
         }
         self.finish().await

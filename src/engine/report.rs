@@ -65,6 +65,21 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Phases that may change a server (a stopped designated replica started, hooks with
+    /// `scripts.allow_writes`, the relocation, the fence, the promotion): write-ahead journaled.
+    pub fn changes_servers(self) -> bool {
+        matches!(
+            self,
+            Phase::CheckDesignated
+                | Phase::PreTakeoverHooks
+                | Phase::RelocateSiblings
+                | Phase::PreFenceHooks
+                | Phase::Fence
+                | Phase::CatchUp
+                | Phase::Promote
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Phase::Resolve => "resolve",
@@ -174,6 +189,10 @@ pub struct TakeoverReport {
     /// Set when the takeover was interrupted and later settled (`baton takeover recover|resume|abort`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recoveries: Vec<Recovery>,
+    /// The phase that was about to change servers when this was journaled (write-ahead): if the
+    /// process dies now, that phase may have run in part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<Phase>,
 }
 
 /// The process that runs a takeover: host name, pid and the process's start time (so that a

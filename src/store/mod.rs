@@ -165,6 +165,8 @@ pub trait Store: Send + Sync {
     fn takeover(&self, id: &str) -> Result<Option<AuditEntry>, StoreError>;
     /// Newest first.
     fn takeovers(&self, cluster: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Releases every cluster lock held by `takeover_id`; the clusters released.
+    fn release_locks_of(&self, takeover_id: &str) -> Result<Vec<String>, StoreError>;
     /// Takeovers not settled (running, or waiting for an operator): all of them, whatever their
     /// age or clock. Recovery reads these.
     fn unsettled_takeovers(&self) -> Result<Vec<AuditEntry>, StoreError>;

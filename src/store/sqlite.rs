@@ -258,6 +258,20 @@ impl Store for SqliteStore {
         })
     }
 
+    fn release_locks_of(&self, takeover_id: &str) -> Result<Vec<String>, StoreError> {
+        self.with(|db| {
+            let tx = db.unchecked_transaction()?;
+            let clusters: Vec<String> = {
+                let mut st = tx.prepare("SELECT cluster FROM cluster_locks WHERE takeover_id = ?1")?;
+                let rows = st.query_map([takeover_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+                rows
+            };
+            tx.execute("DELETE FROM cluster_locks WHERE takeover_id = ?1", [takeover_id])?;
+            tx.commit()?;
+            Ok(clusters)
+        })
+    }
+
     fn save_takeover(&self, e: &AuditEntry) -> Result<(), StoreError> {
         self.with(|db| {
             db.execute(
