@@ -1,6 +1,7 @@
 //! Fault injection for the reliability drill: with `BATON_FAULT_CRASH_AFTER=<phase>` in its
 //! environment, the process kills itself (SIGKILL, no cleanup, as a crash would) right after
-//! journaling that phase. The variable is read once per process.
+//! recording that phase (journaled, except inside the write-unavailable window, where nothing
+//! is). The variable is read once per process.
 
 use super::Phase;
 

@@ -324,7 +324,7 @@ impl Run {
         // Write-ahead: before a phase that changes servers, the journal durably says it is about
         // to run; if it cannot, the phase does not run (before promotion the takeover then
         // refuses or rolls back like for any failure).
-        if phase.changes_servers() && !self.promoted && !self.req.dry_run {
+        if phase.changes_servers() && !self.promoted && !self.req.dry_run && !self.in_write_window() {
             self.report.in_progress = Some(phase);
             if let Err(source) = self.journal() {
                 self.report.in_progress = None;
@@ -390,8 +390,13 @@ impl Run {
         info!(phase = phase.name(), ms = rec.duration_ms, outcome = ?outcome, "{}", rec.detail);
         self.emit(PhaseEvent::Finished { id: self.report.id.clone(), record: rec.clone() });
         self.report.phases.push(rec);
-        if let Err(e) = self.journal() {
-            self.journal_error = Some(e);
+        // Inside the write-unavailable window (fenced, not yet promoted) nothing waits on the
+        // store: the write-ahead record before the fence already says what is under way, and
+        // the next write (right after the promotion, or after the rollback) records it all.
+        if !self.in_write_window() {
+            if let Err(e) = self.journal() {
+                self.journal_error = Some(e);
+            }
         }
         fault::crash_point(phase);
     }
@@ -412,7 +417,11 @@ impl Run {
             started_at: self.report.started_at,
             record: serde_json::to_value(&self.report).expect("report serializes"),
         };
-        let saved = self.engine.store.save_takeover(&entry);
+        // The store may block (a busy lock, a slow disk): keep this runtime's other tasks (the
+        // HTTP service, other takeovers) running meanwhile.
+        let store = &self.engine.store;
+        let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let saved = if multi { tokio::task::block_in_place(|| store.save_takeover(&entry)) } else { store.save_takeover(&entry) };
         if let Err(e) = &saved {
             warn!(error = %e, "cannot save the takeover journal");
             if !self.report.warnings.iter().any(|w| w.starts_with("journal:")) {
@@ -420,6 +429,11 @@ impl Run {
             }
         }
         saved
+    }
+
+    /// Fenced and not yet promoted (nor rolled back): writes are unavailable right now.
+    fn in_write_window(&self) -> bool {
+        self.fenced_at.is_some() && !self.promoted && self.rolled_back.is_empty() && self.report.status == Status::Running
     }
 
     /// Journals the report; once promoted, a failed write is tried once more and then said in

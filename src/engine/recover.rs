@@ -400,6 +400,10 @@ impl Run {
     /// Records the settlement, releases the locks, journals the final state.
     async fn close(mut self, mode: RecoverMode, last_phase: Option<Phase>, found: String, action: String, status: Status) -> TakeoverReport {
         warn!(id = %self.report.id, ?last_phase, %found, %action, status = status.as_str(), "interrupted takeover settled");
+        let found = match self.report.in_progress.take() {
+            Some(p) => format!("{found} (the journal had {p} in progress)"),
+            None => found,
+        };
         self.report.recoveries.push(Recovery { at: crate::store::now_unix_ms(), mode: mode.name().into(), last_phase, found, action });
         self.report.status = status;
         if status == Status::NeedsOperator {
