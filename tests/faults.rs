@@ -577,6 +577,8 @@ struct FailingJournal {
     /// Fail `save_takeover` for a record that contains this phase (`"fence"`), or every write.
     after_phase: Option<&'static str>,
     all: bool,
+    /// The last phase of every record written, in order.
+    written: std::sync::Mutex<Vec<String>>,
 }
 
 impl FailingJournal {
@@ -618,6 +620,8 @@ impl Store for FailingJournal {
         operations(l: usize) -> Vec<baton::store::AuditEntry>;
     }
     fn save_takeover(&self, e: &baton::store::AuditEntry) -> Result<(), baton::store::StoreError> {
+        let last = e.record["phases"].as_array().and_then(|p| p.last()).map(|p| p["name"].as_str().unwrap_or("").to_string());
+        self.written.lock().unwrap().push(last.unwrap_or_default());
         if self.fails(e) {
             return Err(baton::store::StoreError::Corrupt { what: "baton.db".into(), detail: "No space left on device (injected)".into() });
         }
@@ -625,8 +629,12 @@ impl Store for FailingJournal {
     }
 }
 
+fn failing_store(cfg: &Config, after_phase: Option<&'static str>, all: bool) -> Arc<FailingJournal> {
+    Arc::new(FailingJournal { inner: SqliteStore::open(&cfg.paths.data_dir).unwrap(), after_phase, all, written: Default::default() })
+}
+
 fn failing_engine(cfg: &Config, after_phase: Option<&'static str>, all: bool) -> Engine {
-    let store: Arc<dyn Store> = Arc::new(FailingJournal { inner: SqliteStore::open(&cfg.paths.data_dir).unwrap(), after_phase, all });
+    let store: Arc<dyn Store> = failing_store(cfg, after_phase, all);
     Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(cfg)), store, Arc::new(NoScripts))
 }
 
@@ -665,6 +673,18 @@ async fn journal_failures_stop_or_undo_the_takeover_and_are_never_silent() {
     let back = TakeoverRequest { cluster_hint: r1.to_string(), designated: Some(m.clone()), start_replication: true, ..Default::default() };
     let rep = engine(&cfg).takeover(back, None).await;
     assert_eq!(rep.status, Status::Promoted, "{:?}", rep.errors);
+
+    // Between the fence and the promotion nothing is written: the window never waits on the
+    // store (a busy or slow store cannot lengthen it).
+    let recording = failing_store(&cfg, None, false);
+    let e = Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(&cfg)), recording.clone(), Arc::new(NoScripts));
+    let rep = e.takeover(TakeoverRequest { cluster_hint: m.to_string(), designated: Some(r1.clone()), start_replication: true, ..Default::default() }, None).await;
+    assert_eq!(rep.status, Status::Promoted, "{:?}", rep.errors);
+    let written = recording.written.lock().unwrap().clone();
+    assert!(!written.iter().any(|p| p == "fence" || p == "catch_up"), "written inside the window: {written:?}");
+    assert!(written.iter().any(|p| p == "promote"), "{written:?}");
+    let back = TakeoverRequest { cluster_hint: r1.to_string(), designated: Some(m.clone()), start_replication: true, ..Default::default() };
+    assert_eq!(engine(&cfg).takeover(back, None).await.status, Status::Promoted);
 
     // A lock whose takeover has no record: recover releases it and says so.
     let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
