@@ -696,3 +696,48 @@ async fn journal_failures_stop_or_undo_the_takeover_and_are_never_silent() {
     assert_eq!(store.lock_cluster(&lock, "next").unwrap(), None);
     store.unlock_cluster(&lock, "next").unwrap();
 }
+
+/// Issue 19: a process that dies in the middle of the post-promotion hooks (here a hook kills it)
+/// may have run some of them; recover runs again only the hooks declared `idempotent = true`,
+/// names the others in the report, and each hook phase says which process ran it.
+#[tokio::test]
+async fn recover_does_not_rerun_hooks_that_may_have_run() {
+    let t = fresh(2).await;
+    let cfg = t.cfg();
+    let hooks = t.sandbox.dir.join("hooks-crash");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let log = t.sandbox.dir.join("hooks.log");
+    let marker = t.sandbox.dir.join("killed-once");
+    std::fs::write(
+        hooks.join("a_switch.lua"),
+        format!(
+            "return {{ post_promote = function(ctx)\n  baton.shell('echo a >> {log}')\n  baton.shell('[ -e {marker} ] || {{ touch {marker}; kill -9 $PPID; sleep 5; }}')\nend }}",
+            log = log.display(),
+            marker = marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        hooks.join("b_notify.lua"),
+        format!("return {{ idempotent = true, post_promote = function(ctx) baton.shell('echo b >> {}') end }}", log.display()),
+    )
+    .unwrap();
+    let file = config_file(&t);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace(&t.sandbox.dir.join("no-hooks").display().to_string(), &hooks.display().to_string()).replace("[scripts]\n", "[scripts]\nallow_shell = true\n");
+    std::fs::write(&file, text).unwrap();
+
+    let r1 = t.replicas()[0].clone();
+    let out = baton_cmd(&file, &["takeover".to_string(), t.master().to_string(), "--to".into(), r1.to_string()], None).output().await.unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "a\n", "the switch hook ran, then the process died");
+    let out = baton_cmd(&file, &["takeover", "recover"], None).output().await.unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "a\nb\n", "the idempotent hook ran once more, the other not");
+    let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
+    let rec: TakeoverReport = serde_json::from_value(store.takeovers(None, 1).unwrap()[0].record.clone()).unwrap();
+    assert!(rec.warnings.iter().any(|w| w.contains("not run again") && w.contains("a_switch.lua")), "{:?}", rec.warnings);
+    let hook_phase = rec.phases.iter().rev().find(|p| p.name == Phase::PostPromoteHooks).expect("the recovery ran the phase");
+    assert!(hook_phase.by.as_deref().is_some_and(|b| b.contains(':')), "{:?}", hook_phase.by);
+    assert_eq!(assert_one_master_tree(&t).await, r1);
+}

@@ -176,6 +176,15 @@ pub trait Scripts: Send + Sync {
     fn run_hooks<'a>(&'a self, phase: HookPhase, ctx: &'a HookContext) -> HookFuture<'a>;
     /// Names of the hooks that would run at `phase` (`file:phase`).
     fn describe_hooks(&self, phase: HookPhase) -> Vec<String>;
+    /// Runs only the hooks of `phase` whose files declare `idempotent = true` (a recovery, when
+    /// a crash left it unknown whether the hooks ran).
+    fn run_idempotent_hooks<'a>(&'a self, _phase: HookPhase, _ctx: &'a HookContext) -> HookFuture<'a> {
+        Box::pin(async { HookRun { result: Ok("no idempotent hooks".to_string()), ops: Vec::new() } })
+    }
+    /// The hooks of `phase` that are not declared idempotent.
+    fn non_idempotent_hooks(&self, phase: HookPhase) -> Vec<String> {
+        self.describe_hooks(phase)
+    }
     /// The candidate policy; None when none is configured (the built-in ordering decides).
     fn choose(&self, _input: Arc<PolicyInput>) -> Option<ChoiceFuture<'_>> {
         None

@@ -180,6 +180,8 @@ struct Run {
     rolled_back: Vec<String>,
     /// The last journal write that failed, for `step` to act on.
     journal_error: Option<StoreError>,
+    /// Recovery: the hook phase the crashed process had in progress (its hooks may have run).
+    hooks_may_have_run: Option<Phase>,
     /// Writes the hooks made before promotion, for the rollback to undo (newest last).
     hook_writes: Vec<ScriptOp>,
     // Filled by the running phase.
@@ -248,6 +250,7 @@ impl Run {
             promoted: false,
             rolled_back: Vec::new(),
             journal_error: None,
+            hooks_may_have_run: None,
             hook_writes: Vec::new(),
             ops: Vec::new(),
             script_ops: Vec::new(),
@@ -324,7 +327,11 @@ impl Run {
         // Write-ahead: before a phase that changes servers, the journal durably says it is about
         // to run; if it cannot, the phase does not run (before promotion the takeover then
         // refuses or rolls back like for any failure).
-        if phase.changes_servers() && !self.promoted && !self.req.dry_run && !self.in_write_window() {
+        if phase.write_ahead() && self.promoted && !self.req.dry_run {
+            // After promotion a journal failure is reported, never a reason to stop.
+            self.report.in_progress = Some(phase);
+            self.journal_or_report();
+        } else if phase.changes_servers() && !self.promoted && !self.req.dry_run && !self.in_write_window() {
             self.report.in_progress = Some(phase);
             if let Err(source) = self.journal() {
                 self.report.in_progress = None;
@@ -386,6 +393,10 @@ impl Run {
             checks: std::mem::take(&mut self.checks),
             ops: std::mem::take(&mut self.ops),
             script_ops: std::mem::take(&mut self.script_ops),
+            by: phase.name().ends_with("_hooks").then(|| {
+                let o = report::Owner::current();
+                format!("{}:{}", o.host, o.pid)
+            }),
         };
         info!(phase = phase.name(), ms = rec.duration_ms, outcome = ?outcome, "{}", rec.detail);
         self.emit(PhaseEvent::Finished { id: self.report.id.clone(), record: rec.clone() });
@@ -813,7 +824,22 @@ impl Run {
     async fn hooks(&mut self, phase: Phase, hook: HookPhase) -> PhaseResult {
         let ctx = self.hook_context(hook);
         let scripts = self.scripts.clone();
-        let run = scripts.run_hooks(hook, &ctx).await;
+        // A recovery of a crash in the middle of this phase: the hooks may have run already;
+        // only those declared idempotent run again, and the report names the others.
+        let run = if self.hooks_may_have_run == Some(phase) {
+            let skipped = scripts.non_idempotent_hooks(hook);
+            if !skipped.is_empty() {
+                let w = format!(
+                    "{phase}: the process that crashed may have run these hooks already; not run again (declare idempotent = true to re-run): {}",
+                    skipped.join(", ")
+                );
+                warn!("{w}");
+                self.report.warnings.push(w);
+            }
+            scripts.run_idempotent_hooks(hook, &ctx).await
+        } else {
+            scripts.run_hooks(hook, &ctx).await
+        };
         if !self.promoted {
             self.hook_writes.extend(run.ops.iter().filter(|op| op.undo != Undo::Nothing).cloned());
         }

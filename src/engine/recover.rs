@@ -278,6 +278,7 @@ impl Run {
     /// the journal does not show, repoint the old master, run post_takeover hooks.
     async fn finish_forward(&mut self, oi: &crate::topology::Instance) -> Status {
         use Phase::*;
+        self.hooks_may_have_run = self.report.in_progress.filter(|p| matches!(p, PostPromoteHooks | PostTakeoverHooks));
         let journaled = |p: Phase| self.report.phases.iter().any(|r| r.name == p && r.outcome == Outcome::Ok);
         let mut steps = vec![RelocateSiblings];
         if !journaled(PostPromoteHooks) {

@@ -67,6 +67,12 @@ pub enum Phase {
 impl Phase {
     /// Phases that may change a server (a stopped designated replica started, hooks with
     /// `scripts.allow_writes`, the relocation, the fence, the promotion): write-ahead journaled.
+    /// Phases journaled as in progress before they run: those that may change a server, and
+    /// the post-promotion hooks (so that a recovery knows they may have run).
+    pub fn write_ahead(self) -> bool {
+        self.changes_servers() || matches!(self, Phase::PostPromoteHooks | Phase::PostTakeoverHooks)
+    }
+
     pub fn changes_servers(self) -> bool {
         matches!(
             self,
@@ -130,6 +136,10 @@ pub struct PhaseRecord {
     /// The write primitives hooks called in this phase (with `scripts.allow_writes`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub script_ops: Vec<super::ScriptOp>,
+    /// For hook phases: the process that ran them (`host:pid`), so that a recovery's report says
+    /// which hooks ran where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// The whole takeover.

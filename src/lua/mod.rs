@@ -261,6 +261,8 @@ struct HookFn {
     file: String,
     phase: HookPhase,
     func: Function,
+    /// The file declares `idempotent = true`.
+    idempotent: bool,
 }
 
 /// The Lua functions of one version. Behind an `Arc` so that a call's closure takes them to
@@ -329,12 +331,22 @@ impl LoadedScripts {
                 });
             };
             let mut found: Vec<HookFn> = Vec::new();
+            // `idempotent = true`: running this file's hooks twice is harmless, so a recovery
+            // may run them again when a crash left it unknown whether they ran.
+            let idempotent = match t.raw_get::<Value>("idempotent").map_err(|e| ScriptError::from_lua(&file, &e))? {
+                Value::Nil => false,
+                Value::Boolean(b) => b,
+                other => return Err(ScriptError::Invalid { file, message: format!("idempotent must be true or false, not a {}", other.type_name()) }),
+            };
             for pair in t.pairs::<Value, Value>() {
                 let (k, v) = pair.map_err(|e| ScriptError::from_lua(&file, &e))?;
                 let key = match &k {
                     Value::String(s) => s.to_str().map(|s| s.to_string()).unwrap_or_default(),
                     other => format!("<{}>", other.type_name()),
                 };
+                if key == "idempotent" {
+                    continue;
+                }
                 let Some(phase) = HookPhase::from_name(&key) else {
                     let known: Vec<&str> = HookPhase::ALL.iter().map(|p| p.name()).collect();
                     return Err(ScriptError::Invalid {
@@ -345,7 +357,7 @@ impl LoadedScripts {
                 let Value::Function(func) = v else {
                     return Err(ScriptError::Invalid { file, message: format!("{key} must be a function, not a {}", v.type_name()) });
                 };
-                found.push(HookFn { file: file.clone(), phase, func });
+                found.push(HookFn { file: file.clone(), phase, func, idempotent });
             }
             found.sort_by_key(|h| HookPhase::ALL.iter().position(|p| *p == h.phase));
             hooks.extend(found);
@@ -413,14 +425,14 @@ impl LoadedScripts {
     /// back with the result, also when a hook then failed.
     pub async fn run_phase(&self, phase: HookPhase, ctx: &HookContext) -> HookRun {
         let mut ops = Vec::new();
-        let result = self.run_phase_into(phase, ctx, &mut ops).await;
+        let result = self.run_phase_into(phase, ctx, false, &mut ops).await;
         HookRun { result, ops }
     }
 
-    async fn run_phase_into(&self, phase: HookPhase, ctx: &HookContext, ops: &mut Vec<ScriptOp>) -> Result<String, String> {
+    async fn run_phase_into(&self, phase: HookPhase, ctx: &HookContext, idempotent_only: bool, ops: &mut Vec<ScriptOp>) -> Result<String, String> {
         let mut ran = Vec::new();
         let writes = self.allow_writes && !ctx.dry_run;
-        for (i, h) in self.fns.hooks.iter().enumerate().filter(|(_, h)| h.phase == phase) {
+        for (i, h) in self.fns.hooks.iter().enumerate().filter(|(_, h)| h.phase == phase && (h.idempotent || !idempotent_only)) {
             let what = format!("{}: {}", h.file, phase);
             let start = Instant::now();
             let grant = Grant::new(what.clone(), writes, true);
@@ -497,6 +509,16 @@ impl Scripts for LoadedScripts {
     }
     fn describe_hooks(&self, phase: HookPhase) -> Vec<String> {
         self.hook_names(phase)
+    }
+    fn run_idempotent_hooks<'a>(&'a self, phase: HookPhase, ctx: &'a HookContext) -> HookFuture<'a> {
+        Box::pin(async move {
+            let mut ops = Vec::new();
+            let result = self.run_phase_into(phase, ctx, true, &mut ops).await;
+            HookRun { result, ops }
+        })
+    }
+    fn non_idempotent_hooks(&self, phase: HookPhase) -> Vec<String> {
+        self.fns.hooks.iter().filter(|h| h.phase == phase && !h.idempotent).map(|h| format!("{}: {}", h.file, phase)).collect()
     }
     fn choose(&self, input: Arc<PolicyInput>) -> Option<ChoiceFuture<'_>> {
         self.fns.policy.as_ref()?;
