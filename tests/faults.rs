@@ -619,6 +619,12 @@ impl Store for FailingJournal {
         save_operation(e: &baton::store::AuditEntry) -> ();
         operations(l: usize) -> Vec<baton::store::AuditEntry>;
     }
+    fn lock_cluster_journaled(&self, c: &str, e: &baton::store::AuditEntry) -> Result<Option<String>, baton::store::StoreError> {
+        if self.all {
+            return Err(baton::store::StoreError::Corrupt { what: "baton.db".into(), detail: "No space left on device (injected)".into() });
+        }
+        self.inner.lock_cluster_journaled(c, e)
+    }
     fn save_takeover(&self, e: &baton::store::AuditEntry) -> Result<(), baton::store::StoreError> {
         let last = e.record["phases"].as_array().and_then(|p| p.last()).map(|p| p["name"].as_str().unwrap_or("").to_string());
         self.written.lock().unwrap().push(last.unwrap_or_default());

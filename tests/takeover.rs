@@ -279,6 +279,9 @@ async fn catch_up_timeout_rolls_back() {
     exec(&conn, &m, "INSERT INTO app.writes (id) VALUES (1)").await;
     let rep = e.takeover(req(&m, Some(&r1)), None).await;
     assert_status(&rep, Status::RolledBack);
+    // Issue 19: how long writes were unavailable is said after a rollback too (fence to the old
+    // master writable again).
+    assert!(rep.write_unavailable_ms.is_some_and(|ms| ms > 0.0), "{:?}", rep.write_unavailable_ms);
     assert!(rep.errors[0].starts_with("catch_up:"), "{:?}", rep.errors);
     assert!(rep.phase(Phase::Rollback).is_some());
     c.query_drop("UNLOCK TABLES").await.unwrap();

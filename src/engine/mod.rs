@@ -420,14 +420,7 @@ impl Run {
 
     /// Saves the report as it stands: the journal of a running takeover, the audit of a finished one.
     fn journal(&mut self) -> Result<(), StoreError> {
-        self.report.total_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        let entry = crate::store::AuditEntry {
-            id: self.report.id.clone(),
-            cluster: self.report.cluster.clone(),
-            status: self.report.status.as_str().into(),
-            started_at: self.report.started_at,
-            record: serde_json::to_value(&self.report).expect("report serializes"),
-        };
+        let entry = self.audit_entry();
         // The store may block (a busy lock, a slow disk): keep this runtime's other tasks (the
         // HTTP service, other takeovers) running meanwhile.
         let store = &self.engine.store;
@@ -440,6 +433,18 @@ impl Run {
             }
         }
         saved
+    }
+
+    /// The report as a store record.
+    fn audit_entry(&mut self) -> crate::store::AuditEntry {
+        self.report.total_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        crate::store::AuditEntry {
+            id: self.report.id.clone(),
+            cluster: self.report.cluster.clone(),
+            status: self.report.status.as_str().into(),
+            started_at: self.report.started_at,
+            record: serde_json::to_value(&self.report).expect("report serializes"),
+        }
     }
 
     /// Fenced and not yet promoted (nor rolled back): writes are unavailable right now.
@@ -549,7 +554,11 @@ impl Run {
             // those sharing its store) and a server lock on the master (any process anywhere; the
             // server drops it if Baton dies).
             let lock = cluster.alias.clone().unwrap_or_else(|| cluster.name.clone());
-            if let Some(holder) = store.lock_cluster(&lock, &self.report.id).map_err(|source| TakeoverError::Store { phase, source })? {
+            // The lock and the takeover's first record in one transaction.
+            self.report.cluster = cluster.name.clone();
+            self.report.alias = cluster.alias.clone();
+            let first = self.audit_entry();
+            if let Some(holder) = store.lock_cluster_journaled(&lock, &first).map_err(|source| TakeoverError::Store { phase, source })? {
                 let interrupted = self.engine.interrupted().unwrap_or_default().into_iter().any(|r| r.id == holder);
                 let holder = if interrupted {
                     format!("id {holder}, interrupted: its process is gone; settle it with `baton takeover recover {holder}`")
@@ -1184,10 +1193,12 @@ impl Run {
         let master = self.master.clone().expect("checked");
         let mut failures = Vec::new();
         let mut done = Vec::new();
-        if self.fenced_at.is_some() {
+        if let Some(fenced_at) = self.fenced_at {
             match ops::set_read_only(self.conn(), &master, false, self.cfg().takeover.fence_lock_wait_s).await {
                 Ok(op) => {
                     self.ops.push(op);
+                    // Writes were unavailable from the fence until the old master took them again.
+                    self.report.write_unavailable_ms = Some(fenced_at.elapsed().as_secs_f64() * 1000.0);
                     done.push(format!("{master} writable again"));
                 }
                 Err(e) => failures.push(e.to_string()),

@@ -165,6 +165,9 @@ pub trait Store: Send + Sync {
     fn takeover(&self, id: &str) -> Result<Option<AuditEntry>, StoreError>;
     /// Newest first.
     fn takeovers(&self, cluster: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Takes the cluster lock and writes the takeover's first record in one transaction: a lock
+    /// never exists without a record of its takeover. The holder when the lock is taken.
+    fn lock_cluster_journaled(&self, cluster: &str, entry: &AuditEntry) -> Result<Option<String>, StoreError>;
     /// Releases every cluster lock held by `takeover_id`; the clusters released.
     fn release_locks_of(&self, takeover_id: &str) -> Result<Vec<String>, StoreError>;
     /// Takeovers not settled (running, or waiting for an operator): all of them, whatever their

@@ -258,6 +258,24 @@ impl Store for SqliteStore {
         })
     }
 
+    fn lock_cluster_journaled(&self, cluster: &str, e: &AuditEntry) -> Result<Option<String>, StoreError> {
+        self.with(|db| {
+            let tx = db.unchecked_transaction()?;
+            let holder: Option<String> =
+                tx.query_row("SELECT takeover_id FROM cluster_locks WHERE cluster = ?1", [cluster], |r| r.get(0)).optional()?;
+            if let Some(h) = holder {
+                return Ok(Some(h));
+            }
+            tx.execute("INSERT INTO cluster_locks (cluster, takeover_id, since) VALUES (?1, ?2, ?3)", params![cluster, e.id, now_unix()])?;
+            tx.execute(
+                "INSERT OR REPLACE INTO takeovers (id, cluster, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.id, e.cluster, e.status, e.started_at, e.record.to_string()],
+            )?;
+            tx.commit()?;
+            Ok(None)
+        })
+    }
+
     fn release_locks_of(&self, takeover_id: &str) -> Result<Vec<String>, StoreError> {
         self.with(|db| {
             let tx = db.unchecked_transaction()?;
@@ -376,6 +394,20 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 19: the lock and the first record in one transaction; a second lock gets the holder.
+    #[test]
+    fn lock_and_first_record_together() {
+        let (s, dir) = store();
+        let e = AuditEntry { id: "t1".into(), cluster: "c".into(), status: "running".into(), started_at: 1, record: serde_json::json!({}) };
+        assert_eq!(s.lock_cluster_journaled("c", &e).unwrap(), None);
+        assert!(s.takeover("t1").unwrap().is_some());
+        let e2 = AuditEntry { id: "t2".into(), ..e.clone() };
+        assert_eq!(s.lock_cluster_journaled("c", &e2).unwrap(), Some("t1".into()));
+        assert!(s.takeover("t2").unwrap().is_none(), "no record without the lock");
+        assert_eq!(s.release_locks_of("t1").unwrap(), vec!["c".to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Issue 19, items 2 and 4: one damaged record does not stop listing or recovery, it is named
     /// and can be set aside; an unsettled takeover is found whatever its age among newer ones.
