@@ -116,6 +116,9 @@ pub struct TakeoverConfig {
     /// Promote a MariaDB replica although it or the master runs with `gtid_strict_mode=OFF`
     /// (then a local write on it can go unnoticed: docs/RELIABILITY.md).
     pub allow_lax_gtid: bool,
+    /// Refuse a takeover while Baton's clock is off from the master's by more than this many
+    /// seconds: promotion rules and downtime expire by Baton's clock.
+    pub max_clock_skew_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +337,7 @@ impl Default for TakeoverConfig {
             kill_connections_after_ms: None,
             promotion_ignore_hostname_filters: Vec::new(),
             allow_lax_gtid: false,
+            max_clock_skew_s: 60,
         }
     }
 }

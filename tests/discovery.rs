@@ -22,6 +22,8 @@ async fn probe_fields_match_what_the_server_says() {
     assert!(mi.log_bin && mi.log_slave_updates);
     assert_eq!(mi.binlog_format, "ROW");
     assert!(mi.replication.is_none());
+    // The server's clock, read with the probe: the same machine here, so within a second.
+    assert!(mi.clock_skew_s.is_some_and(|s| s.abs() < 1.0), "{:?}", mi.clock_skew_s);
     let status = &rows(&conn, &m, "SHOW MASTER STATUS").await[0];
     let coords = mi.binlog.as_ref().unwrap();
     assert_eq!(coords.file, status.string(&["File"]));

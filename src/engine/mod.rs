@@ -634,6 +634,9 @@ impl Run {
         if mi.read_only {
             return Err(TakeoverError::refused(phase, "master_writable", Some(&master), "the master is read-only already"));
         }
+        if let Some(why) = plan::clock_skew(mi, self.cfg().takeover.max_clock_skew_s) {
+            return Err(TakeoverError::refused(phase, "clock_skew", Some(&master), why));
+        }
         if let Some(expected) = &self.req.expected_master {
             if *expected != master {
                 return Err(TakeoverError::refused(phase, "expected_master", Some(&master), format!("the master is {master}, not the expected {expected}")));

@@ -191,6 +191,21 @@ pub fn choose_among(master: &InstanceKey, eligible: &[Candidate], excluded: &[Ex
     Ok((best.instance.key.clone(), reason))
 }
 
+/// Why Baton's clock cannot be trusted against `master`'s, if it cannot: promotion rules and
+/// downtime expire by Baton's clock, so a clock off by more than `max_s` could end a `must_not`
+/// early (or keep a downtime for ever). The skew includes the probe's round trip.
+pub fn clock_skew(master: &Instance, max_s: u64) -> Option<String> {
+    let skew = master.clock_skew_s?;
+    (skew.abs() > max_s as f64).then(|| {
+        format!(
+            "Baton's clock is {:.0} s {} {}'s: promotion rules and downtime expire by Baton's clock (fix the time, or raise takeover.max_clock_skew_s)",
+            skew.abs(),
+            if skew > 0.0 { "behind" } else { "ahead of" },
+            master.key
+        )
+    })
+}
+
 /// The checks on the designated replica before anything changes. All are returned, failing or not.
 pub fn check_designated(cluster: &Cluster, master: &InstanceKey, designated: &InstanceKey, inputs: &PlanInputs) -> Vec<Check> {
     let mut checks = Vec::new();
@@ -324,6 +339,7 @@ mod tests {
             }),
             reported_replicas: vec![],
             probe_ms: 1.0,
+            clock_skew_s: None,
         }
     }
 
@@ -391,5 +407,18 @@ mod tests {
         let checks = check_designated(&c, &InstanceKey::new("h", 1), &InstanceKey::new("h", 2), &i);
         let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
         assert_eq!(failed, ["not_banned", "no_errant_gtid"]);
+    }
+
+    #[test]
+    fn clock_skew_refuses_past_the_limit() {
+        let mut m = inst(1, None, 100, None);
+        assert_eq!(clock_skew(&m, 60), None, "unknown skew: no refusal");
+        m.clock_skew_s = Some(12.0);
+        assert_eq!(clock_skew(&m, 60), None);
+        m.clock_skew_s = Some(-3600.0);
+        let why = clock_skew(&m, 60).unwrap();
+        assert!(why.contains("3600 s ahead of") && why.contains("max_clock_skew_s"), "{why}");
+        m.clock_skew_s = Some(90.0);
+        assert!(clock_skew(&m, 60).unwrap().contains("behind"));
     }
 }

@@ -25,6 +25,8 @@ pub async fn probe(connector: &Connector, key: &InstanceKey) -> Result<Instance,
     })?;
     let mut inst = parse(key, dialect.flavor(), &vars, master_status.first(), slave_status.first(), &hosts)?;
     inst.probe_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let local = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    inst.clock_skew_s = vars.text(&["server_unix"]).and_then(|t| t.trim().parse::<f64>().ok()).map(|server| server - local);
     Ok(inst)
 }
 
@@ -90,6 +92,7 @@ pub fn parse(
         replication,
         reported_replicas,
         probe_ms: 0.0,
+        clock_skew_s: None,
     })
 }
 

@@ -260,6 +260,10 @@ pub struct Instance {
     pub reported_replicas: Vec<InstanceKey>,
     /// How long the probe took, in milliseconds.
     pub probe_ms: f64,
+    /// The server's clock minus Baton's when the probe's answer arrived (seconds; the round trip
+    /// makes it approximate). None when the server did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_s: Option<f64>,
 }
 
 impl Instance {

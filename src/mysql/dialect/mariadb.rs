@@ -15,7 +15,7 @@ impl Dialect for MariaDb {
          @@read_only AS read_only, @@log_bin AS log_bin, @@log_slave_updates AS log_slave_updates, \
          @@binlog_format AS binlog_format, @@gtid_binlog_pos AS gtid_binlog_pos, \
          @@gtid_current_pos AS gtid_current_pos, @@gtid_slave_pos AS gtid_slave_pos, \
-         @@gtid_strict_mode AS gtid_strict_mode; \
+         @@gtid_strict_mode AS gtid_strict_mode, UNIX_TIMESTAMP(NOW(6)) AS server_unix; \
          SHOW MASTER STATUS; SHOW SLAVE STATUS; SHOW SLAVE HOSTS"
             .to_string()
     }

@@ -32,7 +32,7 @@ impl Dialect for MySql {
             "SELECT @@version AS version, @@version_comment AS version_comment, @@server_id AS server_id, \
              @@server_uuid AS server_uuid, @@read_only AS read_only, @@super_read_only AS super_read_only, \
              @@log_bin AS log_bin, {log_updates} AS log_slave_updates, @@binlog_format AS binlog_format, \
-             @@gtid_mode AS gtid_mode, @@gtid_executed AS gtid_executed; \
+             @@gtid_mode AS gtid_mode, @@gtid_executed AS gtid_executed, UNIX_TIMESTAMP(NOW(6)) AS server_unix; \
              {binlog_status}; {status}; {hosts}"
         )
     }
@@ -150,6 +150,7 @@ mod tests {
         );
         assert_eq!(d.wait_for_coordinates("binlog.000002", 157, 2.0).sql, "SELECT SOURCE_POS_WAIT('binlog.000002', 157, 2.000) AS r");
         assert!(d.probe().contains("SHOW REPLICA STATUS; SHOW REPLICAS"));
+        assert!(d.probe().contains("UNIX_TIMESTAMP(NOW(6)) AS server_unix"), "the clock, for the skew check");
         assert!(d.probe().contains("SHOW MASTER STATUS"));
         assert!(d.probe().contains("@@log_replica_updates"));
     }
