@@ -198,7 +198,7 @@ pub fn from_orchestrator(
 
     // [scripts]: orchestrator's graceful-takeover hooks run by hooks/orchestrator_compat.lua.
     let processes = |k: &str| -> Vec<String> {
-        get(k).as_array().into_iter().flatten().filter_map(Value::as_str).map(|c| s(c)).collect()
+        get(k).as_array().into_iter().flatten().filter_map(Value::as_str).map(&s).collect()
     };
     let (pre, post) = (processes("PreGracefulTakeoverProcesses"), processes("PostGracefulTakeoverProcesses"));
     used.extend(["PreGracefulTakeoverProcesses", "PostGracefulTakeoverProcesses"]);

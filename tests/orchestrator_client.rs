@@ -56,19 +56,19 @@ async fn orchestrator_client_drives_instance_commands() {
     assert_eq!((src.as_ref(), running), (Some(&r1), false), "the demoted master waits below the new one");
     let (ok, out) = orc(&client, &api, &["-c", "start-replica", "-i", &hp(&m)]).await;
     assert!(ok && out.contains(&hp(&m)), "{out}");
-    assert_eq!(replicating(&t, &m).await.1, true);
+    assert!(replicating(&t, &m).await.1);
     assert_eq!(assert_one_master_tree(&t).await, r1);
 
     // stop / start / restart, read-only on and off.
     let (ok, out) = orc(&client, &api, &["-c", "stop-replica", "-i", &hp(&r2)]).await;
     assert!(ok, "{out}");
-    assert_eq!(replicating(&t, &r2).await.1, false);
+    assert!(!replicating(&t, &r2).await.1);
     assert!(orc(&client, &api, &["-c", "restart-replica", "-i", &hp(&r2)]).await.0);
-    assert_eq!(replicating(&t, &r2).await.1, true);
+    assert!(replicating(&t, &r2).await.1);
     assert!(orc(&client, &api, &["-c", "set-writeable", "-i", &hp(&r3)]).await.0);
-    assert_eq!(replicating(&t, &r3).await.2, false);
+    assert!(!replicating(&t, &r3).await.2);
     assert!(orc(&client, &api, &["-c", "set-read-only", "-i", &hp(&r3)]).await.0);
-    assert_eq!(replicating(&t, &r3).await.2, true);
+    assert!(replicating(&t, &r3).await.2);
 
     // relocate r3 below r2, then move it back up below the master.
     let (ok, out) = orc(&client, &api, &["-c", "relocate", "-i", &hp(&r3), "-d", &hp(&r2)]).await;
@@ -118,7 +118,7 @@ async fn orchestrator_client_drives_instance_commands() {
 
     // forget an instance, then the cluster.
     assert!(orc(&client, &api, &["-c", "forget", "-i", &hp(&r3)]).await.0);
-    assert!(!store.cluster_of(&r3).unwrap().is_some());
+    assert!(store.cluster_of(&r3).unwrap().is_none());
     let name = store.cluster_of(&r1).unwrap().unwrap().name;
     let (ok, out) = orc(&client, &api, &["-c", "forget-cluster", "-i", &name]).await;
     assert!(ok || out.is_empty(), "{out}");
@@ -168,9 +168,9 @@ async fn instance_commands_natively_and_from_the_cli() {
     assert_eq!(replicating(&t, &r2).await.0.as_ref(), Some(&m));
     let out = baton(&["replica", "stop", &r2.to_string()]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("STOP SLAVE"), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(replicating(&t, &r2).await.1, false);
+    assert!(!replicating(&t, &r2).await.1);
     assert!(baton(&["replica", "start", &r2.to_string()]).status.success());
-    assert_eq!(replicating(&t, &r2).await.1, true);
+    assert!(replicating(&t, &r2).await.1);
     let out = baton(&["operations"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("move-up") && text.contains("relocate") && text.contains("by cli:"), "{text}");

@@ -322,7 +322,7 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
             None if round >= args.rounds => break,
             _ => {}
         }
-        let to = if round % 2 == 0 { b.clone() } else { a.clone() };
+        let to = if round.is_multiple_of(2) { b.clone() } else { a.clone() };
         for w in &writers {
             w.take_window_gap();
         }

@@ -66,7 +66,7 @@ pub fn parse(
     let binlog = master_status.and_then(|r| {
         Some(BinlogCoordinates { file: r.text(&["File"])?.to_string(), pos: r.u64(&["Position"])? })
     });
-    let replication = slave_status.and_then(|r| parse_replication(r));
+    let replication = slave_status.and_then(parse_replication);
     let reported_replicas = hosts
         .iter()
         .filter_map(|h| {
