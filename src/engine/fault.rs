@@ -16,3 +16,13 @@ pub fn crash_point(phase: Phase) {
         }
     }
 }
+
+/// With `BATON_FAULT_PANIC_AFTER=<phase>`, the takeover panics right after recording that
+/// phase (the engine must then settle it like any failure). Read once per process.
+pub fn panic_point(phase: Phase) {
+    static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let want = WANT.get_or_init(|| std::env::var("BATON_FAULT_PANIC_AFTER").ok());
+    if want.as_deref() == Some(phase.name()) {
+        panic!("BATON_FAULT_PANIC_AFTER: a panic after {}", phase.name());
+    }
+}

@@ -150,10 +150,42 @@ impl Engine {
     }
 
     /// `takeover` under an id the caller chose (to answer before the takeover ends).
+    ///
+    /// The takeover runs as a task of its own: a caller that goes away (a dropped future, a
+    /// closed HTTP connection) does not cut it short, and a panic in it ends like any failure:
+    /// the takeover is settled from its journal and the live topology (`recover`: rolled back
+    /// before promotion, finished after it), its locks released, its report saved.
     pub async fn takeover_with_id(&self, id: String, req: TakeoverRequest, events: Option<EventSink>) -> TakeoverReport {
         let span = info_span!("takeover", id = %id, hint = %req.cluster_hint, dry_run = req.dry_run);
-        let run = Run::new(self.clone(), id, req, events);
-        run.execute().instrument(span).await
+        let run = Run::new(self.clone(), id.clone(), req.clone(), events);
+        let task = tokio::spawn(run.execute().instrument(span));
+        match task.await {
+            Ok(report) => report,
+            Err(e) => {
+                let why = if e.is_panic() { "panicked" } else { "was cancelled" };
+                error!(%id, "the takeover {why}: settling it from its journal and the live topology");
+                self.settle_after_panic(&id, why, req).await
+            }
+        }
+    }
+
+    async fn settle_after_panic(&self, id: &str, why: &str, req: TakeoverRequest) -> TakeoverReport {
+        match self.recover(id, RecoverMode::Auto).await {
+            Ok(mut report) => {
+                report.errors.insert(0, format!("the takeover {why}; it was settled like an interrupted one"));
+                report
+            }
+            Err(e) => {
+                // Nothing journaled to settle from (it panicked before its first record): no
+                // server was changed; release any lock it took and answer with the failure.
+                let _ = self.store.release_locks_of(id);
+                let mut run = Run::new(self.clone(), id.to_string(), req, None);
+                run.report.status = Status::Failed;
+                run.report.errors.push(format!("the takeover {why}, and could not be settled: {e}"));
+                let _ = run.journal();
+                run.report
+            }
+        }
     }
 }
 
@@ -414,6 +446,7 @@ impl Run {
             }
         }
         fault::crash_point(phase);
+        fault::panic_point(phase);
     }
 
     fn emit(&self, ev: PhaseEvent) {
