@@ -26,7 +26,15 @@ impl Run {
             self.report.cluster = cluster.name.clone();
             self.report.alias = cluster.alias.clone();
             let first = self.audit_entry();
-            if let Some(holder) = store.lock_cluster_journaled(&lock, &first).map_err(|source| TakeoverError::Store { phase, source })? {
+            let taken = match store.lock_cluster_journaled(&lock, &first) {
+                // Another process holds the store right now: the cluster is busy, as when another
+                // takeover holds its lock (409), not an error of this one.
+                Err(source) if source.is_busy() => {
+                    return Err(TakeoverError::Busy { phase, cluster: lock, holder: format!("the store is busy ({source})") })
+                }
+                other => other.map_err(|source| TakeoverError::Store { phase, source })?,
+            };
+            if let Some(holder) = taken {
                 let interrupted = self.engine.interrupted().unwrap_or_default().into_iter().any(|r| r.id == holder);
                 let holder = if interrupted {
                     format!("id {holder}, interrupted: its process is gone; settle it with `baton takeover recover {holder}`")

@@ -15,12 +15,36 @@ use crate::topology::InstanceKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {path}: {source}")]
+    #[error("store {path}: {source}{}", sqlite_hint(source))]
     Sqlite { path: String, source: rusqlite::Error },
     #[error("store {path}: cannot create directory: {source}")]
     Dir { path: String, source: std::io::Error },
     #[error("store: bad record {what}: {detail}")]
     Corrupt { what: String, detail: String },
+}
+
+impl StoreError {
+    /// Another process holds the store (SQLite busy or locked past the busy timeout).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+    }
+}
+
+/// What SQLite's terse errors mean for an operator.
+fn sqlite_hint(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode::*;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ReadOnly => " (the store is read-only: check the permissions and attributes of baton.db, its -wal and -shm files and their directory)",
+            DiskFull => " (the filesystem of the data directory is full)",
+            SystemIoFailure => " (an I/O error: a full or read-only filesystem, or a baton.db made immutable?)",
+            CannotOpen => " (cannot open it: check that the data directory exists and is writable)",
+            DatabaseBusy | DatabaseLocked => " (another process holds it: another baton on the same data directory?)",
+            _ => "",
+        },
+        _ => "",
+    }
 }
 
 /// A cluster seen by discovery: how to find it again by alias or name.

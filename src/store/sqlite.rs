@@ -395,6 +395,16 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// Issue 19: SQLite's terse errors say what they mean; busy is told apart.
+    #[test]
+    fn store_errors_say_what_to_check() {
+        let err = |code: i32| StoreError::Sqlite { path: "d/baton.db".into(), source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None) };
+        assert!(err(8).to_string().contains("read-only"), "{}", err(8)); // SQLITE_READONLY
+        assert!(err(13).to_string().contains("full"), "{}", err(13)); // SQLITE_FULL
+        assert!(err(10).to_string().contains("immutable"), "{}", err(10)); // SQLITE_IOERR
+        assert!(err(5).is_busy() && err(6).is_busy() && !err(8).is_busy()); // BUSY, LOCKED
+    }
+
     /// Issue 19: the lock and the first record in one transaction; a second lock gets the holder.
     #[test]
     fn lock_and_first_record_together() {
