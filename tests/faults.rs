@@ -805,3 +805,45 @@ async fn a_full_filesystem_stops_the_takeover_before_anything_changes() {
     assert_eq!(rep.status, Status::Promoted, "{:?}", rep.errors);
     drop(fs);
 }
+
+/// Makes files immutable (`chattr +i`) and always gives them back.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    /// None where `chattr` does not work here (not root, or a filesystem without attributes).
+    fn set(files: Vec<std::path::PathBuf>) -> Option<Immutable> {
+        let ok = std::process::Command::new("chattr").arg("+i").args(&files).status().is_ok_and(|s| s.success());
+        let guard = Immutable(files);
+        ok.then_some(guard)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").arg("-i").args(&self.0).status();
+    }
+}
+
+/// Issue 19 on a real filesystem: `baton.db` and its -wal made immutable under a running store
+/// (not the -shm, which SQLite maps in memory: writing to an immutable mapping is a SIGBUS). The takeover stops before anything changes and says why; made writable again,
+/// the same takeover runs.
+#[tokio::test]
+async fn an_immutable_store_stops_the_takeover_before_anything_changes() {
+    let t = fresh(2).await;
+    let cfg = t.cfg();
+    let before = shape(&t).await;
+    let e = engine(&cfg);
+    baton::discovery::discover_hint(&t.connector(), &cfg, e.store.as_ref(), &t.master().to_string()).await.unwrap();
+    let files: Vec<_> = ["baton.db", "baton.db-wal"].iter().map(|f| cfg.paths.data_dir.join(f)).filter(|p| p.exists()).collect();
+    let Some(guard) = Immutable::set(files) else {
+        eprintln!("SKIPPED: chattr +i does not work here");
+        return;
+    };
+    let rep = e.takeover(to(&t, &t.replicas()[0]), None).await;
+    assert!(matches!(rep.status, Status::Refused | Status::RolledBack), "{:?} {:?}", rep.status, rep.errors);
+    assert!(!rep.errors.is_empty() && rep.errors.iter().any(|x| x.contains("store")), "{:?}", rep.errors);
+    assert_eq!(shape(&t).await, before, "nothing changed");
+    drop(guard);
+    let rep = e.takeover(to(&t, &t.replicas()[0]), None).await;
+    assert_eq!(rep.status, Status::Promoted, "{:?}", rep.errors);
+}
