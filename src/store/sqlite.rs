@@ -82,6 +82,24 @@ fn cluster_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KnownCluster> {
     Ok(KnownCluster { name: r.get(0)?, alias: r.get(1)?, members, claimed_alias: r.get(3)?, seen_at: r.get(4)? })
 }
 
+/// Takes `cluster`'s lock for `id` inside `tx`; the holder when someone has it already.
+fn take_lock(tx: &rusqlite::Transaction<'_>, cluster: &str, id: &str) -> rusqlite::Result<Option<String>> {
+    let holder: Option<String> = tx.query_row("SELECT takeover_id FROM cluster_locks WHERE cluster = ?1", [cluster], |r| r.get(0)).optional()?;
+    if holder.is_none() {
+        tx.execute("INSERT INTO cluster_locks (cluster, takeover_id, since) VALUES (?1, ?2, ?3)", params![cluster, id, now_unix()])?;
+    }
+    Ok(holder)
+}
+
+/// Writes (or replaces) one audit record of `table` (`takeovers` or `operations`).
+fn insert_record(db: &Connection, table: &str, e: &AuditEntry) -> rusqlite::Result<()> {
+    db.execute(
+        &format!("INSERT OR REPLACE INTO {table} (id, cluster, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5)"),
+        params![e.id, e.cluster, e.status, e.started_at, e.record.to_string()],
+    )
+    .map(|_| ())
+}
+
 /// One audit row, or why it cannot be read (the row's id, when even that can be read).
 type AuditRow = Result<AuditEntry, (String, String)>;
 
@@ -237,17 +255,9 @@ impl Store for SqliteStore {
     fn lock_cluster(&self, cluster: &str, takeover_id: &str) -> Result<Option<String>, StoreError> {
         self.with(|db| {
             let tx = db.unchecked_transaction()?;
-            let holder: Option<String> =
-                tx.query_row("SELECT takeover_id FROM cluster_locks WHERE cluster = ?1", [cluster], |r| r.get(0)).optional()?;
-            if let Some(h) = holder {
-                return Ok(Some(h));
-            }
-            tx.execute(
-                "INSERT INTO cluster_locks (cluster, takeover_id, since) VALUES (?1, ?2, ?3)",
-                params![cluster, takeover_id, now_unix()],
-            )?;
+            let holder = take_lock(&tx, cluster, takeover_id)?;
             tx.commit()?;
-            Ok(None)
+            Ok(holder)
         })
     }
 
@@ -261,18 +271,12 @@ impl Store for SqliteStore {
     fn lock_cluster_journaled(&self, cluster: &str, e: &AuditEntry) -> Result<Option<String>, StoreError> {
         self.with(|db| {
             let tx = db.unchecked_transaction()?;
-            let holder: Option<String> =
-                tx.query_row("SELECT takeover_id FROM cluster_locks WHERE cluster = ?1", [cluster], |r| r.get(0)).optional()?;
-            if let Some(h) = holder {
-                return Ok(Some(h));
+            let holder = take_lock(&tx, cluster, &e.id)?;
+            if holder.is_none() {
+                insert_record(&tx, "takeovers", e)?;
+                tx.commit()?;
             }
-            tx.execute("INSERT INTO cluster_locks (cluster, takeover_id, since) VALUES (?1, ?2, ?3)", params![cluster, e.id, now_unix()])?;
-            tx.execute(
-                "INSERT OR REPLACE INTO takeovers (id, cluster, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![e.id, e.cluster, e.status, e.started_at, e.record.to_string()],
-            )?;
-            tx.commit()?;
-            Ok(None)
+            Ok(holder)
         })
     }
 
@@ -291,13 +295,7 @@ impl Store for SqliteStore {
     }
 
     fn save_takeover(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        self.with(|db| {
-            db.execute(
-                "INSERT OR REPLACE INTO takeovers (id, cluster, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![e.id, e.cluster, e.status, e.started_at, e.record.to_string()],
-            )
-            .map(|_| ())
-        })
+        self.with(|db| insert_record(db, "takeovers", e))
     }
 
     fn forget_cluster(&self, hint: &str) -> Result<bool, StoreError> {
@@ -312,13 +310,7 @@ impl Store for SqliteStore {
     }
 
     fn save_operation(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        self.with(|db| {
-            db.execute(
-                "INSERT OR REPLACE INTO operations (id, cluster, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![e.id, e.cluster, e.status, e.started_at, e.record.to_string()],
-            )
-            .map(|_| ())
-        })
+        self.with(|db| insert_record(db, "operations", e))
     }
 
     fn operations(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
