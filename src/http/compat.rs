@@ -543,8 +543,9 @@ async fn topology_tabulated(State(s): State<AppState>, Extension(caller): Extens
 async fn all_live(s: &AppState, caller: Caller) -> Result<Vec<Cluster>, ApiError> {
     use futures::stream::{self, StreamExt};
     let known = s.engine.store.clusters()?;
+    let reach = &caller.reach(s)?;
     let found: Vec<Option<Cluster>> = stream::iter(known)
-        .map(|k| async move { discover(s, caller, &k.name).await.ok() })
+        .map(|k| async move { super::native::discover_within(s, &k.name, reach).await.ok() })
         .buffer_unordered(8)
         .collect()
         .await;

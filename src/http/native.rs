@@ -85,8 +85,12 @@ pub async fn live_clusters(s: &AppState) -> Result<Vec<crate::store::KnownCluste
 /// A live discovery, reaching only what the caller may reach; counts unreachable members for
 /// /metrics.
 pub async fn discover(s: &AppState, caller: Caller, hint: &str) -> Result<crate::topology::Cluster, ApiError> {
-    let reach = caller.reach(s)?;
-    let c = discovery::discover_hint_within(&s.engine.connector, &s.cfg, s.engine.store.as_ref(), hint, &reach).await?;
+    discover_within(s, hint, &caller.reach(s)?).await
+}
+
+/// `discover` with the caller's reach computed once (for listings over many clusters).
+pub async fn discover_within(s: &AppState, hint: &str, reach: &discovery::Reach) -> Result<crate::topology::Cluster, ApiError> {
+    let c = discovery::discover_hint_within(&s.engine.connector, &s.cfg, s.engine.store.as_ref(), hint, reach).await?;
     s.metrics.probe_errors(c.members.iter().filter(|m| m.instance.is_none()).count());
     Ok(c)
 }
