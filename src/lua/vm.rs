@@ -175,10 +175,6 @@ impl Vm {
         &self.core.lua
     }
 
-    pub fn limits(&self) -> Limits {
-        self.core.limits
-    }
-
     /// Why this VM was given up, if it was.
     pub fn broken(&self) -> Option<String> {
         self.core.broken.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -447,7 +443,7 @@ fn count_pattern_steps(meter: &Meter, name: &str, args: &MultiValue) -> mlua::Re
     };
     let Some(from) = super::pattern::start(subject.len(), init) else { return Ok(()) };
     let limit = (budget.instructions_left.max(0) as u64).min(PATTERN_STEPS_MAX);
-    let counted = super::pattern::steps_until(&subject, &pat, from, mode, limit, Some(budget.deadline));
+    let counted = super::pattern::steps(&subject, &pat, from, mode, limit, Some(budget.deadline));
     let spent = match &counted {
         Ok(n) => *n,
         Err(_) => limit,
