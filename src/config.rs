@@ -380,8 +380,8 @@ impl Config {
         let path = path.or_else(|| default_path.exists().then_some(default_path));
         let mut cfg = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
                 Self::parse(&text, &p.display().to_string())?
             }
             None => Config::default(),
@@ -464,21 +464,35 @@ impl Config {
         if self.discovery.max_parallel == 0 {
             return Err(bad("discovery.max_parallel", "must be at least 1"));
         }
-        if self.http.max_body_bytes == 0 || self.http.request_timeout_ms == 0 || self.http.header_read_timeout_ms == 0 || self.http.max_connections == 0 {
-            return Err(bad("http", "max_body_bytes, request_timeout_ms, header_read_timeout_ms and max_connections must be greater than 0"));
+        if self.http.max_body_bytes == 0
+            || self.http.request_timeout_ms == 0
+            || self.http.header_read_timeout_ms == 0
+            || self.http.max_connections == 0
+        {
+            return Err(bad(
+                "http",
+                "max_body_bytes, request_timeout_ms, header_read_timeout_ms and max_connections must be greater than 0",
+            ));
         }
         for (name, t) in &self.http.tokens {
             if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(bad(&format!("http.tokens.{name}.sha256"), "must be 64 hex digits (baton hash-token makes it)"));
+                return Err(bad(
+                    &format!("http.tokens.{name}.sha256"),
+                    "must be 64 hex digits (baton hash-token makes it)",
+                ));
             }
         }
         for (name, u) in &self.http.users {
             if !u.password_hash.starts_with("$argon2") {
-                return Err(bad(&format!("http.users.{name}.password_hash"), "must be an argon2 hash (baton hash-password makes it)"));
+                return Err(bad(
+                    &format!("http.users.{name}.password_hash"),
+                    "must be an argon2 hash (baton hash-password makes it)",
+                ));
             }
         }
         if self.topology.tls_skip_verify || self.replication.tls_skip_verify {
-            let key = if self.topology.tls_skip_verify { "topology.tls_skip_verify" } else { "replication.tls_skip_verify" };
+            let key =
+                if self.topology.tls_skip_verify { "topology.tls_skip_verify" } else { "replication.tls_skip_verify" };
             return Err(bad(
                 key,
                 "is no longer accepted: a server that presents any certificate would read the password in clear; \
@@ -493,7 +507,8 @@ impl Config {
         for (who, path) in &self.topology.pinned_rsa_keys {
             let key = format!("topology.pinned_rsa_keys.{who}");
             if who != "*" {
-                who.parse::<InstanceKey>().map_err(|e| bad(&key, &format!("'{who}' is neither host:port nor *: {e}")))?;
+                who.parse::<InstanceKey>()
+                    .map_err(|e| bad(&key, &format!("'{who}' is neither host:port nor *: {e}")))?;
             }
             let pem = std::fs::read(path).map_err(|e| bad(&key, &format!("{}: {e}", path.display())))?;
             crate::mysql::guard::check_public_key(&pem).map_err(|e| bad(&key, &format!("{}: {e}", path.display())))?;
@@ -502,9 +517,7 @@ impl Config {
             crate::discovery::Reach::parse_pattern(pattern).map_err(|e| bad("discovery.allowed", &e))?;
         }
         for (alias, target) in &self.aliases {
-            target
-                .parse::<InstanceKey>()
-                .map_err(|e| bad(&format!("aliases.{alias}"), &e.to_string()))?;
+            target.parse::<InstanceKey>().map_err(|e| bad(&format!("aliases.{alias}"), &e.to_string()))?;
         }
         Ok(())
     }
@@ -555,9 +568,12 @@ mod tests {
         let c = Config::parse("[aliases]\nprod = \"db1\"\n", "b.toml").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("aliases.prod"));
         // A hostname filter that is not a regular expression: the file, the key and the pattern.
-        let e = Config::parse("[takeover]\npromotion_ignore_hostname_filters = [\"^dev-\", \"([\"]\n", "c.toml").unwrap_err().to_string();
+        let e = Config::parse("[takeover]\npromotion_ignore_hostname_filters = [\"^dev-\", \"([\"]\n", "c.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("c.toml") && e.contains("promotion_ignore_hostname_filters") && e.contains("'(['"), "{e}");
-        let c = Config::parse("[takeover]\npromotion_ignore_hostname_filters = [\"^dev-\", \"10.0.0.3\"]\n", "c.toml").unwrap();
+        let c = Config::parse("[takeover]\npromotion_ignore_hostname_filters = [\"^dev-\", \"10.0.0.3\"]\n", "c.toml")
+            .unwrap();
         assert_eq!(c.takeover.promotion_ignore_hostname_filters.len(), 2);
     }
 

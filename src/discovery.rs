@@ -10,7 +10,7 @@ use tracing::debug;
 use crate::config::Config;
 use crate::mysql::{self, Connector, SqlError};
 use crate::store::{KnownCluster, Store, StoreError};
-use crate::topology::{BuildOptions, Cluster, InstanceKey, KeyError, Problem, ProblemKind, ProbeOutcome};
+use crate::topology::{BuildOptions, Cluster, InstanceKey, KeyError, ProbeOutcome, Problem, ProblemKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -59,7 +59,11 @@ impl Reach {
         if let Some((ip, bits)) = t.split_once('/') {
             let ip: IpAddr = ip.parse().map_err(|e| format!("'{text}': {e}"))?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
-            let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| format!("'{text}': the prefix length must be 0 to {max}"))?;
+            let bits: u8 = bits
+                .parse()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| format!("'{text}': the prefix length must be 0 to {max}"))?;
             return Ok(HostPattern::Cidr(ip, bits));
         }
         if let Ok(ip) = t.parse::<IpAddr>() {
@@ -67,7 +71,9 @@ impl Reach {
         }
         let ok = !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || "-._*".contains(c)) && t != "*";
         if !ok {
-            return Err(format!("'{text}' is neither a CIDR nor a host pattern (letters, digits, - . _ and *; not * alone)"));
+            return Err(format!(
+                "'{text}' is neither a CIDR nor a host pattern (letters, digits, - . _ and *; not * alone)"
+            ));
         }
         Ok(HostPattern::Host(t.to_ascii_lowercase()))
     }
@@ -220,21 +226,38 @@ pub fn remember(store: &dyn Store, cfg: &Config, cluster: &mut Cluster) -> Resul
         }
     }
     if let Some(alias) = &cluster.alias {
-        for other in store.clusters()?.into_iter().filter(|o| o.claimed_alias.as_deref() == Some(alias) && o.name != cluster.name) {
+        for other in store
+            .clusters()?
+            .into_iter()
+            .filter(|o| o.claimed_alias.as_deref() == Some(alias) && o.name != cluster.name)
+        {
             cluster.problems.push(Problem {
                 instance: master.clone(),
                 kind: ProblemKind::AliasConflict,
-                message: format!("cluster {} claims this cluster's alias '{alias}' too (a clone of it?); the alias stays here", other.name),
+                message: format!(
+                    "cluster {} claims this cluster's alias '{alias}' too (a clone of it?); the alias stays here",
+                    other.name
+                ),
             });
         }
     }
-    store.remember_cluster(&KnownCluster { name: cluster.name.clone(), alias: cluster.alias.clone(), members, claimed_alias, seen_at: 0 })
+    store.remember_cluster(&KnownCluster {
+        name: cluster.name.clone(),
+        alias: cluster.alias.clone(),
+        members,
+        claimed_alias,
+        seen_at: 0,
+    })
 }
 
 /// Forgets remembered clusters none of whose members has answered for
 /// `discovery.forget_after_s`: each one not seen for that long is discovered again from its
 /// members; found, it is remembered anew, not found, it is dropped. The names of those dropped.
-pub async fn forget_unseen(connector: &Connector, cfg: &Config, store: &dyn Store) -> Result<Vec<String>, DiscoveryError> {
+pub async fn forget_unseen(
+    connector: &Connector,
+    cfg: &Config,
+    store: &dyn Store,
+) -> Result<Vec<String>, DiscoveryError> {
     let now = crate::store::now_unix();
     let stale: Vec<KnownCluster> =
         store.clusters()?.into_iter().filter(|c| now - c.seen_at >= cfg.discovery.forget_after_s as i64).collect();
@@ -262,7 +285,12 @@ pub async fn discover(connector: &Connector, cfg: &Config, seeds: &[InstanceKey]
 
 /// `discover`, connecting only where `reach` permits: a first seed outside it is an error; any
 /// other server outside it (a replica some member reports) is listed unprobed, with why.
-pub async fn discover_within(connector: &Connector, cfg: &Config, seeds: &[InstanceKey], reach: &Reach) -> Result<Cluster, DiscoveryError> {
+pub async fn discover_within(
+    connector: &Connector,
+    cfg: &Config,
+    seeds: &[InstanceKey],
+    reach: &Reach,
+) -> Result<Cluster, DiscoveryError> {
     let Some(first) = seeds.first().cloned() else {
         return Err(DiscoveryError::UnknownHint(String::new()));
     };
@@ -275,7 +303,8 @@ pub async fn discover_within(connector: &Connector, cfg: &Config, seeds: &[Insta
     let mut frontier: Vec<InstanceKey> = seeds.to_vec();
 
     while !frontier.is_empty() {
-        let (outside, inside): (Vec<InstanceKey>, Vec<InstanceKey>) = frontier.drain(..).partition(|k| !reach.permits(k));
+        let (outside, inside): (Vec<InstanceKey>, Vec<InstanceKey>) =
+            frontier.drain(..).partition(|k| !reach.permits(k));
         for k in outside {
             let why = format!("not probed: {k} is not a member of a cluster Baton knows, nor in discovery.allowed (an admin's discovery reaches it)");
             probes.insert(k, Err(why));
@@ -350,10 +379,8 @@ async fn find_alias(connector: &Connector, cfg: &Config, cluster: &Cluster) -> O
 /// or to an unreachable member: remembered members that have left the cluster since. An unreachable
 /// remembered member stays (nothing shows it left), and so does whatever replicates from it.
 fn keep_connected(probes: &mut BTreeMap<InstanceKey, ProbeOutcome>, first: &InstanceKey) {
-    let edges: Vec<(InstanceKey, InstanceKey)> = probes
-        .iter()
-        .filter_map(|(k, p)| Some((k.clone(), p.as_ref().ok()?.source()?.clone())))
-        .collect();
+    let edges: Vec<(InstanceKey, InstanceKey)> =
+        probes.iter().filter_map(|(k, p)| Some((k.clone(), p.as_ref().ok()?.source()?.clone()))).collect();
     let mut keep: BTreeSet<InstanceKey> = BTreeSet::from([first.clone()]);
     keep.extend(probes.iter().filter(|(_, p)| p.is_err()).map(|(k, _)| k.clone()));
     loop {

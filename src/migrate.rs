@@ -14,7 +14,8 @@ use crate::topology::HostFilter;
 /// Why a setting has no place in Baton, by the setting's name.
 fn not_carried(key: &str) -> &'static str {
     let k = key;
-    let failover = ["Recover", "Failover", "FailureDetection", "OnFailure", "PostUnsuccessful", "PreFailover", "PostFailover"];
+    let failover =
+        ["Recover", "Failover", "FailureDetection", "OnFailure", "PostUnsuccessful", "PreFailover", "PostFailover"];
     if failover.iter().any(|p| k.contains(p))
         || matches!(
             k,
@@ -41,19 +42,40 @@ fn not_carried(key: &str) -> &'static str {
     if k.contains("PseudoGTID") || k == "SkipBinlogEventsContaining" || k == "BinlogEventsChunkSize" {
         return "Pseudo-GTID: Baton relocates replicas with GTID only";
     }
-    if k.contains("HostnameResolve") || k == "RejectHostnameResolvePattern" || k == "ExpiryHostnameResolvesMinutes" || k == "SkipBinlogServerUnresolveCheck" {
+    if k.contains("HostnameResolve")
+        || k == "RejectHostnameResolvePattern"
+        || k == "ExpiryHostnameResolvesMinutes"
+        || k == "SkipBinlogServerUnresolveCheck"
+    {
         return "hostname resolution: Baton uses host names as the servers report them";
     }
     if k.starts_with("Consul") || k.starts_with("Zk") || k.starts_with("KV") || k.starts_with("Graphite") {
         return "external stores and metrics: Baton serves /metrics (Prometheus)";
     }
-    if matches!(k, "UseSSL" | "UseMutualTLS" | "SSLCertFile" | "SSLPrivateKeyFile" | "SSLCAFile" | "SSLSkipVerify" | "SSLValidOUs" | "StatusOUVerify") {
+    if matches!(
+        k,
+        "UseSSL"
+            | "UseMutualTLS"
+            | "SSLCertFile"
+            | "SSLPrivateKeyFile"
+            | "SSLCAFile"
+            | "SSLSkipVerify"
+            | "SSLValidOUs"
+            | "StatusOUVerify"
+    ) {
         return "TLS of orchestrator's own HTTP: run Baton behind a TLS proxy (http.allowed_origins for its origin)";
     }
     if k.starts_with("Detect") || k.ends_with("Pattern") {
         return "metadata detection: Baton has no data centre / region model (a Lua policy can use baton.query)";
     }
-    if matches!(k, "InstancePollSeconds" | "DiscoverySeeds" | "DiscoverByShowSlaveHosts" | "UnseenInstanceForgetHours" | "SnapshotTopologiesIntervalHours") {
+    if matches!(
+        k,
+        "InstancePollSeconds"
+            | "DiscoverySeeds"
+            | "DiscoverByShowSlaveHosts"
+            | "UnseenInstanceForgetHours"
+            | "SnapshotTopologiesIntervalHours"
+    ) {
         return "continuous discovery: Baton discovers a cluster when asked (the fleet issue adds polling)";
     }
     if matches!(k, "Debug" | "EnableSyslog" | "AuditToSyslog" | "AuditLogFile") {
@@ -107,16 +129,19 @@ pub fn from_orchestrator(
     read_file: &dyn Fn(&str) -> Option<String>,
     hash: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<String, String> {
-    let conf: BTreeMap<String, Value> = serde_json::from_str(json).map_err(|e| format!("not an orchestrator JSON configuration: {e}"))?;
+    let conf: BTreeMap<String, Value> =
+        serde_json::from_str(json).map_err(|e| format!("not an orchestrator JSON configuration: {e}"))?;
     let get = |k: &str| conf.get(k).unwrap_or(&Value::Null);
     let mut used: Vec<&str> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    let mut out = String::from("# baton.toml made by `baton import-orchestrator-config` from an orchestrator configuration.\n");
+    let mut out =
+        String::from("# baton.toml made by `baton import-orchestrator-config` from an orchestrator configuration.\n");
     let s = |v: &str| toml_value(&toml::Value::String(v.to_string()));
 
     // [topology]
     out.push_str("\n[topology]\n");
-    let (mut user, mut password) = (text(get("MySQLTopologyUser")).map(str::to_string), text(get("MySQLTopologyPassword")).map(str::to_string));
+    let (mut user, mut password) =
+        (text(get("MySQLTopologyUser")).map(str::to_string), text(get("MySQLTopologyPassword")).map(str::to_string));
     used.extend(["MySQLTopologyUser", "MySQLTopologyPassword", "MySQLTopologyCredentialsConfigFile"]);
     if let Some(file) = text(get("MySQLTopologyCredentialsConfigFile")) {
         match read_file(file) {
@@ -133,15 +158,25 @@ pub fn from_orchestrator(
         let _ = writeln!(out, "user = {}  # MySQLTopologyUser", s(u));
     }
     if let Some(p) = &password {
-        let _ = writeln!(out, "password = {}  # MySQLTopologyPassword (or BATON_TOPOLOGY_PASSWORD, kept out of the file)", s(p));
+        let _ = writeln!(
+            out,
+            "password = {}  # MySQLTopologyPassword (or BATON_TOPOLOGY_PASSWORD, kept out of the file)",
+            s(p)
+        );
     }
     if let Some(secs) = get("MySQLConnectTimeoutSeconds").as_u64() {
         let _ = writeln!(out, "connect_timeout_ms = {}  # MySQLConnectTimeoutSeconds", secs.max(1) * 1000);
     }
     used.push("MySQLConnectTimeoutSeconds");
     let ca = text(get("MySQLTopologySSLCAFile"));
-    let mutual = get("MySQLTopologyUseMutualTLS").as_bool().unwrap_or(false) || get("MySQLTopologyUseMixedTLS").as_bool().unwrap_or(false);
-    used.extend(["MySQLTopologySSLCAFile", "MySQLTopologyUseMutualTLS", "MySQLTopologyUseMixedTLS", "MySQLTopologySSLSkipVerify"]);
+    let mutual = get("MySQLTopologyUseMutualTLS").as_bool().unwrap_or(false)
+        || get("MySQLTopologyUseMixedTLS").as_bool().unwrap_or(false);
+    used.extend([
+        "MySQLTopologySSLCAFile",
+        "MySQLTopologyUseMutualTLS",
+        "MySQLTopologyUseMixedTLS",
+        "MySQLTopologySSLSkipVerify",
+    ]);
     if let Some(ca) = ca {
         let _ = writeln!(out, "tls = true\ntls_ca = {}  # MySQLTopologySSLCAFile", s(ca));
     }
@@ -177,7 +212,10 @@ pub fn from_orchestrator(
     used.push("DetectClusterAliasQuery");
     if let Some(map) = get("ClusterNameToAlias").as_object().filter(|m| !m.is_empty()) {
         let pairs: Vec<String> = map.iter().map(|(k, v)| format!("{k} -> {}", v.as_str().unwrap_or("?"))).collect();
-        notes.push(format!("ClusterNameToAlias ({}): put each in [aliases] as alias = \"host:port of a member\"", pairs.join(", ")));
+        notes.push(format!(
+            "ClusterNameToAlias ({}): put each in [aliases] as alias = \"host:port of a member\"",
+            pairs.join(", ")
+        ));
     }
     used.push("ClusterNameToAlias");
 
@@ -194,7 +232,11 @@ pub fn from_orchestrator(
             Err(e) => notes.push(format!("PromotionIgnoreHostnameFilters: {e}: left out")),
         }
     }
-    let _ = writeln!(out, "promotion_ignore_hostname_filters = [{}]  # PromotionIgnoreHostnameFilters, same meaning", filters.join(", "));
+    let _ = writeln!(
+        out,
+        "promotion_ignore_hostname_filters = [{}]  # PromotionIgnoreHostnameFilters, same meaning",
+        filters.join(", ")
+    );
 
     // [scripts]: orchestrator's graceful-takeover hooks run by hooks/orchestrator_compat.lua.
     let processes = |k: &str| -> Vec<String> {
@@ -204,7 +246,9 @@ pub fn from_orchestrator(
     used.extend(["PreGracefulTakeoverProcesses", "PostGracefulTakeoverProcesses"]);
     out.push_str("\n[scripts]\n");
     if !pre.is_empty() || !post.is_empty() {
-        out.push_str("# hooks/orchestrator_compat.lua runs the graceful-takeover processes below with sh.\nallow_shell = true\n");
+        out.push_str(
+            "# hooks/orchestrator_compat.lua runs the graceful-takeover processes below with sh.\nallow_shell = true\n",
+        );
     }
     out.push_str("\n[scripts.settings.orchestrator]\n");
     let _ = writeln!(out, "PreGracefulTakeoverProcesses = [{}]", pre.join(", "));
@@ -214,7 +258,14 @@ pub fn from_orchestrator(
     out.push_str("\n[http]\n");
     let method = text(get("AuthenticationMethod")).unwrap_or("").to_ascii_lowercase();
     let basic = matches!(method.as_str(), "basic" | "multi");
-    used.extend(["ListenAddress", "AuthenticationMethod", "HTTPAuthUser", "HTTPAuthPassword", "PowerAuthUsers", "AuthUserHeader"]);
+    used.extend([
+        "ListenAddress",
+        "AuthenticationMethod",
+        "HTTPAuthUser",
+        "HTTPAuthPassword",
+        "PowerAuthUsers",
+        "AuthUserHeader",
+    ]);
     if let Some(listen) = text(get("ListenAddress")) {
         let (host, port) = listen.rsplit_once(':').unwrap_or(("", listen));
         let host = match host {
@@ -263,8 +314,11 @@ pub fn from_orchestrator(
 
     // Settings read whose value had nothing to carry over, named so that every setting is
     // accounted for.
-    let silent: Vec<&str> =
-        conf.keys().map(String::as_str).filter(|k| used.contains(k) && !out.contains(k) && !notes.iter().any(|n| n.contains(k))).collect();
+    let silent: Vec<&str> = conf
+        .keys()
+        .map(String::as_str)
+        .filter(|k| used.contains(k) && !out.contains(k) && !notes.iter().any(|n| n.contains(k)))
+        .collect();
     if !silent.is_empty() {
         let _ = writeln!(out, "\n# Read, empty or at their default (nothing to carry over): {}", silent.join(", "));
     }
@@ -300,9 +354,18 @@ mod tests {
             "HTTPAuthPassword":"pw","ListenAddress":":3000","PromotionIgnoreHostnameFilters":["^dev-","(["],
             "RecoverMasterClusterFilters":["*"],"RaftEnabled":true}"#;
         let out = from_orchestrator(json, &|_| None, &|p| Ok(format!("$argon2id$hash-of-{}", p.len()))).unwrap();
-        assert!(out.contains("user = \"u\"") && out.contains("listen = \"0.0.0.0:3000\"") && out.contains("auth = \"basic\""), "{out}");
+        assert!(
+            out.contains("user = \"u\"")
+                && out.contains("listen = \"0.0.0.0:3000\"")
+                && out.contains("auth = \"basic\""),
+            "{out}"
+        );
         assert!(out.contains("[http.users.\"ops\"]") && out.contains("$argon2id$hash-of-2"), "{out}");
-        assert!(out.contains("promotion_ignore_hostname_filters = [\"^dev-\"]") && out.contains("'([' is not a valid regular expression"), "{out}");
+        assert!(
+            out.contains("promotion_ignore_hostname_filters = [\"^dev-\"]")
+                && out.contains("'([' is not a valid regular expression"),
+            "{out}"
+        );
         assert!(out.contains("RecoverMasterClusterFilters: failover-only"), "{out}");
         assert!(out.contains("RaftEnabled: orchestrator's backend"), "{out}");
         assert!(!out.contains("\"pw\""), "the HTTP password is stored hashed: {out}");

@@ -161,7 +161,11 @@ fn cli_bad_input_gives_one_clear_line() {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let master = t.master().to_string();
     let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
@@ -238,7 +242,15 @@ async fn clusters_nobody_answers_for_are_forgotten() {
     let store = SqliteStore::open(&dir).unwrap();
     let live = discovery::discover_hint(&conn, &cfg, &store, &t.master().to_string()).await.unwrap();
     let gone: baton::topology::InstanceKey = "127.0.0.1:1".parse().unwrap();
-    store.remember_cluster(&KnownCluster { name: gone.to_string(), alias: Some("decommissioned".into()), members: vec![gone.clone()], claimed_alias: None, seen_at: 0 }).unwrap();
+    store
+        .remember_cluster(&KnownCluster {
+            name: gone.to_string(),
+            alias: Some("decommissioned".into()),
+            members: vec![gone.clone()],
+            claimed_alias: None,
+            seen_at: 0,
+        })
+        .unwrap();
     // Not stale yet: nothing is probed or dropped.
     assert!(discovery::forget_unseen(&conn, &cfg, &store).await.unwrap().is_empty());
     assert_eq!(store.clusters().unwrap().len(), 2);

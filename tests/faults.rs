@@ -35,7 +35,12 @@ fn engine(cfg: &Config) -> Engine {
 }
 
 fn to(t: &Topology, d: &InstanceKey) -> TakeoverRequest {
-    TakeoverRequest { cluster_hint: t.master().to_string(), designated: Some(d.clone()), start_replication: true, ..Default::default() }
+    TakeoverRequest {
+        cluster_hint: t.master().to_string(),
+        designated: Some(d.clone()),
+        start_replication: true,
+        ..Default::default()
+    }
 }
 
 /// Runs `f` once, when `phase` starts (`finished` false) or ends (true).
@@ -63,7 +68,11 @@ async fn writer(t: &Topology, id: i64) -> Writer {
 }
 
 /// The `baton` binary on this sandbox's config file; `crash`: the phase after which it kills itself.
-fn baton_cmd<S: AsRef<std::ffi::OsStr>>(file: &std::path::Path, args: &[S], crash: Option<&str>) -> tokio::process::Command {
+fn baton_cmd<S: AsRef<std::ffi::OsStr>>(
+    file: &std::path::Path,
+    args: &[S],
+    crash: Option<&str>,
+) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(baton_bin());
     c.arg("--config").arg(file).args(args).env_remove("BATON_CONFIG");
     if let Some(p) = crash {
@@ -94,7 +103,14 @@ async fn designated_hangs_during_catch_up() {
     let (m, d) = (t.master(), t.replicas()[0].clone());
     let w = writer(&t, 101).await;
     let p = pid(&t, &d);
-    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::CatchUp, false, move || { send_signal(p, libc::SIGSTOP); }))).await;
+    let rep = engine(&cfg)
+        .takeover(
+            to(&t, &d),
+            Some(at(Phase::CatchUp, false, move || {
+                send_signal(p, libc::SIGSTOP);
+            })),
+        )
+        .await;
     send_signal(p, libc::SIGCONT);
     assert!(rep.errors[0].contains("catch_up"), "{:?}", rep.errors);
     match rep.status {
@@ -135,7 +151,14 @@ async fn designated_crashes_during_catch_up() {
     let (m, d) = (t.master(), t.replicas()[0].clone());
     let w = writer(&t, 102).await;
     let p = pid(&t, &d);
-    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::CatchUp, false, move || { send_signal(p, libc::SIGKILL); }))).await;
+    let rep = engine(&cfg)
+        .takeover(
+            to(&t, &d),
+            Some(at(Phase::CatchUp, false, move || {
+                send_signal(p, libc::SIGKILL);
+            })),
+        )
+        .await;
     // The designated replica is gone: the rollback moves the siblings back and says it could not
     // reach the designated one (it still replicates from the old master: nothing to undo there).
     status(&rep, Status::RolledBack);
@@ -158,7 +181,14 @@ async fn designated_crashes_right_after_promotion() {
     let d = t.replicas()[0].clone();
     let w = writer(&t, 103).await;
     let p = pid(&t, &d);
-    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::Promote, true, move || { send_signal(p, libc::SIGKILL); }))).await;
+    let rep = engine(&cfg)
+        .takeover(
+            to(&t, &d),
+            Some(at(Phase::Promote, true, move || {
+                send_signal(p, libc::SIGKILL);
+            })),
+        )
+        .await;
     assert!(matches!(rep.status, Status::Promoted | Status::PromotedWithErrors), "{rep:#?}");
     assert_eq!(rep.new_master.as_deref(), Some(d.to_string().as_str()));
     t.sandbox.restart_instance(d.port).await.unwrap();
@@ -181,7 +211,14 @@ async fn old_master_hangs_while_fenced() {
     let (m, d) = (t.master(), t.replicas()[0].clone());
     let w = writer(&t, 104).await;
     let p = pid(&t, &m);
-    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::Fence, false, move || { send_signal(p, libc::SIGSTOP); }))).await;
+    let rep = engine(&cfg)
+        .takeover(
+            to(&t, &d),
+            Some(at(Phase::Fence, false, move || {
+                send_signal(p, libc::SIGSTOP);
+            })),
+        )
+        .await;
     send_signal(p, libc::SIGCONT);
     assert!(matches!(rep.status, Status::RolledBack | Status::Failed), "{rep:#?}");
     assert!(rep.new_master.is_none());
@@ -210,7 +247,14 @@ async fn old_master_crashes_after_fence() {
     let (m, d) = (t.master(), t.replicas()[0].clone());
     let w = writer(&t, 105).await;
     let p = pid(&t, &m);
-    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::Fence, true, move || { send_signal(p, libc::SIGKILL); }))).await;
+    let rep = engine(&cfg)
+        .takeover(
+            to(&t, &d),
+            Some(at(Phase::Fence, true, move || {
+                send_signal(p, libc::SIGKILL);
+            })),
+        )
+        .await;
     status(&rep, Status::Failed);
     assert!(rep.new_master.is_none());
     assert!(rep.errors.iter().any(|e| e.starts_with("rollback:") && e.contains(&m.to_string())), "{:?}", rep.errors);
@@ -231,7 +275,14 @@ async fn sibling_crashes_while_relocated() {
     let (m, d, s) = (t.master(), t.replicas()[0].clone(), t.replicas()[1].clone());
     let w = writer(&t, 106).await;
     let p = pid(&t, &s);
-    let rep = engine(&cfg).takeover(to(&t, &d), Some(at(Phase::RelocateSiblings, false, move || { send_signal(p, libc::SIGKILL); }))).await;
+    let rep = engine(&cfg)
+        .takeover(
+            to(&t, &d),
+            Some(at(Phase::RelocateSiblings, false, move || {
+                send_signal(p, libc::SIGKILL);
+            })),
+        )
+        .await;
     status(&rep, Status::RolledBack);
     assert!(rep.warnings.iter().any(|w| w.contains(&s.to_string())), "{:?}", rep.warnings);
     t.sandbox.restart_instance(s.port).await.unwrap();
@@ -302,7 +353,13 @@ async fn two_processes_with_separate_stores_fence_once() {
         let (ea, eb) = (engine(&a), engine(&b));
         let (ra, rb) = tokio::join!(ea.takeover(req(others[0]), None), eb.takeover(req(others[1]), None));
         let fenced = [&ra, &rb].iter().filter(|r| r.phase(Phase::Fence).is_some()).count();
-        assert_eq!(fenced, 1, "round {round}: {} / {}", serde_json::to_string(&ra).unwrap(), serde_json::to_string(&rb).unwrap());
+        assert_eq!(
+            fenced,
+            1,
+            "round {round}: {} / {}",
+            serde_json::to_string(&ra).unwrap(),
+            serde_json::to_string(&rb).unwrap()
+        );
         let promoted = [&ra, &rb].iter().filter(|r| r.status == Status::Promoted).count();
         assert_eq!(promoted, 1);
         let loser = if ra.status == Status::Promoted { &rb } else { &ra };
@@ -344,7 +401,8 @@ async fn baton_killed_at_every_phase_boundary_then_recovered() {
     let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
     for (i, phase) in phases.iter().enumerate() {
         let before = assert_one_master(&t, &[]).await;
-        let out = baton(vec!["takeover".into(), before.to_string(), "--auto".into()], Some(phase)).output().await.unwrap();
+        let out =
+            baton(vec!["takeover".into(), before.to_string(), "--auto".into()], Some(phase)).output().await.unwrap();
         assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{phase}: {}", String::from_utf8_lossy(&out.stderr));
         // The store shows it unfinished; a new takeover is refused and told how to settle it.
         let id = store.takeovers(None, 1).unwrap()[0].id.clone();
@@ -412,11 +470,19 @@ async fn two_writable_masters_wait_for_an_operator() {
         }
         let out = baton(&["takeover", "recover", &id], None).output().await.unwrap();
         assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).contains("left for an operator"), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("left for an operator"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert_eq!(store.takeover(&id).unwrap().unwrap().status, "needs_operator");
         // Still locked: a new takeover is refused.
         let out = baton(&["takeover", &master.to_string(), "--auto"], None).output().await.unwrap();
-        assert!(String::from_utf8_lossy(&out.stderr).contains("already running"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("already running"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if round == 0 {
             let out = baton(&["takeover", "abort", &id], None).output().await.unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
@@ -474,13 +540,25 @@ async fn hooks_that_time_out_or_fail() {
     let d = t.replicas()[0].clone();
     let rep = lua_engine(&cfg).await.takeover(to(&t, &d), None).await;
     status(&rep, Status::PromotedWithErrors);
-    assert!(rep.errors.iter().any(|e| e.contains("post_takeover_hooks") && e.contains("limit exceeded")), "{:?}", rep.errors);
+    assert!(
+        rep.errors.iter().any(|e| e.contains("post_takeover_hooks") && e.contains("limit exceeded")),
+        "{:?}",
+        rep.errors
+    );
 
     hook("return { pre_takeover = function(ctx) error('boom') end }");
-    let rep = lua_engine(&cfg).await.takeover(
-        TakeoverRequest { cluster_hint: d.to_string(), designated: Some(t.master()), start_replication: true, ..Default::default() },
-        None,
-    ).await;
+    let rep = lua_engine(&cfg)
+        .await
+        .takeover(
+            TakeoverRequest {
+                cluster_hint: d.to_string(),
+                designated: Some(t.master()),
+                start_replication: true,
+                ..Default::default()
+            },
+            None,
+        )
+        .await;
     status(&rep, Status::Refused);
     assert!(rep.errors[0].contains("boom") && rep.errors[0].contains("h.lua:1"), "{:?}", rep.errors);
     let stats = w.stop().await;
@@ -499,7 +577,9 @@ async fn baton_serve_killed_mid_takeover_recovers_at_restart() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let base = format!("http://{listen}");
-    let serve = |crash: Option<&str>| baton_cmd(&file, &["serve", "--listen", &listen], crash).kill_on_drop(true).spawn().unwrap();
+    let serve = |crash: Option<&str>| {
+        baton_cmd(&file, &["serve", "--listen", &listen], crash).kill_on_drop(true).spawn().unwrap()
+    };
     let http = reqwest::Client::new();
     let ready = |http: reqwest::Client, base: String| async move {
         for _ in 0..200 {
@@ -522,9 +602,11 @@ async fn baton_serve_killed_mid_takeover_recovers_at_restart() {
     assert!(live_cluster(&t).await.writable_members().is_empty());
     let _second = serve(None);
     ready(http.clone(), base.clone()).await;
-    let list: serde_json::Value = http.get(format!("{base}/api/v1/takeovers")).send().await.unwrap().json().await.unwrap();
+    let list: serde_json::Value =
+        http.get(format!("{base}/api/v1/takeovers")).send().await.unwrap().json().await.unwrap();
     let id = list[0]["id"].as_str().unwrap().to_string();
-    let rec: serde_json::Value = http.get(format!("{base}/api/v1/takeovers/{id}")).send().await.unwrap().json().await.unwrap();
+    let rec: serde_json::Value =
+        http.get(format!("{base}/api/v1/takeovers/{id}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(rec["status"], "rolled_back", "{rec}");
     // The crash came after the fence, inside the window where nothing is journaled.
     assert_eq!(rec["recoveries"][0]["last_phase"], "pre_fence_hooks");
@@ -544,7 +626,9 @@ async fn a_takeover_whose_owner_is_still_exiting_is_settled_once_it_is_gone() {
     cfg.paths.data_dir = std::env::temp_dir().join(format!("baton-exiting-{}", uuid::Uuid::new_v4().simple()));
     cfg.scripts.policy = String::new();
     let e = engine(&cfg);
-    let mut rep = e.takeover(TakeoverRequest { cluster_hint: "127.0.0.1:1".into(), dry_run: true, ..Default::default() }, None).await;
+    let mut rep = e
+        .takeover(TakeoverRequest { cluster_hint: "127.0.0.1:1".into(), dry_run: true, ..Default::default() }, None)
+        .await;
     let mut child = tokio::process::Command::new("sleep").arg("1").spawn().unwrap();
     let pid = child.id().unwrap();
     rep.status = Status::Running;
@@ -583,7 +667,10 @@ struct FailingJournal {
 
 impl FailingJournal {
     fn fails(&self, e: &baton::store::AuditEntry) -> bool {
-        self.all || self.after_phase.is_some_and(|p| e.record["phases"].as_array().is_some_and(|ps| ps.iter().any(|x| x["name"] == p)))
+        self.all
+            || self
+                .after_phase
+                .is_some_and(|p| e.record["phases"].as_array().is_some_and(|ps| ps.iter().any(|x| x["name"] == p)))
     }
 }
 
@@ -619,24 +706,40 @@ impl Store for FailingJournal {
         save_operation(e: &baton::store::AuditEntry) -> ();
         operations(l: usize) -> Vec<baton::store::AuditEntry>;
     }
-    fn lock_cluster_journaled(&self, c: &str, e: &baton::store::AuditEntry) -> Result<Option<String>, baton::store::StoreError> {
+    fn lock_cluster_journaled(
+        &self,
+        c: &str,
+        e: &baton::store::AuditEntry,
+    ) -> Result<Option<String>, baton::store::StoreError> {
         if self.all {
-            return Err(baton::store::StoreError::Corrupt { what: "baton.db".into(), detail: "No space left on device (injected)".into() });
+            return Err(baton::store::StoreError::Corrupt {
+                what: "baton.db".into(),
+                detail: "No space left on device (injected)".into(),
+            });
         }
         self.inner.lock_cluster_journaled(c, e)
     }
     fn save_takeover(&self, e: &baton::store::AuditEntry) -> Result<(), baton::store::StoreError> {
-        let last = e.record["phases"].as_array().and_then(|p| p.last()).map(|p| p["name"].as_str().unwrap_or("").to_string());
+        let last =
+            e.record["phases"].as_array().and_then(|p| p.last()).map(|p| p["name"].as_str().unwrap_or("").to_string());
         self.written.lock().unwrap().push(last.unwrap_or_default());
         if self.fails(e) {
-            return Err(baton::store::StoreError::Corrupt { what: "baton.db".into(), detail: "No space left on device (injected)".into() });
+            return Err(baton::store::StoreError::Corrupt {
+                what: "baton.db".into(),
+                detail: "No space left on device (injected)".into(),
+            });
         }
         self.inner.save_takeover(e)
     }
 }
 
 fn failing_store(cfg: &Config, after_phase: Option<&'static str>, all: bool) -> Arc<FailingJournal> {
-    Arc::new(FailingJournal { inner: SqliteStore::open(&cfg.paths.data_dir).unwrap(), after_phase, all, written: Default::default() })
+    Arc::new(FailingJournal {
+        inner: SqliteStore::open(&cfg.paths.data_dir).unwrap(),
+        after_phase,
+        all,
+        written: Default::default(),
+    })
 }
 
 fn failing_engine(cfg: &Config, after_phase: Option<&'static str>, all: bool) -> Engine {
@@ -676,7 +779,12 @@ async fn journal_failures_stop_or_undo_the_takeover_and_are_never_silent() {
     assert!(rep.errors.iter().any(|e| e.contains("journal")), "{:?}", rep.errors);
     assert_eq!(assert_one_master_tree(&t).await, r1);
     // No lock stayed behind: the next takeover (back) runs.
-    let back = TakeoverRequest { cluster_hint: r1.to_string(), designated: Some(m.clone()), start_replication: true, ..Default::default() };
+    let back = TakeoverRequest {
+        cluster_hint: r1.to_string(),
+        designated: Some(m.clone()),
+        start_replication: true,
+        ..Default::default()
+    };
     let rep = engine(&cfg).takeover(back, None).await;
     assert_eq!(rep.status, Status::Promoted, "{:?}", rep.errors);
 
@@ -684,12 +792,27 @@ async fn journal_failures_stop_or_undo_the_takeover_and_are_never_silent() {
     // store (a busy or slow store cannot lengthen it).
     let recording = failing_store(&cfg, None, false);
     let e = Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(&cfg)), recording.clone(), Arc::new(NoScripts));
-    let rep = e.takeover(TakeoverRequest { cluster_hint: m.to_string(), designated: Some(r1.clone()), start_replication: true, ..Default::default() }, None).await;
+    let rep = e
+        .takeover(
+            TakeoverRequest {
+                cluster_hint: m.to_string(),
+                designated: Some(r1.clone()),
+                start_replication: true,
+                ..Default::default()
+            },
+            None,
+        )
+        .await;
     assert_eq!(rep.status, Status::Promoted, "{:?}", rep.errors);
     let written = recording.written.lock().unwrap().clone();
     assert!(!written.iter().any(|p| p == "fence" || p == "catch_up"), "written inside the window: {written:?}");
     assert!(written.iter().any(|p| p == "promote"), "{written:?}");
-    let back = TakeoverRequest { cluster_hint: r1.to_string(), designated: Some(m.clone()), start_replication: true, ..Default::default() };
+    let back = TakeoverRequest {
+        cluster_hint: r1.to_string(),
+        designated: Some(m.clone()),
+        start_replication: true,
+        ..Default::default()
+    };
     assert_eq!(engine(&cfg).takeover(back, None).await.status, Status::Promoted);
 
     // A lock whose takeover has no record: recover releases it and says so.
@@ -725,16 +848,24 @@ async fn recover_does_not_rerun_hooks_that_may_have_run() {
     .unwrap();
     std::fs::write(
         hooks.join("b_notify.lua"),
-        format!("return {{ idempotent = true, post_promote = function(ctx) baton.shell('echo b >> {}') end }}", log.display()),
+        format!(
+            "return {{ idempotent = true, post_promote = function(ctx) baton.shell('echo b >> {}') end }}",
+            log.display()
+        ),
     )
     .unwrap();
     let file = config_file(&t);
     let text = std::fs::read_to_string(&file).unwrap();
-    let text = text.replace(&t.sandbox.dir.join("no-hooks").display().to_string(), &hooks.display().to_string()).replace("[scripts]\n", "[scripts]\nallow_shell = true\n");
+    let text = text
+        .replace(&t.sandbox.dir.join("no-hooks").display().to_string(), &hooks.display().to_string())
+        .replace("[scripts]\n", "[scripts]\nallow_shell = true\n");
     std::fs::write(&file, text).unwrap();
 
     let r1 = t.replicas()[0].clone();
-    let out = baton_cmd(&file, &["takeover".to_string(), t.master().to_string(), "--to".into(), r1.to_string()], None).output().await.unwrap();
+    let out = baton_cmd(&file, &["takeover".to_string(), t.master().to_string(), "--to".into(), r1.to_string()], None)
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "a\n", "the switch hook ran, then the process died");
     let out = baton_cmd(&file, &["takeover", "recover"], None).output().await.unwrap();
@@ -742,8 +873,13 @@ async fn recover_does_not_rerun_hooks_that_may_have_run() {
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "a\nb\n", "the idempotent hook ran once more, the other not");
     let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
     let rec: TakeoverReport = serde_json::from_value(store.takeovers(None, 1).unwrap()[0].record.clone()).unwrap();
-    assert!(rec.warnings.iter().any(|w| w.contains("not run again") && w.contains("a_switch.lua")), "{:?}", rec.warnings);
-    let hook_phase = rec.phases.iter().rev().find(|p| p.name == Phase::PostPromoteHooks).expect("the recovery ran the phase");
+    assert!(
+        rec.warnings.iter().any(|w| w.contains("not run again") && w.contains("a_switch.lua")),
+        "{:?}",
+        rec.warnings
+    );
+    let hook_phase =
+        rec.phases.iter().rev().find(|p| p.name == Phase::PostPromoteHooks).expect("the recovery ran the phase");
     assert!(hook_phase.by.as_deref().is_some_and(|b| b.contains(':')), "{:?}", hook_phase.by);
     assert_eq!(assert_one_master_tree(&t).await, r1);
 }
@@ -836,7 +972,8 @@ async fn an_immutable_store_stops_the_takeover_before_anything_changes() {
     let before = shape(&t).await;
     let e = engine(&cfg);
     baton::discovery::discover_hint(&t.connector(), &cfg, e.store.as_ref(), &t.master().to_string()).await.unwrap();
-    let files: Vec<_> = ["baton.db", "baton.db-wal"].iter().map(|f| cfg.paths.data_dir.join(f)).filter(|p| p.exists()).collect();
+    let files: Vec<_> =
+        ["baton.db", "baton.db-wal"].iter().map(|f| cfg.paths.data_dir.join(f)).filter(|p| p.exists()).collect();
     let Some(guard) = Immutable::set(files) else {
         eprintln!("SKIPPED: chattr +i does not work here");
         return;

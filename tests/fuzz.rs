@@ -102,14 +102,21 @@ fn app() -> (axum::Router, std::path::PathBuf) {
 
 fn call(rt: &tokio::runtime::Runtime, app: &axum::Router, method: Method, uri: &str, body: Vec<u8>) -> u16 {
     let Ok(req) = Request::builder().method(method).uri(uri).body(Body::from(body)) else { return 400 };
-    let resp = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), app.clone().oneshot(req)).await });
+    let resp =
+        rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), app.clone().oneshot(req)).await });
     resp.expect("answered within 5 s").unwrap().status().as_u16()
 }
 
 /// Percent-encodes every byte that is not unreserved, so any string can be a path segment.
 fn seg(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -121,7 +128,9 @@ fn http_paths_and_bodies_never_fail_the_server() {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 300, ..ProptestConfig::default() });
     let strategy = "\\PC{0,40}";
     for _ in 0..300 {
-        inputs.push(proptest::strategy::ValueTree::current(&proptest::strategy::Strategy::new_tree(&strategy, &mut runner).unwrap()));
+        inputs.push(proptest::strategy::ValueTree::current(
+            &proptest::strategy::Strategy::new_tree(&strategy, &mut runner).unwrap(),
+        ));
     }
     for s in &inputs {
         let e = seg(s);

@@ -37,8 +37,14 @@ async fn server_with(mode: AuthMode, orchestrator_routes: bool) -> Server {
     cfg.http.auth = mode;
     cfg.http.orchestrator_routes = orchestrator_routes;
     let mut users = BTreeMap::new();
-    users.insert("ops".to_string(), HttpUser { password_hash: auth::hash_password("ops-secret").unwrap(), role: Role::Admin });
-    users.insert("viewer".to_string(), HttpUser { password_hash: auth::hash_password("view-secret").unwrap(), role: Role::Read });
+    users.insert(
+        "ops".to_string(),
+        HttpUser { password_hash: auth::hash_password("ops-secret").unwrap(), role: Role::Admin },
+    );
+    users.insert(
+        "viewer".to_string(),
+        HttpUser { password_hash: auth::hash_password("view-secret").unwrap(), role: Role::Read },
+    );
     cfg.http.users = users;
     let mut tokens = BTreeMap::new();
     tokens.insert("ci".to_string(), HttpToken { sha256: auth::token_digest("admin-token"), role: Role::Admin });
@@ -60,7 +66,14 @@ async fn call(s: &Server, method: Method, uri: &str, auth: Option<&str>, body: &
     call_with(s, method, uri, auth, body, headers).await
 }
 
-async fn call_with(s: &Server, method: Method, uri: &str, auth: Option<&str>, body: &str, headers: &[(&str, &str)]) -> Answer {
+async fn call_with(
+    s: &Server,
+    method: Method,
+    uri: &str,
+    auth: Option<&str>,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(a) = auth {
         req = req.header("authorization", a);
@@ -72,7 +85,8 @@ async fn call_with(s: &Server, method: Method, uri: &str, auth: Option<&str>, bo
     let status = resp.status();
     let www_authenticate = resp.headers().contains_key("www-authenticate");
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
     Answer { status, body, www_authenticate }
 }
 
@@ -98,7 +112,12 @@ async fn basic_auth_roles_and_answers() {
     let r = call(&s, Method::POST, takeover, Some(&viewer), "{}").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body["error"]["message"].as_str().unwrap().contains("needs role admin"));
-    for uri in ["/api/graceful-master-takeover/nosuch", "/api/register-candidate/db1/3306/prefer", "/api/end-downtime/db1/3306", "/api/v1/scripts/reload"] {
+    for uri in [
+        "/api/graceful-master-takeover/nosuch",
+        "/api/register-candidate/db1/3306/prefer",
+        "/api/end-downtime/db1/3306",
+        "/api/v1/scripts/reload",
+    ] {
         let method = if uri.ends_with("reload") { Method::POST } else { Method::GET };
         assert_eq!(call(&s, method, uri, Some(&viewer), "").await.status, StatusCode::FORBIDDEN, "{uri}");
     }
@@ -115,19 +134,35 @@ async fn basic_auth_roles_and_answers() {
     assert_eq!(call(&s, Method::GET, "/api/leader-check", Some(&viewer), "").await.body, "OK");
     assert_eq!(call(&s, Method::GET, "/healthz", None, "").await.status, StatusCode::OK);
     let m = call(&s, Method::GET, "/metrics", None, "").await;
-    assert!(m.body.as_str().unwrap().contains("baton_http_requests_total{route=\"/api/v1/takeovers\",code=\"401\"}"), "{}", m.body);
+    assert!(
+        m.body.as_str().unwrap().contains("baton_http_requests_total{route=\"/api/v1/takeovers\",code=\"401\"}"),
+        "{}",
+        m.body
+    );
 }
 
 #[tokio::test]
 async fn token_auth_roles() {
     let s = server(AuthMode::Token).await;
     assert_eq!(call(&s, Method::GET, "/api/v1/takeovers", None, "").await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(&s, Method::GET, "/api/v1/takeovers", Some("Bearer nope"), "").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(&s, Method::GET, "/api/v1/takeovers", Some("Bearer nope"), "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     // A basic header is not a token.
-    assert_eq!(call(&s, Method::GET, "/api/v1/takeovers", Some(&basic("ops", "ops-secret")), "").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(&s, Method::GET, "/api/v1/takeovers", Some(&basic("ops", "ops-secret")), "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(call(&s, Method::GET, "/api/v1/takeovers", Some("Bearer read-token"), "").await.status, StatusCode::OK);
-    assert_eq!(call(&s, Method::POST, "/api/v1/scripts/reload", Some("Bearer read-token"), "").await.status, StatusCode::FORBIDDEN);
-    assert_eq!(call(&s, Method::POST, "/api/v1/scripts/reload", Some("bearer admin-token"), "").await.status, StatusCode::OK);
+    assert_eq!(
+        call(&s, Method::POST, "/api/v1/scripts/reload", Some("Bearer read-token"), "").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&s, Method::POST, "/api/v1/scripts/reload", Some("bearer admin-token"), "").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -147,25 +182,85 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
         (Method::GET, "/api/v1/instances/db%20one/3306", "", StatusCode::BAD_REQUEST, "host"),
         (Method::GET, "/api/v1/clusters/bad!name", "", StatusCode::BAD_REQUEST, "cluster 'bad!name'"),
         (Method::POST, "/api/v1/clusters/main/takeover", "{", StatusCode::BAD_REQUEST, "request body"),
-        (Method::POST, "/api/v1/clusters/main/takeover", r#"{"autoo": true}"#, StatusCode::BAD_REQUEST, "unknown field `autoo`"),
+        (
+            Method::POST,
+            "/api/v1/clusters/main/takeover",
+            r#"{"autoo": true}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `autoo`",
+        ),
         (Method::POST, "/api/v1/clusters/main/takeover", r#"{"auto": "yes"}"#, StatusCode::BAD_REQUEST, "invalid type"),
-        (Method::POST, "/api/v1/clusters/main/takeover", r#"{"designated": "db1"}"#, StatusCode::BAD_REQUEST, "designated: 'db1' is not host:port"),
-        (Method::POST, "/api/v1/clusters/main/takeover", r#"{"expected_master": "db1:x"}"#, StatusCode::BAD_REQUEST, "expected_master"),
-        (Method::POST, "/api/v1/clusters/main/takeover", "{}", StatusCode::NOT_FOUND, "neither host:port nor a known cluster"),
+        (
+            Method::POST,
+            "/api/v1/clusters/main/takeover",
+            r#"{"designated": "db1"}"#,
+            StatusCode::BAD_REQUEST,
+            "designated: 'db1' is not host:port",
+        ),
+        (
+            Method::POST,
+            "/api/v1/clusters/main/takeover",
+            r#"{"expected_master": "db1:x"}"#,
+            StatusCode::BAD_REQUEST,
+            "expected_master",
+        ),
+        (
+            Method::POST,
+            "/api/v1/clusters/main/takeover",
+            "{}",
+            StatusCode::NOT_FOUND,
+            "neither host:port nor a known cluster",
+        ),
         (Method::GET, "/api/v1/takeovers?limit=0", "", StatusCode::BAD_REQUEST, "limit '0'"),
         (Method::GET, "/api/v1/takeovers/not-an-id!", "", StatusCode::BAD_REQUEST, "takeover id"),
         (Method::GET, "/api/v1/takeovers/abc123", "", StatusCode::NOT_FOUND, "no takeover with id abc123"),
         (Method::GET, "/api/v1/takeovers/abc123/events", "", StatusCode::NOT_FOUND, "no takeover with id abc123"),
         (Method::POST, "/api/v1/takeovers/abc123/resume", "", StatusCode::NOT_FOUND, "no takeover with id abc123"),
-        (Method::POST, "/api/v1/takeovers/abc123/explode", "", StatusCode::NOT_FOUND, "no action 'explode' (recover, resume, abort)"),
-        (Method::PUT, "/api/v1/instances/db1/3306/promotion-rule", r#"{"rule": "always"}"#, StatusCode::BAD_REQUEST, "'always' is not a promotion rule"),
-        (Method::PUT, "/api/v1/instances/db1/3306/downtime", r#"{"owner": "me", "reason": "", "duration_s": 60}"#, StatusCode::BAD_REQUEST, "must not be empty"),
+        (
+            Method::POST,
+            "/api/v1/takeovers/abc123/explode",
+            "",
+            StatusCode::NOT_FOUND,
+            "no action 'explode' (recover, resume, abort)",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/instances/db1/3306/promotion-rule",
+            r#"{"rule": "always"}"#,
+            StatusCode::BAD_REQUEST,
+            "'always' is not a promotion rule",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/instances/db1/3306/downtime",
+            r#"{"owner": "me", "reason": "", "duration_s": 60}"#,
+            StatusCode::BAD_REQUEST,
+            "must not be empty",
+        ),
         (Method::DELETE, "/api/v1/instances/db1/3306/downtime", "", StatusCode::NOT_FOUND, "db1:3306 is not downtimed"),
         (Method::GET, "/api/v1/nothing-here", "", StatusCode::NOT_FOUND, "no such route"),
         (Method::GET, "/api/begin-downtime/db1/3306/me/maint/5years", "", StatusCode::BAD_REQUEST, "duration '5years'"),
-        (Method::GET, "/api/register-candidate/db1/3306/sometimes", "", StatusCode::BAD_REQUEST, "not a promotion rule"),
-        (Method::GET, "/api/graceful-master-takeover/db1/notaport", "", StatusCode::BAD_REQUEST, "'notaport' is not a port number"),
-        (Method::GET, "/api/graceful-master-takeover-auto/nosuch", "", StatusCode::INTERNAL_SERVER_ERROR, "neither host:port nor a known cluster"),
+        (
+            Method::GET,
+            "/api/register-candidate/db1/3306/sometimes",
+            "",
+            StatusCode::BAD_REQUEST,
+            "not a promotion rule",
+        ),
+        (
+            Method::GET,
+            "/api/graceful-master-takeover/db1/notaport",
+            "",
+            StatusCode::BAD_REQUEST,
+            "'notaport' is not a port number",
+        ),
+        (
+            Method::GET,
+            "/api/graceful-master-takeover-auto/nosuch",
+            "",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "neither host:port nor a known cluster",
+        ),
     ];
     for (method, uri, body, status, expect) in cases {
         let r = call(&s, method.clone(), uri, None, body).await;
@@ -182,16 +277,32 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
     }
     // A body over the limit is refused before it is read.
     let big = format!("{{\"auto\": true, \"pad\": \"{}\"}}", "x".repeat(100_000));
-    assert_eq!(call(&s, Method::POST, "/api/v1/clusters/main/takeover", None, &big).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        call(&s, Method::POST, "/api/v1/clusters/main/takeover", None, &big).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     // Writes that are well-formed work without a server.
-    let r = call(&s, Method::PUT, "/api/v1/instances/db1/3306/promotion-rule", None, r#"{"rule": "prefer", "duration_s": 600}"#).await;
+    let r = call(
+        &s,
+        Method::PUT,
+        "/api/v1/instances/db1/3306/promotion-rule",
+        None,
+        r#"{"rule": "prefer", "duration_s": 600}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["rule"], "prefer");
-    assert_eq!(call(&s, Method::DELETE, "/api/v1/instances/db1/3306/promotion-rule", None, "").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        call(&s, Method::DELETE, "/api/v1/instances/db1/3306/promotion-rule", None, "").await.status,
+        StatusCode::NO_CONTENT
+    );
     let r = call(&s, Method::GET, "/api/begin-downtime/db1/3306/me/maint/30m", None, "").await;
     assert_eq!((r.status, r.body["Code"].as_str()), (StatusCode::OK, Some("OK")));
     assert_eq!(r.body["Details"], serde_json::json!({"Hostname": "db1", "Port": 3306}));
-    assert_eq!(call(&s, Method::DELETE, "/api/v1/instances/db1/3306/downtime", None, "").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        call(&s, Method::DELETE, "/api/v1/instances/db1/3306/downtime", None, "").await.status,
+        StatusCode::NO_CONTENT
+    );
     let r = call(&s, Method::GET, "/api/v1/scripts", None, "").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body["version"]["id"].as_str().is_some());
@@ -229,7 +340,11 @@ async fn cross_site_requests_are_refused() {
     let fetch = [("content-type", "application/json"), ("sec-fetch-site", "cross-site")];
     assert_eq!(call_with(&s, Method::POST, takeover, None, body, &fetch).await.status, StatusCode::FORBIDDEN);
     // orchestrator's GET takeover route, as an <img> on another site would request it.
-    for uri in ["/api/graceful-master-takeover-auto/nosuch", "/api/begin-downtime/db1/3306/me/why", "/api/register-candidate/db1/3306/prefer"] {
+    for uri in [
+        "/api/graceful-master-takeover-auto/nosuch",
+        "/api/begin-downtime/db1/3306/me/why",
+        "/api/register-candidate/db1/3306/prefer",
+    ] {
         let img = [("sec-fetch-site", "cross-site")];
         assert_eq!(call_with(&s, Method::GET, uri, None, "", &img).await.status, StatusCode::FORBIDDEN, "{uri}");
         let img = [("origin", "http://evil.example"), ("host", "127.0.0.1:3000")];
@@ -256,7 +371,14 @@ async fn bad_durations_are_refused() {
         let r = call(&s, Method::PUT, rule, None, &format!(r#"{{"rule":"must_not","duration_s":{d}}}"#)).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{d}: {}", r.body);
         assert!(r.body["error"]["message"].as_str().unwrap().contains("duration_s"), "{}", r.body);
-        let r = call(&s, Method::PUT, "/api/v1/instances/db1/3306/downtime", None, &format!(r#"{{"owner":"me","reason":"r","duration_s":{d}}}"#)).await;
+        let r = call(
+            &s,
+            Method::PUT,
+            "/api/v1/instances/db1/3306/downtime",
+            None,
+            &format!(r#"{{"owner":"me","reason":"r","duration_s":{d}}}"#),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{d}: {}", r.body);
     }
     let r = call(&s, Method::PUT, rule, None, r#"{"rule":"must_not","duration_s":-5}"#).await;
@@ -317,8 +439,11 @@ async fn unsupported_orchestrator_commands_are_loud() {
 /// with Baton's message for a command Baton does not serve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orchestrator_client_fails_loudly_on_unsupported_commands() {
-    let client = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/orchestrator/orchestrator-client");
-    let tools = ["bash", "curl", "jq"].iter().all(|t| std::process::Command::new("which").arg(t).output().is_ok_and(|o| o.status.success()));
+    let client =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/orchestrator/orchestrator-client");
+    let tools = ["bash", "curl", "jq"]
+        .iter()
+        .all(|t| std::process::Command::new("which").arg(t).output().is_ok_and(|o| o.status.success()));
     if !client.is_file() || !tools {
         eprintln!("SKIPPED: needs {} and bash, curl, jq", client.display());
         return;
@@ -326,9 +451,14 @@ async fn orchestrator_client_fails_loudly_on_unsupported_commands() {
     let s = server(AuthMode::None).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let limits = baton::http::listen::ConnLimits { max_connections: 64, header_read_timeout: std::time::Duration::from_secs(10) };
+    let limits = baton::http::listen::ConnLimits {
+        max_connections: 64,
+        header_read_timeout: std::time::Duration::from_secs(10),
+    };
     tokio::spawn(baton::http::listen::serve(listener, s.app.clone(), limits, std::future::pending()));
-    for (command, expect) in [("make-co-master", "not supported by Baton"), ("recover", "graceful master takeovers only")] {
+    for (command, expect) in
+        [("make-co-master", "not supported by Baton"), ("recover", "graceful master takeovers only")]
+    {
         let out = tokio::process::Command::new("bash")
             .arg(&client)
             .args(["-c", command, "-i", "127.0.0.1:3306"])

@@ -103,12 +103,23 @@ async fn native_api_dry_run_plan_hash_event_stream_and_conflict() {
     let steps = plan["plan"]["steps"].as_array().unwrap();
     let phases: Vec<&str> = steps.iter().map(|s| s["phase"].as_str().unwrap()).collect();
     assert_eq!(phases.first(), Some(&"relocate_siblings"));
-    assert!(phases.contains(&"fence") && phases.contains(&"promote") && phases.last() == Some(&"repoint_old_master"), "{phases:?}");
+    assert!(
+        phases.contains(&"fence") && phases.contains(&"promote") && phases.last() == Some(&"repoint_old_master"),
+        "{phases:?}"
+    );
     let fence = steps.iter().find(|s| s["phase"] == "fence").unwrap();
     assert_eq!(fence["instance"], t.master().to_string());
     assert!(fence["statements"].to_string().contains("SET GLOBAL read_only = ON"), "{fence}");
-    assert!(plan.to_string().contains("MASTER_PASSWORD = '***'") && !plan.to_string().contains("PASSWORD = 'repl'"), "passwords masked");
-    let checks: Vec<&Value> = plan["phases"].as_array().unwrap().iter().flat_map(|p| p["checks"].as_array().cloned().unwrap_or_default().leak().iter()).collect();
+    assert!(
+        plan.to_string().contains("MASTER_PASSWORD = '***'") && !plan.to_string().contains("PASSWORD = 'repl'"),
+        "passwords masked"
+    );
+    let checks: Vec<&Value> = plan["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["checks"].as_array().cloned().unwrap_or_default().leak().iter())
+        .collect();
     assert!(checks.iter().any(|c| c["name"] == "replication_credentials" && c["ok"] == true));
     assert_eq!(shape(&base, &alias).await, before, "a dry run changes nothing");
 
@@ -137,7 +148,11 @@ async fn native_api_dry_run_plan_hash_event_stream_and_conflict() {
     let id = started["id"].as_str().unwrap().to_string();
     let (phase_events, done) = events(&base, &id).await;
     assert_eq!(done["status"], "promoted", "{done}");
-    let finished: Vec<&str> = phase_events.iter().filter(|e| e["event"] == "finished").map(|e| e["record"]["name"].as_str().unwrap()).collect();
+    let finished: Vec<&str> = phase_events
+        .iter()
+        .filter(|e| e["event"] == "finished")
+        .map(|e| e["record"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(finished.len(), 13, "{finished:?}");
     assert_eq!(phase_events.iter().filter(|e| e["event"] == "started").count(), 13);
     assert_eq!(done["new_master"], t.replicas()[0].to_string(), "the plan's choice");
@@ -166,10 +181,18 @@ async fn native_api_dry_run_plan_hash_event_stream_and_conflict() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("  fence ") && stdout.contains("): promoted"), "{stdout}");
-    let out = tokio::process::Command::new(baton_bin()).args(["takeover", &alias, "--auto", "--dry-run", "--api", &base]).output().await.unwrap();
+    let out = tokio::process::Command::new(baton_bin())
+        .args(["takeover", &alias, "--auto", "--dry-run", "--api", &base])
+        .output()
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("plan (nothing was changed)") && stdout.contains("plan_hash:"), "{stdout}");
-    let out = tokio::process::Command::new(baton_bin()).args(["topology", &alias, "--api", &base]).output().await.unwrap();
+    assert!(
+        out.status.success() && stdout.contains("plan (nothing was changed)") && stdout.contains("plan_hash:"),
+        "{stdout}"
+    );
+    let out =
+        tokio::process::Command::new(baton_bin()).args(["topology", &alias, "--api", &base]).output().await.unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("(alias {alias})")));
 }
 
@@ -221,7 +244,10 @@ async fn orchestrator_routes_answer_in_orchestrators_shapes() {
     same_shape("instance", "pre_instance_127.0.0.1_23307.json", &v);
     assert_eq!(v["Key"], json!({"Hostname": r[0].host, "Port": r[0].port}));
     assert_eq!(v["MasterKey"], json!({"Hostname": m.host, "Port": m.port}));
-    assert_eq!((v["ReadOnly"].clone(), v["ReplicationDepth"].clone(), v["ClusterName"].clone()), (json!(true), json!(1), json!(m.to_string())));
+    assert_eq!(
+        (v["ReadOnly"].clone(), v["ReplicationDepth"].clone(), v["ClusterName"].clone()),
+        (json!(true), json!(1), json!(m.to_string()))
+    );
     assert_eq!(v["SecondsBehindMaster"], json!({"Int64": 0, "Valid": true}));
     assert_eq!((v["Slave_IO_Running"].clone(), v["Slave_SQL_Running"].clone()), (json!(true), json!(true)));
     let (_, v) = get(&base, &format!("/api/master/{alias}")).await;

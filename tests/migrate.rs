@@ -8,7 +8,9 @@ use baton::config::Config;
 
 fn samples() -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/orchestrator/conf");
-    let mut v: Vec<_> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect()).unwrap_or_default();
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -44,9 +46,16 @@ fn orchestrators_sample_configurations_import() {
 #[test]
 fn the_cli_prints_it() {
     let Some(f) = samples().into_iter().next() else { return };
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton")).arg("import-orchestrator-config").arg(&f).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("import-orchestrator-config")
+        .arg(&f)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     Config::parse(&String::from_utf8(out.stdout).unwrap(), "cli.toml").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton")).args(["import-orchestrator-config", "/nonexistent.json"]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["import-orchestrator-config", "/nonexistent.json"])
+        .output()
+        .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("/nonexistent.json"));
 }

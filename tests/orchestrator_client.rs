@@ -15,20 +15,32 @@ use common::*;
 
 fn client() -> Option<PathBuf> {
     let c = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/orchestrator/orchestrator-client");
-    let tools = ["bash", "curl", "jq"].iter().all(|t| std::process::Command::new("which").arg(t).output().is_ok_and(|o| o.status.success()));
+    let tools = ["bash", "curl", "jq"]
+        .iter()
+        .all(|t| std::process::Command::new("which").arg(t).output().is_ok_and(|o| o.status.success()));
     (c.is_file() && tools).then_some(c)
 }
 
 /// Runs `orchestrator-client ARGS`: (exit ok, stdout + stderr).
 async fn orc(client: &Path, api: &str, args: &[&str]) -> (bool, String) {
-    let out = tokio::process::Command::new("bash").arg(client).args(args).env("ORCHESTRATOR_API", api).output().await.unwrap();
+    let out = tokio::process::Command::new("bash")
+        .arg(client)
+        .args(args)
+        .env("ORCHESTRATOR_API", api)
+        .output()
+        .await
+        .unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 async fn replicating(t: &Topology, k: &InstanceKey) -> (Option<InstanceKey>, bool, bool) {
     let i = baton::mysql::probe(&t.connector(), k).await.unwrap();
     let r = i.replication.as_ref();
-    (r.map(|r| r.source.clone()), r.is_some_and(|r| r.sql_thread.running() && !matches!(r.io_thread, baton::topology::ThreadState::No)), i.read_only)
+    (
+        r.map(|r| r.source.clone()),
+        r.is_some_and(|r| r.sql_thread.running() && !matches!(r.io_thread, baton::topology::ThreadState::No)),
+        i.read_only,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +55,12 @@ async fn orchestrator_client_drives_instance_commands() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}/api", listener.local_addr().unwrap());
     let limits = baton::http::listen::ConnLimits { max_connections: 64, header_read_timeout: Duration::from_secs(10) };
-    tokio::spawn(baton::http::listen::serve(listener, router(AppState::new(&cfg).await.unwrap()), limits, std::future::pending()));
+    tokio::spawn(baton::http::listen::serve(
+        listener,
+        router(AppState::new(&cfg).await.unwrap()),
+        limits,
+        std::future::pending(),
+    ));
     let hp = |k: &InstanceKey| k.to_string();
 
     // Remember the cluster, then orchestrator's routine: a non-auto takeover leaves the demoted
@@ -113,7 +130,11 @@ async fn orchestrator_client_drives_instance_commands() {
     let store = baton::store::SqliteStore::open(&cfg.paths.data_dir).unwrap();
     use baton::store::Store;
     let ops = store.operations(100).unwrap();
-    assert!(ops.iter().any(|o| o.record["command"]["command"] == "relocate" && o.record["ops"][0]["statements"].to_string().contains("CHANGE MASTER")), "{ops:?}");
+    assert!(
+        ops.iter().any(|o| o.record["command"]["command"] == "relocate"
+            && o.record["ops"][0]["statements"].to_string().contains("CHANGE MASTER")),
+        "{ops:?}"
+    );
     assert!(ops.iter().all(|o| o.record["by"].as_str().unwrap().starts_with("http:admin@127.0.0.1")));
 
     // forget an instance, then the cluster.
@@ -136,7 +157,10 @@ async fn instance_commands_natively_and_from_the_cli() {
     let call = |uri: String, body: &'static str| {
         let app = app.clone();
         async move {
-            let req = axum::http::Request::post(uri).header("content-type", "application/json").body(axum::body::Body::from(body)).unwrap();
+            let req = axum::http::Request::post(uri)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap();
             let r = app.oneshot(req).await.unwrap();
             let status = r.status().as_u16();
             let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
@@ -147,8 +171,16 @@ async fn instance_commands_natively_and_from_the_cli() {
     // Unknown until discovered.
     let (status, v) = call(path(&r2, "stop-replica"), "").await;
     assert_eq!(status, 422, "{v}");
-    baton::discovery::discover_hint(&t.connector(), &cfg, &baton::store::SqliteStore::open(&cfg.paths.data_dir).unwrap(), &m.to_string()).await.unwrap();
-    let (status, v) = call(path(&r2, "relocate"), r#"{"below": "BELOW"}"#.replace("BELOW", &r1.to_string()).leak()).await;
+    baton::discovery::discover_hint(
+        &t.connector(),
+        &cfg,
+        &baton::store::SqliteStore::open(&cfg.paths.data_dir).unwrap(),
+        &m.to_string(),
+    )
+    .await
+    .unwrap();
+    let (status, v) =
+        call(path(&r2, "relocate"), r#"{"below": "BELOW"}"#.replace("BELOW", &r1.to_string()).leak()).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["operation"]["status"], "done");
     assert_eq!(replicating(&t, &r2).await.0.as_ref(), Some(&r1));
@@ -167,7 +199,11 @@ async fn instance_commands_natively_and_from_the_cli() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(replicating(&t, &r2).await.0.as_ref(), Some(&m));
     let out = baton(&["replica", "stop", &r2.to_string()]);
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("STOP SLAVE"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("STOP SLAVE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!replicating(&t, &r2).await.1);
     assert!(baton(&["replica", "start", &r2.to_string()]).status.success());
     assert!(replicating(&t, &r2).await.1);

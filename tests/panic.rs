@@ -21,7 +21,12 @@ async fn a_panic_after_the_fence_is_rolled_back_and_releases_the_locks() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir).unwrap());
     let e = Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(&cfg)), store.clone(), Arc::new(NoScripts));
     let r1 = t.replicas()[0].clone();
-    let req = TakeoverRequest { cluster_hint: t.master().to_string(), designated: Some(r1), start_replication: true, ..Default::default() };
+    let req = TakeoverRequest {
+        cluster_hint: t.master().to_string(),
+        designated: Some(r1),
+        start_replication: true,
+        ..Default::default()
+    };
     let rep = e.takeover(req, None).await;
     assert_eq!(rep.status, Status::RolledBack, "{:?}\n{:#?}", rep.errors, rep.phases);
     assert!(rep.errors[0].contains("panicked"), "{:?}", rep.errors);

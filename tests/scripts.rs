@@ -186,7 +186,10 @@ async fn loading_validates_everything_and_names_the_file() {
 async fn hooks_run_in_file_name_order_and_a_failure_stops_the_chain() {
     let d = Dirs::new();
     d.write("hooks/20-b.lua", "return { pre_takeover = function(ctx) return false, 'b vetoes' end }");
-    d.write("hooks/10-a.lua", "return { pre_takeover = function(ctx) return true end, post_promote = function() error('a broke') end }");
+    d.write(
+        "hooks/10-a.lua",
+        "return { pre_takeover = function(ctx) return true end, post_promote = function() error('a broke') end }",
+    );
     d.write("hooks/30-c.lua", "return { pre_takeover = function(ctx) error('c must not run') end }");
     let s = d.load().await.unwrap();
     let names = s.hook_names(HookPhase::PreTakeover);
@@ -250,7 +253,8 @@ async fn orchestrator_compat_expands_placeholders_and_sets_orc_variables() {
     ))
     .unwrap();
     d.cfg.scripts.settings = settings;
-    let hook = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/orchestrator_compat.lua")).unwrap();
+    let hook =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/orchestrator_compat.lua")).unwrap();
     d.write("hooks/orchestrator_compat.lua", &hook);
     let s = d.load().await.unwrap();
     s.run_phase(HookPhase::PreTakeover, &ctx(HookPhase::PreTakeover)).await.result.unwrap();
@@ -272,7 +276,8 @@ async fn webhook_hook_posts_the_context_as_json() {
     let server = tokio::spawn(common::one_http_request(listener));
     let mut d = Dirs::new();
     d.cfg.scripts.allow_http = true;
-    d.cfg.scripts.settings = toml::from_str(&format!("[webhook]\nurl = \"{url}\"\nheaders = {{ Authorization = \"Bearer x\" }}")).unwrap();
+    d.cfg.scripts.settings =
+        toml::from_str(&format!("[webhook]\nurl = \"{url}\"\nheaders = {{ Authorization = \"Bearer x\" }}")).unwrap();
     let hook = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/notify_webhook.lua")).unwrap();
     d.write("hooks/notify_webhook.lua", &hook);
     let s = d.load().await.unwrap();
@@ -323,7 +328,8 @@ async fn choose(s: &LoadedScripts, cluster: &Cluster, inputs: &PlanInputs) -> Ch
 #[tokio::test]
 async fn default_lua_policy_matches_the_built_in_ordering() {
     let (_d, s) = shipped_policy("policy.lua", "").await;
-    let prefer = |k: &str, r: PromotionRule| PlanInputs { rules: [(key(k), r)].into_iter().collect(), ..Default::default() };
+    let prefer =
+        |k: &str, r: PromotionRule| PlanInputs { rules: [(key(k), r)].into_iter().collect(), ..Default::default() };
     let cases = [
         ("mariadb_1_3.json", PlanInputs::default()),
         ("mariadb_1_3.json", prefer("127.0.0.1:24309", PromotionRule::Prefer)),
@@ -353,7 +359,10 @@ async fn default_lua_policy_matches_the_built_in_ordering() {
     });
     // Everything excluded: a refusal naming why.
     let all_banned = PlanInputs {
-        rules: ["127.0.0.1:24307", "127.0.0.1:24308", "127.0.0.1:24309"].iter().map(|k| (key(k), PromotionRule::MustNot)).collect(),
+        rules: ["127.0.0.1:24307", "127.0.0.1:24308", "127.0.0.1:24309"]
+            .iter()
+            .map(|k| (key(k), PromotionRule::MustNot))
+            .collect(),
         ..Default::default()
     };
     match choose(&s, &c, &all_banned).await {
@@ -379,11 +388,17 @@ async fn prefer_dc_example_policy() {
         other => panic!("{other:?}"),
     }
     // No candidate in the DC: the best of the rest.
-    let inputs = PlanInputs { rules: [(key("127.0.0.1:24308"), PromotionRule::MustNot)].into_iter().collect(), ..Default::default() };
+    let inputs = PlanInputs {
+        rules: [(key("127.0.0.1:24308"), PromotionRule::MustNot)].into_iter().collect(),
+        ..Default::default()
+    };
     assert!(matches!(choose(&s, &c, &inputs).await, Choice::Chosen { key: k, .. } if k == key("127.0.0.1:24309")));
     // Everything lags too much: refused.
     let (_d, strict) = shipped_policy("examples/prefer_dc.lua", "[policy]\nmax_lag_s = 0\n").await;
-    let inputs = PlanInputs { rules: [(key("127.0.0.1:24309"), PromotionRule::MustNot)].into_iter().collect(), ..Default::default() };
+    let inputs = PlanInputs {
+        rules: [(key("127.0.0.1:24309"), PromotionRule::MustNot)].into_iter().collect(),
+        ..Default::default()
+    };
     match choose(&strict, &c, &inputs).await {
         Choice::Refused { reason } => assert!(reason.contains("no candidate within 0s of lag"), "{reason}"),
         other => panic!("{other:?}"),
@@ -434,15 +449,21 @@ async fn file_changes_reload_and_a_broken_file_keeps_the_running_version() {
     let _w = watch::watch(host.clone()).unwrap();
     let c = snapshot("mariadb_1_3.json");
     let v1 = host.status().version.id;
-    assert!(matches!(choose(&host.loaded(), &c, &PlanInputs::default()).await, Choice::Chosen { key: k, .. } if k == key("127.0.0.1:24309")));
+    assert!(
+        matches!(choose(&host.loaded(), &c, &PlanInputs::default()).await, Choice::Chosen { key: k, .. } if k == key("127.0.0.1:24309"))
+    );
     // A takeover that started with v1 keeps it.
     let in_flight = host.loaded();
 
     d.write("scripts/policy.lua", PICK_MIN);
     let ReloadEvent::Loaded { version, .. } = next_event(&mut events).await else { panic!("not loaded") };
     assert_ne!(version.id, v1);
-    assert!(matches!(choose(&host.loaded(), &c, &PlanInputs::default()).await, Choice::Chosen { key: k, .. } if k == key("127.0.0.1:24307")));
-    assert!(matches!(choose(&in_flight, &c, &PlanInputs::default()).await, Choice::Chosen { key: k, .. } if k == key("127.0.0.1:24309")));
+    assert!(
+        matches!(choose(&host.loaded(), &c, &PlanInputs::default()).await, Choice::Chosen { key: k, .. } if k == key("127.0.0.1:24307"))
+    );
+    assert!(
+        matches!(choose(&in_flight, &c, &PlanInputs::default()).await, Choice::Chosen { key: k, .. } if k == key("127.0.0.1:24309"))
+    );
 
     // A syntax error: refused as a whole, v2 keeps running, the error is reported.
     d.write("scripts/policy.lua", "return { choose = function(c, cands) return cands[1].key, 'x' }");
@@ -457,7 +478,9 @@ async fn file_changes_reload_and_a_broken_file_keeps_the_running_version() {
     d.write("hooks/bad.lua", "return { pre_fense = function() end }");
     let ReloadEvent::Failed { error, .. } = next_event(&mut events).await else { panic!("should fail") };
     assert!(error.contains("unknown phase 'pre_fense'"), "{error}");
-    assert!(matches!(choose(&host.loaded(), &c, &PlanInputs::default()).await, Choice::Chosen { key: k, .. } if k == key("127.0.0.1:24309")));
+    assert!(
+        matches!(choose(&host.loaded(), &c, &PlanInputs::default()).await, Choice::Chosen { key: k, .. } if k == key("127.0.0.1:24309"))
+    );
 
     // SIGHUP reloads at once.
     std::fs::remove_file(d.root.join("hooks/bad.lua")).unwrap();
@@ -477,21 +500,31 @@ async fn proxysql_hook_sends_the_writer_switch() {
         out.display()
     ))
     .unwrap();
-    let hook = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/proxysql_writer.lua")).unwrap();
+    let hook =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/proxysql_writer.lua")).unwrap();
     d.write("hooks/proxysql_writer.lua", &hook);
     let s = d.load().await.unwrap();
     s.run_phase(HookPhase::PreFence, &ctx(HookPhase::PreFence)).await.result.unwrap();
     s.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.result.unwrap();
     let sql = std::fs::read_to_string(&out).unwrap();
     assert!(sql.contains("UPDATE mysql_servers SET status='OFFLINE_SOFT' WHERE hostgroup_id=10 AND hostname='127.0.0.1' AND port=3306;"), "{sql}");
-    assert!(sql.contains("INSERT INTO mysql_servers (hostgroup_id, hostname, port) VALUES (10, '127.0.0.1', 3307);"), "{sql}");
-    assert!(sql.contains("REPLACE INTO mysql_servers (hostgroup_id, hostname, port) VALUES (20, '127.0.0.1', 3306);"), "{sql}");
+    assert!(
+        sql.contains("INSERT INTO mysql_servers (hostgroup_id, hostname, port) VALUES (10, '127.0.0.1', 3307);"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("REPLACE INTO mysql_servers (hostgroup_id, hostname, port) VALUES (20, '127.0.0.1', 3306);"),
+        "{sql}"
+    );
     assert_eq!(sql.matches("LOAD MYSQL SERVERS TO RUNTIME;").count(), 2);
     // Unconfigured, it does nothing.
     let d2 = Dirs::new();
     d2.write("hooks/proxysql_writer.lua", &hook);
     let s2 = d2.load().await.unwrap();
-    assert_eq!(s2.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.result.unwrap().contains("ok"), true);
+    assert_eq!(
+        s2.run_phase(HookPhase::PostPromote, &ctx(HookPhase::PostPromote)).await.result.unwrap().contains("ok"),
+        true
+    );
 }
 
 /// Trust boundary (issue 13, item 4): the policy is pure, a file's top level and a hook without
@@ -512,7 +545,10 @@ async fn write_primitives_need_a_hook_and_allow_writes() {
         ("baton.shell('true')", "baton.shell is not available to the policy"),
         ("baton.http.post('http://127.0.0.1:9/', 'x')", "baton.http.post is not available to the policy"),
     ] {
-        d.write("scripts/policy.lua", &format!("return {{ choose = function(cluster, cands) {call} return cands[1].key, 'x' end }}"));
+        d.write(
+            "scripts/policy.lua",
+            &format!("return {{ choose = function(cluster, cands) {call} return cands[1].key, 'x' end }}"),
+        );
         let s = d.load().await.unwrap();
         let e = s.run_policy(input.clone()).await.unwrap_err().to_string();
         assert!(e.contains(expect), "{call}: {e}");
@@ -550,7 +586,10 @@ async fn script_answers_are_capped_and_links_are_not_followed() {
     let mut d = Dirs::new();
     d.cfg.scripts.policy = "policy.lua".into();
     let input = snapshot_input("mariadb_1_3.json");
-    d.write("scripts/policy.lua", "return { choose = function(c, cands) return nil, string.rep('x', 20 * 1024 * 1024) end }");
+    d.write(
+        "scripts/policy.lua",
+        "return { choose = function(c, cands) return nil, string.rep('x', 20 * 1024 * 1024) end }",
+    );
     let s = d.load().await.unwrap();
     match s.run_policy(input.clone()).await.unwrap() {
         Choice::Refused { reason } => {
@@ -560,7 +599,14 @@ async fn script_answers_are_capped_and_links_are_not_followed() {
         other => panic!("{other:?}"),
     }
     d.write("hooks/h.lua", "return { pre_takeover = function(ctx) return false, string.rep('y', 1e7) end }");
-    let e = d.load().await.unwrap().run_phase(HookPhase::PreTakeover, &ctx(HookPhase::PreTakeover)).await.result.unwrap_err();
+    let e = d
+        .load()
+        .await
+        .unwrap()
+        .run_phase(HookPhase::PreTakeover, &ctx(HookPhase::PreTakeover))
+        .await
+        .result
+        .unwrap_err();
     assert!(e.len() < 5000 && e.contains("(cut: "), "{}", e.len());
     std::fs::remove_file(d.root.join("hooks/h.lua")).unwrap();
 

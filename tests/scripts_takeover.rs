@@ -53,26 +53,44 @@ async fn pre_takeover_and_pre_fence_vetoes_leave_the_topology_as_it_was() {
     cfg.paths.hooks_dir = dir(&t, "hooks");
     let before = shape(&t).await;
 
-    write(&cfg.paths.hooks_dir.join("freeze.lua"), "return { pre_takeover = function(ctx) return false, 'change freeze until monday' end }");
+    write(
+        &cfg.paths.hooks_dir.join("freeze.lua"),
+        "return { pre_takeover = function(ctx) return false, 'change freeze until monday' end }",
+    );
     let (e, _) = lua_engine(&cfg).await;
     let rep = e.takeover(auto(&m), None).await;
     status(&rep, Status::Refused);
-    assert!(rep.errors[0].contains("pre_takeover_hooks: vetoed by hook") && rep.errors[0].contains("change freeze until monday"), "{:?}", rep.errors);
+    assert!(
+        rep.errors[0].contains("pre_takeover_hooks: vetoed by hook")
+            && rep.errors[0].contains("change freeze until monday"),
+        "{:?}",
+        rep.errors
+    );
     assert_eq!(shape(&t).await, before);
 
     // pre_fence runs after the siblings moved below the successor: the veto rolls them back.
     std::fs::remove_file(cfg.paths.hooks_dir.join("freeze.lua")).unwrap();
-    write(&cfg.paths.hooks_dir.join("proxy.lua"), "return { pre_fence = function(ctx)\n  error('proxy drain failed: 503')\nend }");
+    write(
+        &cfg.paths.hooks_dir.join("proxy.lua"),
+        "return { pre_fence = function(ctx)\n  error('proxy drain failed: 503')\nend }",
+    );
     let (e, _) = lua_engine(&cfg).await;
     let rep = e.takeover(auto(&m), None).await;
     status(&rep, Status::RolledBack);
-    assert!(rep.errors[0].contains("proxy drain failed: 503") && rep.errors[0].contains("proxy.lua:2"), "{:?}", rep.errors);
+    assert!(
+        rep.errors[0].contains("proxy drain failed: 503") && rep.errors[0].contains("proxy.lua:2"),
+        "{:?}",
+        rep.errors
+    );
     assert_eq!(rep.siblings_moved.len(), 2, "the siblings had been moved before pre_fence");
     assert_eq!(shape(&t).await, before, "rolled back to the same shape");
 
     // Issue 13, item 3: a hook that would run away in C (a backtracking pattern) after the
     // siblings moved fails its call quickly; the takeover rolls back like any hook failure.
-    write(&cfg.paths.hooks_dir.join("proxy.lua"), "return { pre_fence = function(ctx)\n  string.find(string.rep('a', 40), '.-.-.-.-.-.-.-.-b')\nend }");
+    write(
+        &cfg.paths.hooks_dir.join("proxy.lua"),
+        "return { pre_fence = function(ctx)\n  string.find(string.rep('a', 40), '.-.-.-.-.-.-.-.-b')\nend }",
+    );
     let (e, _) = lua_engine(&cfg).await;
     let rep = e.takeover(auto(&m), None).await;
     status(&rep, Status::RolledBack);
@@ -113,7 +131,11 @@ async fn pre_takeover_and_pre_fence_vetoes_leave_the_topology_as_it_was() {
     let fence = &phase(Phase::PreFenceHooks).script_ops;
     assert_eq!((fence[0].primitive.as_str(), &fence[0].undo), ("stop_replication", &Undo::StartReplication));
     let rollback = phase(Phase::Rollback);
-    assert!(rollback.detail.contains("undid stop_replication") && rollback.detail.contains("undid read_only"), "{}", rollback.detail);
+    assert!(
+        rollback.detail.contains("undid stop_replication") && rollback.detail.contains("undid read_only"),
+        "{}",
+        rollback.detail
+    );
     assert_eq!(shape(&t).await, before, "the hooks' writes were undone with the rest");
     // The audit has them too.
     let audit = SqliteStore::open(&cfg.paths.data_dir).unwrap().takeover(&rep.id).unwrap().unwrap();
@@ -142,7 +164,10 @@ async fn pre_takeover_and_pre_fence_vetoes_leave_the_topology_as_it_was() {
 
     // A dry run whose policy tries to fence the master: refused, nothing changed.
     std::fs::remove_file(cfg.paths.hooks_dir.join("writer.lua")).unwrap();
-    write(&cfg.paths.scripts_dir.join("policy.lua"), "return { choose = function(c, cands) baton.read_only(c.master, true) return cands[1].key, 'x' end }");
+    write(
+        &cfg.paths.scripts_dir.join("policy.lua"),
+        "return { choose = function(c, cands) baton.read_only(c.master, true) return cands[1].key, 'x' end }",
+    );
     wcfg.scripts.policy = "policy.lua".into();
     let (e, _) = lua_engine(&wcfg).await;
     let rep = e.takeover(TakeoverRequest { dry_run: true, ..auto(&m) }, None).await;
@@ -183,7 +208,13 @@ async fn lua_policy_chooses_hooks_see_the_context_and_reload_changes_the_next_ch
     assert_eq!(rep.new_master.as_deref(), Some(r[1].to_string().as_str()));
     let choice = rep.choice.clone().unwrap();
     assert!(choice.starts_with(&format!("policy: {} chosen: rule prefer", r[1])), "{choice}");
-    assert!(rep.errors.iter().any(|e| e.contains("post_promote_hooks: hook failed") && e.contains("switching the proxy writer failed")), "{:?}", rep.errors);
+    assert!(
+        rep.errors
+            .iter()
+            .any(|e| e.contains("post_promote_hooks: hook failed") && e.contains("switching the proxy writer failed")),
+        "{:?}",
+        rep.errors
+    );
     assert!(rep.old_master_repointed);
     let version = host.status().version;
     assert_eq!(rep.scripts.as_ref(), Some(&version), "the audit records the scripts version");
@@ -200,17 +231,23 @@ async fn lua_policy_chooses_hooks_see_the_context_and_reload_changes_the_next_ch
     assert_eq!(ctx["alias"], t.sandbox.alias);
     assert_eq!(ctx["old_master"], m.to_string());
     assert_eq!(ctx["successor"], r[1].to_string());
-    let mut replicas: Vec<String> = ctx["replicas"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let mut replicas: Vec<String> =
+        ctx["replicas"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     replicas.sort();
     assert_eq!(replicas, r.iter().map(|k| k.to_string()).collect::<Vec<_>>());
     assert_eq!(ctx["lost_replicas"], serde_json::json!([]));
-    let timed: Vec<&str> = ctx["phase_timings"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    let timed: Vec<&str> =
+        ctx["phase_timings"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
     assert_eq!(timed.first(), Some(&"resolve"));
     assert_eq!(timed.last(), Some(&"repoint_old_master"));
     assert!(ctx["phase_timings"][0]["ms"].as_f64().unwrap() > 0.0);
     assert_eq!(ctx["dry_run"], false);
     assert_eq!(ctx["status"], "running");
-    assert!(ctx["error"].as_str().unwrap().contains("switching the proxy writer failed"), "the first error so far: {}", ctx["error"]);
+    assert!(
+        ctx["error"].as_str().unwrap().contains("switching the proxy writer failed"),
+        "the first error so far: {}",
+        ctx["error"]
+    );
     assert_eq!(ctx["rolled_back"], serde_json::json!([]));
     assert_eq!(ctx["scripts_version"], version.id);
 
@@ -229,7 +266,13 @@ async fn lua_policy_chooses_hooks_see_the_context_and_reload_changes_the_next_ch
     let _watch = watch::watch(host.clone()).unwrap();
     let rep = e.takeover(auto(&r[1]), None).await;
     status(&rep, Status::Promoted);
-    assert_eq!(rep.new_master.as_deref(), Some(r[2].to_string().as_str()), "highest port among {m}, {}, {}", r[0], r[2]);
+    assert_eq!(
+        rep.new_master.as_deref(),
+        Some(r[2].to_string().as_str()),
+        "highest port among {m}, {}, {}",
+        r[0],
+        r[2]
+    );
 
     write(&policy, &pick("<"));
     let ev = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("reload within 10 s").unwrap();

@@ -15,7 +15,20 @@ async fn soak_hundred_takeovers_under_load() {
     }
     let base_port = 20000 + (std::process::id() % 20000) as u16;
     let out = tokio::process::Command::new(common::baton_bin())
-        .args(["bench", "takeover", "--sandbox", "--writers", "4", "--duration", "160", "--every-ms", "1500", "--http", "--readers", "4"])
+        .args([
+            "bench",
+            "takeover",
+            "--sandbox",
+            "--writers",
+            "4",
+            "--duration",
+            "160",
+            "--every-ms",
+            "1500",
+            "--http",
+            "--readers",
+            "4",
+        ])
         .args(["--base-port", &base_port.to_string()])
         .env_remove("BATON_CONFIG")
         .output()

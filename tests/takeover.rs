@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use baton::config::Config;
 use baton::engine::{
-    Engine, HookContext, HookFuture, HookPhase, HookRun, NoScripts, Phase, ScriptSource, Scripts, Status, TakeoverReport, TakeoverRequest,
+    Engine, HookContext, HookFuture, HookPhase, HookRun, NoScripts, Phase, ScriptSource, Scripts, Status,
+    TakeoverReport, TakeoverRequest,
 };
 use baton::mysql::workload::{rows_of, Sampler, Writer};
 use baton::mysql::{ops, Connector};
@@ -49,7 +50,8 @@ async fn assert_shape(t: &Topology, master: &InstanceKey, stopped_ok: &[&Instanc
         if &m.key == master {
             continue;
         }
-        let r = m.instance.as_ref().unwrap().replication.as_ref().unwrap_or_else(|| panic!("{} has no replication", m.key));
+        let r =
+            m.instance.as_ref().unwrap().replication.as_ref().unwrap_or_else(|| panic!("{} has no replication", m.key));
         assert_eq!(&r.source, master, "{} replicates from {}", m.key, r.source);
         if !stopped_ok.contains(&&m.key) {
             assert!(r.io_thread != ThreadState::No && r.sql_thread == ThreadState::Yes, "{}: {:?}", m.key, r);
@@ -70,7 +72,9 @@ async fn explicit_takeover_and_back_ten_times_without_losing_writes() {
     let e = engine(&cfg);
     let (a, b) = (t.master(), t.replicas()[0].clone());
     let writer = Writer::start(t.sandbox.keys(), APP_USER.0, APP_USER.1, 7, Duration::from_millis(2), 1e9).await;
-    let sampler = Sampler::start(t.sandbox.keys(), &cfg.topology.user, cfg.topology.password.expose(), Duration::from_millis(2)).await;
+    let sampler =
+        Sampler::start(t.sandbox.keys(), &cfg.topology.user, cfg.topology.password.expose(), Duration::from_millis(2))
+            .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     for round in 0..10 {
         let (from, to) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
@@ -83,7 +87,10 @@ async fn explicit_takeover_and_back_ten_times_without_losing_writes() {
         assert!(rep.old_master_repointed);
         assert!(rep.write_unavailable_ms.unwrap() > 0.0);
         let names: Vec<&str> = rep.phases.iter().map(|p| p.name.name()).collect();
-        assert_eq!(names[..5], ["resolve", "check_master", "choose_designated", "check_designated", "pre_takeover_hooks"]);
+        assert_eq!(
+            names[..5],
+            ["resolve", "check_master", "choose_designated", "check_designated", "pre_takeover_hooks"]
+        );
         assert!(rep.phase(Phase::Fence).unwrap().ops[0].statements.iter().any(|s| s == "SET GLOBAL read_only = ON"));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -121,8 +128,12 @@ async fn auto_takeover_picks_a_candidate_and_starts_the_old_master() {
     let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
     // must_not on the first replica, prefer on the third.
     use baton::store::{PromotionRule, RuleEntry};
-    store.set_promotion_rule(&RuleEntry { instance: t.replicas()[0].clone(), rule: PromotionRule::MustNot, until: None }).unwrap();
-    store.set_promotion_rule(&RuleEntry { instance: t.replicas()[2].clone(), rule: PromotionRule::Prefer, until: None }).unwrap();
+    store
+        .set_promotion_rule(&RuleEntry { instance: t.replicas()[0].clone(), rule: PromotionRule::MustNot, until: None })
+        .unwrap();
+    store
+        .set_promotion_rule(&RuleEntry { instance: t.replicas()[2].clone(), rule: PromotionRule::Prefer, until: None })
+        .unwrap();
     let e = engine(&cfg);
     let mut r = req(&t.master(), None);
     // Without auto and with several replicas: refused, naming them.
@@ -192,7 +203,11 @@ async fn refusals_change_nothing() {
     let before = shape(&t).await;
     let rep = engine(&toolong).takeover(req(&m, Some(&r1)), None).await;
     assert_status(&rep, Status::Refused);
-    assert!(rep.errors[0].contains("replication_credentials_fit") && rep.errors[0].contains("at most 96"), "{:?}", rep.errors);
+    assert!(
+        rep.errors[0].contains("replication_credentials_fit") && rep.errors[0].contains("at most 96"),
+        "{:?}",
+        rep.errors
+    );
     assert!(!serde_json::to_string(&rep).unwrap().contains("Zq77777777"), "the password leaked into the report");
     assert_eq!(shape(&t).await, before);
     let spec = baton::mysql::SourceSpec {
@@ -222,7 +237,8 @@ async fn refusals_change_nothing() {
     impl Scripts for Veto {
         fn run_hooks<'a>(&'a self, phase: HookPhase, _ctx: &'a HookContext) -> HookFuture<'a> {
             Box::pin(async move {
-                let result = if phase == HookPhase::PreTakeover { Err("change freeze".into()) } else { Ok("ok".into()) };
+                let result =
+                    if phase == HookPhase::PreTakeover { Err("change freeze".into()) } else { Ok("ok".into()) };
                 HookRun { result, ops: Vec::new() }
             })
         }

@@ -102,7 +102,11 @@ async fn fake_server(attacker_pem: Vec<u8>) -> (InstanceKey, Arc<Mutex<Seen>>) {
 }
 
 fn openssl(args: &[&str], dir: &Path) -> Vec<u8> {
-    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl (apt-get install openssl)");
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (apt-get install openssl)");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
@@ -155,14 +159,32 @@ async fn a_fake_server_never_gets_a_password_it_can_decrypt() {
     assert_eq!(blob.len(), 256, "one RSA-2048 block, no key request before it");
     std::fs::write(dir.join("blob"), &blob).unwrap();
     let plain = openssl(
-        &["pkeyutl", "-decrypt", "-inkey", server_private.to_str().unwrap(), "-in", "blob", "-pkeyopt", "rsa_padding_mode:oaep"],
+        &[
+            "pkeyutl",
+            "-decrypt",
+            "-inkey",
+            server_private.to_str().unwrap(),
+            "-in",
+            "blob",
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+        ],
         &dir,
     );
     let password: Vec<u8> = plain.iter().enumerate().map(|(i, b)| b ^ NONCE[i % NONCE.len()]).collect();
     assert_eq!(password, b"topsecret-pw\0");
     // The attacker's key cannot read it.
     let attacker = std::process::Command::new("openssl")
-        .args(["pkeyutl", "-decrypt", "-inkey", "attacker-private.pem", "-in", "blob", "-pkeyopt", "rsa_padding_mode:oaep"])
+        .args([
+            "pkeyutl",
+            "-decrypt",
+            "-inkey",
+            "attacker-private.pem",
+            "-in",
+            "blob",
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+        ])
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -185,7 +207,10 @@ async fn a_reader_cannot_point_baton_at_a_new_server() {
     cfg.scripts.policy = String::new();
     cfg.http.auth = AuthMode::Basic;
     cfg.http.users = BTreeMap::from([
-        ("viewer".to_string(), HttpUser { password_hash: auth::hash_password("view-secret").unwrap(), role: Role::Read }),
+        (
+            "viewer".to_string(),
+            HttpUser { password_hash: auth::hash_password("view-secret").unwrap(), role: Role::Read },
+        ),
         ("ops".to_string(), HttpUser { password_hash: auth::hash_password("ops-secret").unwrap(), role: Role::Admin }),
     ]);
     let app = router(AppState::new(&cfg).await.unwrap());
@@ -283,7 +308,10 @@ fn healthz_poller(base: String) -> (Arc<std::sync::atomic::AtomicBool>, tokio::t
 }
 
 /// Stops the poller; every /healthz answer came within the bound.
-async fn assert_answered_throughout(stop: Arc<std::sync::atomic::AtomicBool>, poller: tokio::task::JoinHandle<Duration>) {
+async fn assert_answered_throughout(
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    poller: tokio::task::JoinHandle<Duration>,
+) {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let worst = poller.await.unwrap();
     eprintln!("slowest /healthz answer: {worst:?}");
@@ -325,7 +353,12 @@ async fn hostile_scripts_cannot_freeze_the_service() {
     std::os::unix::fs::symlink(".", cfg.paths.scripts_dir.join("loop1")).unwrap();
     std::os::unix::fs::symlink(".", cfg.paths.scripts_dir.join("loop2")).unwrap();
     std::fs::write(&hook, "return { pre_takeover = function(ctx) return true end }").unwrap();
-    let r = http.post(format!("{base}/api/v1/scripts/reload")).header("content-type", "application/json").send().await.unwrap();
+    let r = http
+        .post(format!("{base}/api/v1/scripts/reload"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_answered_throughout(stop, poller).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -338,13 +371,24 @@ async fn wrong_password_floods_back_off_and_do_not_stall() {
     let dir = temp_dir();
     let mut cfg = server_config(&dir);
     cfg.http.auth = AuthMode::Basic;
-    cfg.http.users = BTreeMap::from([("ops".to_string(), HttpUser { password_hash: auth::hash_password("right").unwrap(), role: Role::Admin })]);
+    cfg.http.users = BTreeMap::from([(
+        "ops".to_string(),
+        HttpUser { password_hash: auth::hash_password("right").unwrap(), role: Role::Admin },
+    )]);
     let (base, _server) = serve(cfg).await;
     let (stop, poller) = healthz_poller(base.clone());
     let http = reqwest::Client::new();
     let attempts = (0..32).map(|i| {
         let (http, base) = (http.clone(), base.clone());
-        async move { http.get(format!("{base}/api/v1/takeovers")).basic_auth("ops", Some(format!("wrong{i}"))).send().await.unwrap().status().as_u16() }
+        async move {
+            http.get(format!("{base}/api/v1/takeovers"))
+                .basic_auth("ops", Some(format!("wrong{i}")))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     });
     let statuses = futures::future::join_all(attempts).await;
     assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
@@ -378,11 +422,16 @@ async fn slow_and_surplus_connections_are_closed() {
     let mut extra = TcpStream::connect(&addr).await.unwrap();
     let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf)).await.expect("closed, not kept").unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("closed, not kept")
+        .unwrap_or(0);
     assert_eq!(n, 0, "a connection past the cap was served");
     // The unfinished headers time out: each idle connection is closed by the server.
     for c in &mut idle {
-        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.expect("closed after the header timeout");
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("closed after the header timeout");
         assert!(matches!(n, Ok(0) | Err(_)) || String::from_utf8_lossy(&buf).contains("408"), "{n:?}");
     }
     drop(idle);

@@ -32,7 +32,12 @@ pub async fn audit(cfg: &Config, args: AuditArgs) -> CliResult {
             }
             (None, false) => {
                 for row in v.as_array().into_iter().flatten() {
-                    println!("{}  {}  {}", row["id"].as_str().unwrap_or("?"), row["cluster"].as_str().unwrap_or("?"), row["status"].as_str().unwrap_or("?"));
+                    println!(
+                        "{}  {}  {}",
+                        row["id"].as_str().unwrap_or("?"),
+                        row["cluster"].as_str().unwrap_or("?"),
+                        row["status"].as_str().unwrap_or("?")
+                    );
                 }
             }
             (_, true) => println!("{}", serde_json::to_string_pretty(&v)?),
@@ -88,7 +93,9 @@ pub enum RuleCmd {
         #[arg(long)]
         duration_s: Option<u64>,
     },
-    Clear { instance: InstanceKey },
+    Clear {
+        instance: InstanceKey,
+    },
     List,
 }
 
@@ -120,7 +127,9 @@ pub enum DowntimeCmd {
         #[arg(long, default_value_t = 3600)]
         duration_s: u64,
     },
-    End { instance: InstanceKey },
+    End {
+        instance: InstanceKey,
+    },
     List,
 }
 
@@ -159,13 +168,16 @@ pub fn alias(cfg: &Config, cmd: AliasCmd) -> CliResult {
     match cmd {
         AliasCmd::List => {
             for c in store.clusters()? {
-                let claim = c.claimed_alias.map(|a| format!("  (claims '{a}', owned by another cluster)")).unwrap_or_default();
+                let claim =
+                    c.claimed_alias.map(|a| format!("  (claims '{a}', owned by another cluster)")).unwrap_or_default();
                 println!("{}  {}{claim}", c.name, c.alias.unwrap_or_else(|| "-".into()));
             }
         }
         AliasCmd::Move { alias, cluster } => {
             if cfg.aliases.contains_key(&alias) {
-                return Err(format!("alias '{alias}' is configured in [aliases] of {}: change it there", cfg.origin).into());
+                return Err(
+                    format!("alias '{alias}' is configured in [aliases] of {}: change it there", cfg.origin).into()
+                );
             }
             if !store.move_alias(&alias, &cluster)? {
                 return Err(format!("no remembered cluster is named {cluster} (baton alias list shows them)").into());
@@ -193,7 +205,9 @@ pub fn store_cmd(cfg: &Config, cmd: StoreCmd) -> CliResult {
                 println!("damaged: {} {}: {}", d.table, d.id, d.error);
             }
             if !damaged.is_empty() {
-                return Err(format!("{} damaged record(s); `baton store repair` moves them aside", damaged.len()).into());
+                return Err(
+                    format!("{} damaged record(s); `baton store repair` moves them aside", damaged.len()).into()
+                );
             }
             println!("store {}: every record reads", cfg.paths.data_dir.display());
         }

@@ -117,7 +117,9 @@ fn bench_dir(name: &str) -> PathBuf {
 
 pub async fn run(cmd: BenchCmd) -> CliResult {
     match cmd {
-        BenchCmd::Http { rounds, base_port, seconds, clients } => super::bench_http::run(rounds, base_port, seconds, clients).await,
+        BenchCmd::Http { rounds, base_port, seconds, clients } => {
+            super::bench_http::run(rounds, base_port, seconds, clients).await
+        }
         BenchCmd::Scripts { runs, candidates } => super::bench_scripts::run(runs, candidates).await,
         BenchCmd::Sandbox { runs, base_port } => {
             let (mut ups, mut baseline) = (Vec::new(), Vec::new());
@@ -133,7 +135,12 @@ pub async fn run(cmd: BenchCmd) -> CliResult {
                 for i in 0..4 {
                     let d = dir.join(format!("plain{i}"));
                     let out = std::process::Command::new("mariadb-install-db")
-                        .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"])
+                        .args([
+                            "--no-defaults",
+                            "--auth-root-authentication-method=normal",
+                            "--skip-test-db",
+                            "--user=root",
+                        ])
                         .arg(format!("--datadir={}", d.display()))
                         .output()?;
                     if !out.status.success() {
@@ -179,7 +186,8 @@ pub async fn run(cmd: BenchCmd) -> CliResult {
 async fn bench_takeover(args: TakeoverBench) -> CliResult {
     let dir = bench_dir("takeover");
     if args.sandbox {
-        let sb = Sandbox::up(&SandboxSpec { dir: dir.clone(), base_port: args.base_port, replicas: 3, alias: None }).await?;
+        let sb =
+            Sandbox::up(&SandboxSpec { dir: dir.clone(), base_port: args.base_port, replicas: 3, alias: None }).await?;
         let result = takeover_rounds(&args, sb.config(), sb.master().to_string()).await;
         sb.down().await?;
         let _ = std::fs::remove_dir_all(&dir);
@@ -283,17 +291,27 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
     let mut writers = Vec::new();
     for n in 0..args.writers.max(1) {
         writers.push(
-            Writer::start(members.clone(), APP_USER.0, APP_USER.1, base_id + n as i64, Duration::from_millis(args.write_interval_ms), 1e9)
-                .await,
+            Writer::start(
+                members.clone(),
+                APP_USER.0,
+                APP_USER.1,
+                base_id + n as i64,
+                Duration::from_millis(args.write_interval_ms),
+                1e9,
+            )
+            .await,
         );
     }
-    let sampler = Sampler::start(members.clone(), &cfg.topology.user, cfg.topology.password.expose(), Duration::from_millis(2)).await;
+    let sampler =
+        Sampler::start(members.clone(), &cfg.topology.user, cfg.topology.password.expose(), Duration::from_millis(2))
+            .await;
     // Readers on the server's read routes while takeovers run.
     let stop_readers = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
     if let Some(s) = &serve {
         for n in 0..args.readers {
-            let path = if n % 2 == 0 { format!("/api/v1/clusters/{hint}") } else { format!("/api/cluster/alias/{hint}") };
+            let path =
+                if n % 2 == 0 { format!("/api/v1/clusters/{hint}") } else { format!("/api/cluster/alias/{hint}") };
             let (url, http, stop) = (format!("{}{path}", s.base), http.clone(), stop_readers.clone());
             readers.push(tokio::spawn(async move {
                 let (mut ok, mut err) = (0u64, 0u64);
@@ -331,7 +349,12 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
             None => {
                 let r = engine
                     .takeover(
-                        TakeoverRequest { cluster_hint: hint.clone(), designated: Some(to.clone()), start_replication: true, ..Default::default() },
+                        TakeoverRequest {
+                            cluster_hint: hint.clone(),
+                            designated: Some(to.clone()),
+                            start_replication: true,
+                            ..Default::default()
+                        },
                         None,
                     )
                     .await;
@@ -339,10 +362,19 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
             }
             Some(s) => {
                 let body = serde_json::json!({ "designated": to.to_string(), "start_replication": true });
-                let r: serde_json::Value =
-                    http.post(format!("{}/api/v1/clusters/{hint}/takeover", s.base)).json(&body).send().await?.json().await?;
+                let r: serde_json::Value = http
+                    .post(format!("{}/api/v1/clusters/{hint}/takeover", s.base))
+                    .json(&body)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
                 let rep = if r.get("takeover").is_some() { &r["takeover"] } else { &r };
-                (rep["status"].as_str().unwrap_or("?").to_string(), rep["write_unavailable_ms"].as_f64(), rep["errors"].to_string())
+                (
+                    rep["status"].as_str().unwrap_or("?").to_string(),
+                    rep["write_unavailable_ms"].as_f64(),
+                    rep["errors"].to_string(),
+                )
             }
         };
         calls.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -390,7 +422,8 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
             crate::mysql::ops::wait_for_gtid(&connector, d.as_ref(), m, &pos.gtid, Duration::from_secs(30)).await?;
         }
         for (n, acked) in all_acked.iter().enumerate() {
-            let have: std::collections::HashSet<i64> = rows_of(&connector, m, base_id + n as i64).await?.into_iter().collect();
+            let have: std::collections::HashSet<i64> =
+                rows_of(&connector, m, base_id + n as i64).await?.into_iter().collect();
             lost += acked.iter().filter(|id| !have.contains(id)).count();
         }
     }
@@ -432,7 +465,8 @@ pub async fn demo(args: DemoArgs) -> CliResult {
         old.down().await?;
     }
     println!("== starting a 1+3 MariaDB sandbox in {}", args.dir.display());
-    let sb = Sandbox::up(&SandboxSpec { dir: args.dir.clone(), base_port: args.base_port, replicas: 3, alias: None }).await?;
+    let sb = Sandbox::up(&SandboxSpec { dir: args.dir.clone(), base_port: args.base_port, replicas: 3, alias: None })
+        .await?;
     let cfg = sb.config();
     let store = SqliteStore::open(&cfg.paths.data_dir)?;
     let conn = Connector::new(&cfg);

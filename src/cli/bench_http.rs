@@ -56,7 +56,10 @@ async fn measure(sb: &Sandbox, rounds: usize, seconds: u64, clients: usize) -> C
                 ok
             }
             1 => {
-                let r = http.get(format!("{base}/api/graceful-master-takeover/{alias}/{}/{}", to.host, to.port)).send().await?;
+                let r = http
+                    .get(format!("{base}/api/graceful-master-takeover/{alias}/{}/{}", to.host, to.port))
+                    .send()
+                    .await?;
                 let answer: serde_json::Value = r.json().await?;
                 compat.push(t.elapsed().as_secs_f64() * 1000.0);
                 let ok = answer["Code"] == "OK";
@@ -70,7 +73,12 @@ async fn measure(sb: &Sandbox, rounds: usize, seconds: u64, clients: usize) -> C
                 ok
             }
             _ => {
-                let req = TakeoverRequest { cluster_hint: alias.clone(), designated: Some(to.clone()), start_replication: true, ..Default::default() };
+                let req = TakeoverRequest {
+                    cluster_hint: alias.clone(),
+                    designated: Some(to.clone()),
+                    start_replication: true,
+                    ..Default::default()
+                };
                 let r = engine.takeover(req, None).await;
                 local.push(t.elapsed().as_secs_f64() * 1000.0);
                 if r.status != Status::Promoted {

@@ -33,16 +33,34 @@ fn synthetic_cluster(n: usize) -> Cluster {
         serde_json::from_value(v).expect("synthetic instance")
     };
     let master_key: InstanceKey = "10.0.0.1:3306".parse().expect("key");
-    let mut members = vec![Member { key: master_key.clone(), depth: Some(0), source: None, instance: Some(instance(3306, 1_000_000, None, true)), error: None }];
+    let mut members = vec![Member {
+        key: master_key.clone(),
+        depth: Some(0),
+        source: None,
+        instance: Some(instance(3306, 1_000_000, None, true)),
+        error: None,
+    }];
     for i in 0..n {
         let port = 10_000 + i as u16;
         // Positions and lags spread so that the ordering has work to do at every level.
         let seq = 1_000_000 - ((i * 7919) % 97) as u64;
         let lag = ((i * 104_729) % 13) as u64;
         let inst = instance(port, seq, Some(lag), false);
-        members.push(Member { key: inst.key.clone(), depth: Some(1), source: Some(master_key.clone()), instance: Some(inst), error: None });
+        members.push(Member {
+            key: inst.key.clone(),
+            depth: Some(1),
+            source: Some(master_key.clone()),
+            instance: Some(inst),
+            error: None,
+        });
     }
-    Cluster { name: master_key.to_string(), alias: Some("bench".into()), master: Some(master_key), members, problems: Vec::new() }
+    Cluster {
+        name: master_key.to_string(),
+        alias: Some("bench".into()),
+        master: Some(master_key),
+        members,
+        problems: Vec::new(),
+    }
 }
 
 fn hook_ctx() -> HookContext {
@@ -111,7 +129,9 @@ async fn measure(cfg: &Config, runs: usize, n: usize) -> CliResult {
         prep_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         match lua {
             Choice::Chosen { key, .. } if key == rust => {}
-            other => return Err(format!("the Lua policy and the built-in ordering disagree: {other:?} vs {rust}").into()),
+            other => {
+                return Err(format!("the Lua policy and the built-in ordering disagree: {other:?} vs {rust}").into())
+            }
         }
     }
     println!("policy choice over {n} candidates ({runs} runs, ms):");

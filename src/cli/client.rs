@@ -22,7 +22,10 @@ fn credentials(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     if let Some(t) = var(&["BATON_API_TOKEN"]) {
         return req.bearer_auth(t);
     }
-    match (var(&["BATON_API_USER", "ORCHESTRATOR_AUTH_USER"]), var(&["BATON_API_PASSWORD", "ORCHESTRATOR_AUTH_PASSWORD"])) {
+    match (
+        var(&["BATON_API_USER", "ORCHESTRATOR_AUTH_USER"]),
+        var(&["BATON_API_PASSWORD", "ORCHESTRATOR_AUTH_PASSWORD"]),
+    ) {
         (Some(u), p) => req.basic_auth(u, p),
         _ => req,
     }
@@ -37,7 +40,8 @@ fn message(status: reqwest::StatusCode, body: &serde_json::Value) -> String {
 impl Api {
     async fn leader(urls: &[String]) -> Result<Api, Error> {
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
-        let urls: Vec<String> = urls.iter().map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect();
+        let urls: Vec<String> =
+            urls.iter().map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect();
         if urls.len() == 1 {
             return Ok(Api { base: urls[0].clone(), http });
         }
@@ -53,7 +57,10 @@ impl Api {
     }
 
     async fn get_json(&self, path: &str) -> Result<serde_json::Value, Error> {
-        let r = credentials(self.http.get(format!("{}{path}", self.base))).send().await.map_err(|e| format!("{}{path}: {e}", self.base))?;
+        let r = credentials(self.http.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .map_err(|e| format!("{}{path}: {e}", self.base))?;
         let status = r.status();
         let body: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
         if status.is_success() {
@@ -84,7 +91,8 @@ pub async fn takeover(urls: &[String], req: &TakeoverRequest, live: bool) -> Res
     let url = format!("{}/api/v1/clusters/{}/takeover", api.base, path_part(&req.cluster_hint));
     let r = credentials(api.http.post(&url).json(&body)).send().await.map_err(|e| format!("{url}: {e}"))?;
     let status = r.status();
-    let answer: serde_json::Value = r.json().await.map_err(|e| format!("{url}: HTTP {}: not JSON: {e}", status.as_u16()))?;
+    let answer: serde_json::Value =
+        r.json().await.map_err(|e| format!("{url}: HTTP {}: not JSON: {e}", status.as_u16()))?;
     // A takeover that ran or was refused comes back as a report (alone, or beside the error).
     let report = if answer.get("takeover").is_some() { answer["takeover"].clone() } else { answer.clone() };
     if status == reqwest::StatusCode::ACCEPTED {
@@ -140,7 +148,12 @@ pub async fn cluster(urls: &[String], hint: &str) -> Result<crate::topology::Clu
 }
 
 /// `GET /api/v1/takeovers[/{id}]`.
-pub async fn audit(urls: &[String], id: Option<&str>, cluster: Option<&str>, limit: usize) -> Result<serde_json::Value, Error> {
+pub async fn audit(
+    urls: &[String],
+    id: Option<&str>,
+    cluster: Option<&str>,
+    limit: usize,
+) -> Result<serde_json::Value, Error> {
     let api = Api::leader(urls).await?;
     match id {
         Some(id) => api.get_json(&format!("/api/v1/takeovers/{}", path_part(id))).await,

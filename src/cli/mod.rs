@@ -151,23 +151,35 @@ async fn run(cli: Cli) -> CliResult {
             instance::run(&load()?, k, c).await
         }
         Command::ReadOnly(cmd) => match cmd {
-            instance::ReadOnlyCmd::On { instance } => instance::run(&load()?, instance, crate::engine::InstanceCommand::SetReadOnly).await,
-            instance::ReadOnlyCmd::Off { instance } => instance::run(&load()?, instance, crate::engine::InstanceCommand::SetWriteable).await,
+            instance::ReadOnlyCmd::On { instance } => {
+                instance::run(&load()?, instance, crate::engine::InstanceCommand::SetReadOnly).await
+            }
+            instance::ReadOnlyCmd::Off { instance } => {
+                instance::run(&load()?, instance, crate::engine::InstanceCommand::SetWriteable).await
+            }
         },
-        Command::Relocate(a) => instance::run(&load()?, a.instance, crate::engine::InstanceCommand::Relocate { below: a.below }).await,
+        Command::Relocate(a) => {
+            instance::run(&load()?, a.instance, crate::engine::InstanceCommand::Relocate { below: a.below }).await
+        }
         Command::MoveUp { instance } => instance::run(&load()?, instance, crate::engine::InstanceCommand::MoveUp).await,
         Command::Forget(a) => instance::forget(&load()?, a),
         Command::Operations { json } => instance::operations(&load()?, json),
         Command::ImportOrchestratorConfig { file } => {
             let json = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let toml = crate::migrate::from_orchestrator(&json, &|p| std::fs::read_to_string(p).ok(), &crate::http::auth::hash_password)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+            let toml = crate::migrate::from_orchestrator(
+                &json,
+                &|p| std::fs::read_to_string(p).ok(),
+                &crate::http::auth::hash_password,
+            )
+            .map_err(|e| format!("{}: {e}", file.display()))?;
             print!("{toml}");
             Ok(())
         }
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Demo(args) => bench::demo(args).await,
-        Command::Serve { listen } => crate::http::serve(&load()?, listen.as_deref()).await.map_err(|e| e.to_string().into()),
+        Command::Serve { listen } => {
+            crate::http::serve(&load()?, listen.as_deref()).await.map_err(|e| e.to_string().into())
+        }
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin().read_line(&mut password)?;

@@ -73,7 +73,11 @@ pub async fn run(cfg: &Config, cmd: ScriptCmd) -> CliResult {
             print_loaded(&host.loaded());
             let mut events = host.subscribe();
             let _watch = watch::watch(host.clone())?;
-            println!("watching {} and {} (Ctrl-C to stop)", cfg.paths.scripts_dir.display(), cfg.paths.hooks_dir.display());
+            println!(
+                "watching {} and {} (Ctrl-C to stop)",
+                cfg.paths.scripts_dir.display(),
+                cfg.paths.hooks_dir.display()
+            );
             loop {
                 tokio::select! {
                     ev = events.recv() => match ev {
@@ -102,7 +106,10 @@ async fn test(cfg: &Config, args: TestArgs) -> CliResult {
     let text = std::fs::read_to_string(&args.topology).map_err(|e| format!("{}: {e}", args.topology.display()))?;
     let cluster: Cluster = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a `baton topology --json` snapshot: {e}", args.topology.display()))?;
-    let master = cluster.master.clone().ok_or_else(|| format!("{}: the snapshot has no single master", args.topology.display()))?;
+    let master = cluster
+        .master
+        .clone()
+        .ok_or_else(|| format!("{}: the snapshot has no single master", args.topology.display()))?;
     let mut inputs = PlanInputs {
         ignore_hostname_filters: cfg.takeover.promotion_ignore_hostname_filters.clone(),
         reasonable_lag_s: cfg.takeover.reasonable_lag_s,

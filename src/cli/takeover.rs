@@ -123,7 +123,8 @@ pub async fn run(cfg: &Config, args: TakeoverArgs) -> CliResult {
     };
     let report = if args.api.is_empty() {
         let engine = engine(cfg).await?;
-        let live: Option<crate::engine::EventSink> = if args.json { None } else { Some(Arc::new(|ev: &PhaseEvent| print_event(ev))) };
+        let live: Option<crate::engine::EventSink> =
+            if args.json { None } else { Some(Arc::new(|ev: &PhaseEvent| print_event(ev))) };
         let report = engine.takeover(req, live).await;
         engine.connector.close().await;
         report

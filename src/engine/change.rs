@@ -51,7 +51,8 @@ impl Run {
         let master = self.master.clone().expect("checked");
         let d = self.designated.clone().expect("chosen");
         let c = self.cluster.as_ref().expect("resolved");
-        let siblings: Vec<InstanceKey> = c.replicas_of(&master).iter().map(|m| m.key.clone()).filter(|k| *k != d).collect();
+        let siblings: Vec<InstanceKey> =
+            c.replicas_of(&master).iter().map(|m| m.key.clone()).filter(|k| *k != d).collect();
         if siblings.is_empty() {
             self.detail = "no siblings".into();
             return Ok(());
@@ -111,12 +112,16 @@ impl Run {
         let master = self.master.clone().expect("checked");
         let lock_wait = self.cfg().takeover.fence_lock_wait_s;
         self.fenced_at = Some(Instant::now());
-        let op = ops::set_read_only(self.conn(), &master, true, lock_wait).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+        let op = ops::set_read_only(self.conn(), &master, true, lock_wait)
+            .await
+            .map_err(|source| TakeoverError::Sql { phase, source })?;
         self.ops.push(op);
         if let Some(grace) = self.cfg().takeover.kill_connections_after_ms {
             tokio::time::sleep(Duration::from_millis(grace)).await;
             let user = self.cfg().topology.user.clone();
-            let op = ops::kill_client_connections(self.conn(), &master, &user).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+            let op = ops::kill_client_connections(self.conn(), &master, &user)
+                .await
+                .map_err(|source| TakeoverError::Sql { phase, source })?;
             self.detail = format!("killed {} client connections; ", op.statements.len().saturating_sub(1));
             self.ops.push(op);
         }

@@ -9,9 +9,12 @@ impl Run {
         let phase = Phase::Resolve;
         let store = self.engine.store.clone();
         let discover = |run: &Run| {
-            let (conn, cfg, store, hint) = (run.engine.connector.clone(), run.engine.cfg.clone(), store.clone(), run.req.cluster_hint.clone());
+            let (conn, cfg, store, hint) =
+                (run.engine.connector.clone(), run.engine.cfg.clone(), store.clone(), run.req.cluster_hint.clone());
             async move {
-                discovery::discover_hint(&conn, &cfg, store.as_ref(), &hint).await.map_err(|source| TakeoverError::Discovery { phase, source })
+                discovery::discover_hint(&conn, &cfg, store.as_ref(), &hint)
+                    .await
+                    .map_err(|source| TakeoverError::Discovery { phase, source })
             }
         };
         let mut cluster = discover(self).await?;
@@ -30,7 +33,11 @@ impl Run {
                 // Another process holds the store right now: the cluster is busy, as when another
                 // takeover holds its lock (409), not an error of this one.
                 Err(source) if source.is_busy() => {
-                    return Err(TakeoverError::Busy { phase, cluster: lock, holder: format!("the store is busy ({source})") })
+                    return Err(TakeoverError::Busy {
+                        phase,
+                        cluster: lock,
+                        holder: format!("the store is busy ({source})"),
+                    })
                 }
                 other => other.map_err(|source| TakeoverError::Store { phase, source })?,
             };
@@ -47,7 +54,10 @@ impl Run {
             // An unreachable master cannot be locked; check_master refuses it with the reason.
             if let Some(master) = cluster.master.clone().filter(|m| cluster.instance(m).is_some()) {
                 let name = ops::lock_name(&lock);
-                match ops::server_lock(self.conn(), &master, &name).await.map_err(|source| TakeoverError::Sql { phase, source })? {
+                match ops::server_lock(self.conn(), &master, &name)
+                    .await
+                    .map_err(|source| TakeoverError::Sql { phase, source })?
+                {
                     Some(l) => self.server_lock = Some(l),
                     None => {
                         return Err(TakeoverError::Busy {
@@ -73,11 +83,14 @@ impl Run {
         }
         self.report.cluster = cluster.name.clone();
         self.report.alias = cluster.alias.clone();
-        self.report.replicas = cluster.members.iter().filter(|m| m.depth.unwrap_or(0) > 0).map(|m| m.key.to_string()).collect();
-        self.report.lost_replicas = cluster.members.iter().filter(|m| !m.reachable()).map(|m| m.key.to_string()).collect();
+        self.report.replicas =
+            cluster.members.iter().filter(|m| m.depth.unwrap_or(0) > 0).map(|m| m.key.to_string()).collect();
+        self.report.lost_replicas =
+            cluster.members.iter().filter(|m| !m.reachable()).map(|m| m.key.to_string()).collect();
         let hash = plan::topology_hash(&cluster);
         self.report.plan_hash = Some(hash.clone());
-        self.detail = format!("{} members, {} problems, topology {hash}", cluster.members.len(), cluster.problems.len());
+        self.detail =
+            format!("{} members, {} problems, topology {hash}", cluster.members.len(), cluster.problems.len());
         self.cluster = Some(cluster);
         if let Some(want) = &self.req.plan_hash {
             if *want != hash {
@@ -97,25 +110,62 @@ impl Run {
         let c = self.cluster.as_ref().expect("resolved");
         let writable = c.writable_members();
         let Some(master) = c.master.clone() else {
-            let names: Vec<String> = c.problems.iter().filter(|p| matches!(p.kind, crate::topology::ProblemKind::MultipleMasters | crate::topology::ProblemKind::CoMaster | crate::topology::ProblemKind::NoMaster)).map(|p| p.message.clone()).collect();
-            return Err(TakeoverError::refused(phase, "one_master", None, format!("cannot tell the master: {}", names.join("; "))));
+            let names: Vec<String> = c
+                .problems
+                .iter()
+                .filter(|p| {
+                    matches!(
+                        p.kind,
+                        crate::topology::ProblemKind::MultipleMasters
+                            | crate::topology::ProblemKind::CoMaster
+                            | crate::topology::ProblemKind::NoMaster
+                    )
+                })
+                .map(|p| p.message.clone())
+                .collect();
+            return Err(TakeoverError::refused(
+                phase,
+                "one_master",
+                None,
+                format!("cannot tell the master: {}", names.join("; ")),
+            ));
         };
         let mi = c.instance(&master).ok_or_else(|| {
-            TakeoverError::refused(phase, "master_reachable", Some(&master), "the master is unreachable (a graceful takeover needs it; this is a failover)")
+            TakeoverError::refused(
+                phase,
+                "master_reachable",
+                Some(&master),
+                "the master is unreachable (a graceful takeover needs it; this is a failover)",
+            )
         })?;
         if writable.len() > 1 {
             let names: Vec<String> = writable.iter().map(|k| k.to_string()).collect();
-            return Err(TakeoverError::refused(phase, "one_writable", None, format!("several writable instances: {}", names.join(", "))));
+            return Err(TakeoverError::refused(
+                phase,
+                "one_writable",
+                None,
+                format!("several writable instances: {}", names.join(", ")),
+            ));
         }
         if mi.read_only {
-            return Err(TakeoverError::refused(phase, "master_writable", Some(&master), "the master is read-only already"));
+            return Err(TakeoverError::refused(
+                phase,
+                "master_writable",
+                Some(&master),
+                "the master is read-only already",
+            ));
         }
         if let Some(why) = plan::clock_skew(mi, self.cfg().takeover.max_clock_skew_s) {
             return Err(TakeoverError::refused(phase, "clock_skew", Some(&master), why));
         }
         if let Some(expected) = &self.req.expected_master {
             if *expected != master {
-                return Err(TakeoverError::refused(phase, "expected_master", Some(&master), format!("the master is {master}, not the expected {expected}")));
+                return Err(TakeoverError::refused(
+                    phase,
+                    "expected_master",
+                    Some(&master),
+                    format!("the master is {master}, not the expected {expected}"),
+                ));
             }
         }
         let replicas = c.replicas_of(&master);
@@ -129,7 +179,10 @@ impl Run {
                     phase,
                     "replicas_reachable",
                     Some(&r.key),
-                    format!("replica unreachable ({}); downtime it to take over without it", r.error.as_deref().unwrap_or("?")),
+                    format!(
+                        "replica unreachable ({}); downtime it to take over without it",
+                        r.error.as_deref().unwrap_or("?")
+                    ),
                 ));
             }
         }
@@ -162,7 +215,11 @@ impl Run {
                     phase,
                     "designated_given",
                     Some(&master),
-                    format!("the master has {} replicas ({}): name one, or ask for auto", replicas.len(), keys(&replicas)),
+                    format!(
+                        "the master has {} replicas ({}): name one, or ask for auto",
+                        replicas.len(),
+                        keys(&replicas)
+                    ),
                 ))
             }
             None => self.policy_choice(phase, &master).await?,
@@ -176,7 +233,11 @@ impl Run {
 
     /// The candidate policy's choice among the eligible replicas: the operator's Lua policy when
     /// one is loaded, else the built-in ordering. The policy may only pick an eligible candidate.
-    pub(super) async fn policy_choice(&self, phase: Phase, master: &InstanceKey) -> Result<(InstanceKey, String), TakeoverError> {
+    pub(super) async fn policy_choice(
+        &self,
+        phase: Phase,
+        master: &InstanceKey,
+    ) -> Result<(InstanceKey, String), TakeoverError> {
         let c = self.cluster.as_ref().expect("resolved");
         let refused = |why: String| TakeoverError::refused(phase, "candidate", Some(master), why);
         let (candidates, excluded) = plan::candidates(c, master, &self.inputs);
@@ -198,7 +259,9 @@ impl Run {
                 Some(&key),
                 format!("the policy chose {key}, which is not an eligible candidate ({reason})"),
             )),
-            Ok(Choice::Refused { reason }) => Err(TakeoverError::refused(phase, "policy", Some(master), format!("the policy refused: {reason}"))),
+            Ok(Choice::Refused { reason }) => {
+                Err(TakeoverError::refused(phase, "policy", Some(master), format!("the policy refused: {reason}")))
+            }
             Err(e) => Err(TakeoverError::refused(phase, "policy", Some(master), format!("the policy failed: {e}"))),
         }
     }
@@ -210,9 +273,9 @@ impl Run {
         // A designated replica whose replication was simply stopped (both threads, no error: a
         // demoted master repointed without starting replication) is started and caught up first.
         let replication = self.cluster.as_ref().and_then(|c| c.instance(&d)).and_then(|i| i.replication.clone());
-        let stopped_cleanly = replication.as_ref().is_some_and(|r| {
-            r.source == master && !r.io_thread.running() && !r.sql_thread.running() && !r.broken()
-        });
+        let stopped_cleanly = replication
+            .as_ref()
+            .is_some_and(|r| r.source == master && !r.io_thread.running() && !r.sql_thread.running() && !r.broken());
         // Replication just started (the IO thread still connecting, no error): wait, in the
         // server, until it has caught up, instead of refusing a replica that is about to be fine.
         let connecting = replication.as_ref().is_some_and(|r| {
@@ -226,9 +289,12 @@ impl Run {
             self.detail = format!("replication on {d} was connecting: waited until it caught up; ");
         }
         if stopped_cleanly && self.req.dry_run {
-            self.detail = format!("replication on {d} is stopped: a takeover starts it and waits for it to catch up first; ");
+            self.detail =
+                format!("replication on {d} is stopped: a takeover starts it and waits for it to catch up first; ");
         } else if stopped_cleanly {
-            self.ops.push(ops::start_replication(self.conn(), &d).await.map_err(|source| TakeoverError::Sql { phase, source })?);
+            self.ops.push(
+                ops::start_replication(self.conn(), &d).await.map_err(|source| TakeoverError::Sql { phase, source })?,
+            );
             self.started_designated_replication = true;
             self.catch_up_designated(&master, &d).await?;
             self.detail = format!("started replication on {d} (it was stopped) and waited for it to catch up; ");
@@ -239,7 +305,9 @@ impl Run {
         // the server-side wait (its IO thread may still be connecting, with a NULL lag) is not a
         // reason to refuse. Catch-up after the fence still waits for it, bounded.
         let io_connecting_cleanly = c.instance(&d).and_then(|i| i.replication.as_ref()).is_some_and(|r| {
-            r.sql_thread.running() && matches!(r.io_thread, ThreadState::Connecting | ThreadState::Preparing) && !r.broken()
+            r.sql_thread.running()
+                && matches!(r.io_thread, ThreadState::Connecting | ThreadState::Preparing)
+                && !r.broken()
         });
         let accepted = if stopped_cleanly && self.req.dry_run {
             Some("stopped cleanly: started and caught up before the takeover")
@@ -264,7 +332,10 @@ impl Run {
             .filter(|i| i.key != d)
             .map(|i| {
                 let dialect = crate::mysql::dialect::for_server(i.flavor, i.version_number());
-                dialect.source_credential_limits().check(i.flavor, &r.user, r.password.expose()).map_err(|e| format!("{}: {e}", i.key))
+                dialect
+                    .source_credential_limits()
+                    .check(i.flavor, &r.user, r.password.expose())
+                    .map_err(|e| format!("{}: {e}", i.key))
             })
             .find_map(Result::err);
         checks.push(Check {
@@ -287,7 +358,12 @@ impl Run {
         });
         let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
         let result = match failed.first() {
-            Some(first) => Err(TakeoverError::refused(phase, &first.name, Some(&d), failed.iter().map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; "))),
+            Some(first) => Err(TakeoverError::refused(
+                phase,
+                &first.name,
+                Some(&d),
+                failed.iter().map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; "),
+            )),
             None => Ok(()),
         };
         self.detail.push_str(&format!("{} checks on {d}", checks.len()));
@@ -299,12 +375,15 @@ impl Run {
     /// position, then re-reads the cluster so that the checks see it as it is now.
     pub(super) async fn catch_up_designated(&mut self, master: &InstanceKey, d: &InstanceKey) -> PhaseResult {
         let phase = Phase::CheckDesignated;
-        let pos = ops::own_position(self.conn(), master).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+        let pos =
+            ops::own_position(self.conn(), master).await.map_err(|source| TakeoverError::Sql { phase, source })?;
         self.ops.push(self.wait_executed(d, &pos).await.map_err(|source| TakeoverError::Sql { phase, source })?);
         // Seeded with the designated replica too: its IO thread may not have registered with the
         // master yet (it is listed by SHOW SLAVE HOSTS only once connected).
         let seeds = vec![master.clone(), d.clone()];
-        let c = discovery::discover(self.conn(), self.cfg(), &seeds).await.map_err(|source| TakeoverError::Discovery { phase, source })?;
+        let c = discovery::discover(self.conn(), self.cfg(), &seeds)
+            .await
+            .map_err(|source| TakeoverError::Discovery { phase, source })?;
         self.cluster = Some(c);
         Ok(())
     }

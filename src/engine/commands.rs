@@ -26,7 +26,9 @@ pub enum InstanceCommand {
     SetReadOnly,
     SetWriteable,
     /// Replicate from `below` (GTID), a member of the same cluster.
-    Relocate { below: InstanceKey },
+    Relocate {
+        below: InstanceKey,
+    },
     /// Replicate from the source's source.
     MoveUp,
 }
@@ -76,7 +78,12 @@ pub enum CommandError {
 
 impl Engine {
     /// Runs `cmd` on `key`; the report is saved whatever the outcome.
-    pub async fn instance_command(&self, key: &InstanceKey, cmd: InstanceCommand, by: &str) -> (CommandReport, Result<Cluster, CommandError>) {
+    pub async fn instance_command(
+        &self,
+        key: &InstanceKey,
+        cmd: InstanceCommand,
+        by: &str,
+    ) -> (CommandReport, Result<Cluster, CommandError>) {
         let start = Instant::now();
         let mut report = CommandReport {
             id: Engine::new_id(),
@@ -116,12 +123,19 @@ impl Engine {
         (report, result)
     }
 
-    async fn run_command(&self, key: &InstanceKey, cmd: &InstanceCommand, report: &mut CommandReport) -> Result<Cluster, CommandError> {
+    async fn run_command(
+        &self,
+        key: &InstanceKey,
+        cmd: &InstanceCommand,
+        report: &mut CommandReport,
+    ) -> Result<Cluster, CommandError> {
         let name = cmd.name();
         let refused = |reason: String| CommandError::Refused { command: name, instance: key.clone(), reason };
         let failed = |message: String| CommandError::Failed { command: name, instance: key.clone(), message };
         if self.store.cluster_of(key).map_err(|e| failed(e.to_string()))?.is_none() {
-            return Err(refused(format!("{key} is not a member of a cluster Baton knows (discover its cluster first)")));
+            return Err(refused(format!(
+                "{key} is not a member of a cluster Baton knows (discover its cluster first)"
+            )));
         }
         let cluster = discovery::discover_hint(&self.connector, &self.cfg, self.store.as_ref(), &key.to_string())
             .await
@@ -138,14 +152,18 @@ impl Engine {
             InstanceCommand::MoveUp => {
                 let source = i.source().ok_or_else(|| refused(format!("{key} does not replicate")))?;
                 let grand = cluster.instance(source).and_then(|s| s.source()).cloned();
-                Some(grand.ok_or_else(|| refused(format!("its source {source} does not replicate from anyone: nothing to move up to")))?)
+                Some(grand.ok_or_else(|| {
+                    refused(format!("its source {source} does not replicate from anyone: nothing to move up to"))
+                })?)
             }
             _ => None,
         };
         if let Some(t) = &target {
             check_move(&cluster, key, t).map_err(refused)?;
         }
-        if matches!(cmd, InstanceCommand::StartReplica | InstanceCommand::StopReplica | InstanceCommand::RestartReplica) && i.replication.is_none() {
+        if matches!(cmd, InstanceCommand::StartReplica | InstanceCommand::StopReplica | InstanceCommand::RestartReplica)
+            && i.replication.is_none()
+        {
             return Err(refused(format!("{key} is not a replica")));
         }
 
@@ -153,14 +171,24 @@ impl Engine {
         let lock = cluster.alias.clone().unwrap_or_else(|| cluster.name.clone());
         let holder = self.store.lock_cluster(&lock, &report.id).map_err(|e| failed(e.to_string()))?;
         if let Some(holder) = holder {
-            return Err(CommandError::Busy { command: name, instance: key.clone(), cluster: lock, holder: format!("takeover or command {holder}") });
+            return Err(CommandError::Busy {
+                command: name,
+                instance: key.clone(),
+                cluster: lock,
+                holder: format!("takeover or command {holder}"),
+            });
         }
         let server_lock = match cluster.master.as_ref().filter(|m| cluster.instance(m).is_some()) {
             Some(m) => match ops::server_lock(&self.connector, m, &ops::lock_name(&lock)).await {
                 Ok(Some(l)) => Some(l),
                 Ok(None) => {
                     let _ = self.store.unlock_cluster(&lock, &report.id);
-                    return Err(CommandError::Busy { command: name, instance: key.clone(), cluster: lock, holder: "another Baton process".into() });
+                    return Err(CommandError::Busy {
+                        command: name,
+                        instance: key.clone(),
+                        cluster: lock,
+                        holder: "another Baton process".into(),
+                    });
                 }
                 Err(e) => {
                     let _ = self.store.unlock_cluster(&lock, &report.id);
@@ -180,10 +208,19 @@ impl Engine {
             .map_err(|e| failed(format!("done, but the cluster could not be read again: {e}")))
     }
 
-    async fn apply(&self, key: &InstanceKey, cmd: &InstanceCommand, target: Option<&InstanceKey>, flavor: &Flavor, ops_out: &mut Vec<OpRecord>) -> Result<(), String> {
+    async fn apply(
+        &self,
+        key: &InstanceKey,
+        cmd: &InstanceCommand,
+        target: Option<&InstanceKey>,
+        flavor: &Flavor,
+        ops_out: &mut Vec<OpRecord>,
+    ) -> Result<(), String> {
         let c = &self.connector;
         let lock_wait = self.cfg.takeover.fence_lock_wait_s;
-        let op = |r: Result<OpRecord, crate::mysql::SqlError>, out: &mut Vec<OpRecord>| r.map(|o| out.push(o)).map_err(|e| e.to_string());
+        let op = |r: Result<OpRecord, crate::mysql::SqlError>, out: &mut Vec<OpRecord>| {
+            r.map(|o| out.push(o)).map_err(|e| e.to_string())
+        };
         match cmd {
             InstanceCommand::StartReplica => op(ops::start_replication(c, key).await, ops_out),
             InstanceCommand::StopReplica => op(ops::stop_replication(c, key).await, ops_out),
@@ -200,7 +237,14 @@ impl Engine {
                     Flavor::MySql => SourcePosition::AutoPosition,
                     Flavor::MariaDb => SourcePosition::GtidSlavePos,
                 };
-                let spec = SourceSpec { host: t.host.clone(), port: t.port, user: r.user.clone(), password: r.password.expose().to_string(), position, tls: r.tls };
+                let spec = SourceSpec {
+                    host: t.host.clone(),
+                    port: t.port,
+                    user: r.user.clone(),
+                    password: r.password.expose().to_string(),
+                    position,
+                    tls: r.tls,
+                };
                 op(ops::repoint(c, key, &spec, true).await, ops_out)
             }
         }
@@ -215,7 +259,9 @@ pub fn check_move(cluster: &Cluster, replica: &InstanceKey, target: &InstanceKey
         return Err("an instance cannot replicate from itself".into());
     }
     let r = cluster.instance(replica).ok_or_else(|| format!("{replica} does not answer"))?;
-    let t = cluster.instance(target).ok_or_else(|| format!("{target} is not a reachable member of cluster {}", cluster.name))?;
+    let t = cluster
+        .instance(target)
+        .ok_or_else(|| format!("{target} is not a reachable member of cluster {}", cluster.name))?;
     if r.source() == Some(target) {
         return Err(format!("{replica} already replicates from {target}"));
     }
@@ -233,13 +279,18 @@ pub fn check_move(cluster: &Cluster, replica: &InstanceKey, target: &InstanceKey
         up = cluster.instance(&k).and_then(|i| i.source()).cloned();
     }
     if !t.can_be_master() {
-        return Err(format!("{target} cannot serve replicas (log_bin={} log_slave_updates={})", t.log_bin, t.log_slave_updates));
+        return Err(format!(
+            "{target} cannot serve replicas (log_bin={} log_slave_updates={})",
+            t.log_bin, t.log_slave_updates
+        ));
     }
     if !r.gtid.enabled() || !t.gtid.enabled() || r.replication.as_ref().is_some_and(|x| x.gtid_mode == GtidMode::No) {
         return Err("moves are GTID-based: both instances must use GTID replication".into());
     }
     if let Some(missing) = r.gtid.missing_from(&t.gtid) {
-        return Err(format!("{target} lacks transactions {replica} has ({missing}): errant on {replica}, or {target} is behind"));
+        return Err(format!(
+            "{target} lacks transactions {replica} has ({missing}): errant on {replica}, or {target} is behind"
+        ));
     }
     Ok(())
 }

@@ -21,34 +21,64 @@ impl Run {
         };
         let dd = self.conn().dialect(&d).await.map_err(sql)?;
         let md = self.conn().dialect(&master).await.map_err(sql)?;
-        let stopped = c.instance(&d).and_then(|i| i.replication.as_ref()).is_some_and(|r| !r.io_thread.running() && !r.sql_thread.running());
+        let stopped = c
+            .instance(&d)
+            .and_then(|i| i.replication.as_ref())
+            .is_some_and(|r| !r.io_thread.running() && !r.sql_thread.running());
         if stopped {
-            step(Phase::CheckDesignated, &d, "start replication and wait until the master's position is executed".into(), vec![
-                dd.start_replication().shown,
-                dd.wait_for_gtid("<the master's position>", limit).shown,
-            ]);
+            step(
+                Phase::CheckDesignated,
+                &d,
+                "start replication and wait until the master's position is executed".into(),
+                vec![dd.start_replication().shown, dd.wait_for_gtid("<the master's position>", limit).shown],
+            );
         }
-        let siblings: Vec<InstanceKey> =
-            c.replicas_of(&master).iter().map(|m| m.key.clone()).filter(|k| *k != d && c.instance(k).is_some()).collect();
+        let siblings: Vec<InstanceKey> = c
+            .replicas_of(&master)
+            .iter()
+            .map(|m| m.key.clone())
+            .filter(|k| *k != d && c.instance(k).is_some())
+            .collect();
         for s in &siblings {
             let sd = self.conn().dialect(s).await.map_err(sql)?;
             step(Phase::RelocateSiblings, s, "stop replication".into(), vec![sd.stop_replication().shown]);
-            step(Phase::RelocateSiblings, &d, format!("wait until it executed what {s} had"), vec![
-                dd.wait_for_gtid(&format!("<gtid executed by {s}>"), limit).shown,
-            ]);
+            step(
+                Phase::RelocateSiblings,
+                &d,
+                format!("wait until it executed what {s} had"),
+                vec![dd.wait_for_gtid(&format!("<gtid executed by {s}>"), limit).shown],
+            );
             let spec = self.replication_spec(&d, self.replica_position(s), self.uses_tls(s));
-            step(Phase::RelocateSiblings, s, format!("replicate from {d}"), shown(ops::statements::repoint(sd.as_ref(), &spec, true))[1..].to_vec());
+            step(
+                Phase::RelocateSiblings,
+                s,
+                format!("replicate from {d}"),
+                shown(ops::statements::repoint(sd.as_ref(), &spec, true))[1..].to_vec(),
+            );
         }
-        step(Phase::Fence, &master, "read_only on".into(), shown(ops::statements::set_read_only(md.as_ref(), true, lock_wait)));
+        step(
+            Phase::Fence,
+            &master,
+            "read_only on".into(),
+            shown(ops::statements::set_read_only(md.as_ref(), true, lock_wait)),
+        );
         if self.cfg().takeover.kill_connections_after_ms.is_some() {
-            step(Phase::Fence, &master, "kill client connections".into(), vec![
-                md.client_connections(&self.cfg().topology.user).shown,
-                md.kill_connection(0).shown.replace(" 0", " <id>"),
-            ]);
+            step(
+                Phase::Fence,
+                &master,
+                "kill client connections".into(),
+                vec![
+                    md.client_connections(&self.cfg().topology.user).shown,
+                    md.kill_connection(0).shown.replace(" 0", " <id>"),
+                ],
+            );
         }
-        step(Phase::CatchUp, &d, "wait until the fenced master's position is executed".into(), vec![
-            dd.wait_for_gtid("<the master's position after the fence>", limit).shown,
-        ]);
+        step(
+            Phase::CatchUp,
+            &d,
+            "wait until the fenced master's position is executed".into(),
+            vec![dd.wait_for_gtid("<the master's position after the fence>", limit).shown],
+        );
         let mut promote = shown(ops::statements::reset_replication(dd.as_ref()));
         promote.extend(shown(ops::statements::set_read_only(dd.as_ref(), false, lock_wait)));
         step(Phase::Promote, &d, "forget replication, read_only off".into(), promote);

@@ -31,8 +31,13 @@ pub enum HookPhase {
 }
 
 impl HookPhase {
-    pub const ALL: [HookPhase; 5] =
-        [HookPhase::PreTakeover, HookPhase::PreFence, HookPhase::PostPromote, HookPhase::PostTakeover, HookPhase::OnFailure];
+    pub const ALL: [HookPhase; 5] = [
+        HookPhase::PreTakeover,
+        HookPhase::PreFence,
+        HookPhase::PostPromote,
+        HookPhase::PostTakeover,
+        HookPhase::OnFailure,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -130,13 +135,20 @@ pub enum Choice {
 pub enum Undo {
     /// The call changed nothing (the server was already in that state).
     Nothing,
-    ReadOnly { on: bool },
+    ReadOnly {
+        on: bool,
+    },
     StopReplication,
     StartReplication,
     /// Point the instance back at its previous source (GTID), running or not as before.
-    Repoint { source: InstanceKey, start: bool },
+    Repoint {
+        source: InstanceKey,
+        start: bool,
+    },
     /// It cannot be undone (killed connections stay killed); the rollback says so.
-    Impossible { why: String },
+    Impossible {
+        why: String,
+    },
 }
 
 /// One call of a write primitive by a hook, recorded in the running phase (report, journal,

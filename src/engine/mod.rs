@@ -37,15 +37,16 @@ use crate::mysql::{Connector, SourcePosition, SourceSpec, SqlError};
 use crate::store::{KnownCluster, Store, StoreError};
 use crate::topology::{Cluster, Flavor, GtidMode, InstanceKey, ThreadState};
 
+pub use commands::{CommandError, CommandReport, InstanceCommand};
 pub use hooks::{
     Choice, ChoiceFuture, HookContext, HookFuture, HookPhase, HookRun, NoScripts, PhaseTiming, PolicyInput, ScriptOp,
     ScriptSource, Scripts, ScriptsVersion, Undo,
 };
-pub use commands::{CommandError, CommandReport, InstanceCommand};
 pub use plan::{Candidate, Check, Excluded, PlanInputs};
 pub use recover::{RecoverError, RecoverMode};
 pub use report::{
-    Outcome, Owner, Phase, PhaseEvent, PhaseRecord, Plan, PlannedStep, Recovery, Refusal, RefusalKind, Status, TakeoverReport,
+    Outcome, Owner, Phase, PhaseEvent, PhaseRecord, Plan, PlannedStep, Recovery, Refusal, RefusalKind, Status,
+    TakeoverReport,
 };
 
 /// What the caller asks for.
@@ -98,7 +99,9 @@ impl TakeoverError {
                 (RefusalKind::Check, *phase, check.clone(), instance.as_ref().map(|i| i.to_string()))
             }
             TakeoverError::Vetoed { phase, .. } => (RefusalKind::Veto, *phase, "hook".to_string(), None),
-            TakeoverError::Sql { phase, source } => (RefusalKind::Error, *phase, "sql".to_string(), Some(source.instance().to_string())),
+            TakeoverError::Sql { phase, source } => {
+                (RefusalKind::Error, *phase, "sql".to_string(), Some(source.instance().to_string()))
+            }
             _ => (RefusalKind::Error, current, "error".to_string(), None),
         };
         Refusal { kind, phase, check, instance }
@@ -124,7 +127,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cfg: Arc<Config>, connector: Arc<Connector>, store: Arc<dyn Store>, scripts: Arc<dyn ScriptSource>) -> Engine {
+    pub fn new(
+        cfg: Arc<Config>,
+        connector: Arc<Connector>,
+        store: Arc<dyn Store>,
+        scripts: Arc<dyn ScriptSource>,
+    ) -> Engine {
         Engine { cfg, connector, store, scripts }
     }
 
@@ -155,7 +163,12 @@ impl Engine {
     /// closed HTTP connection) does not cut it short, and a panic in it ends like any failure:
     /// the takeover is settled from its journal and the live topology (`recover`: rolled back
     /// before promotion, finished after it), its locks released, its report saved.
-    pub async fn takeover_with_id(&self, id: String, req: TakeoverRequest, events: Option<EventSink>) -> TakeoverReport {
+    pub async fn takeover_with_id(
+        &self,
+        id: String,
+        req: TakeoverRequest,
+        events: Option<EventSink>,
+    ) -> TakeoverReport {
         let span = info_span!("takeover", id = %id, hint = %req.cluster_hint, dry_run = req.dry_run);
         let run = Run::new(self.clone(), id.clone(), req.clone(), events);
         let task = tokio::spawn(run.execute().instrument(span));
@@ -188,8 +201,6 @@ impl Engine {
         }
     }
 }
-
-
 
 /// One takeover in progress: the context that travels through the phases.
 struct Run {
@@ -371,7 +382,12 @@ impl Run {
             self.report.in_progress = Some(phase);
             if let Err(source) = self.journal() {
                 self.report.in_progress = None;
-                self.record(phase, start, Outcome::Failed, format!("not started: the journal cannot be written: {source}"));
+                self.record(
+                    phase,
+                    start,
+                    Outcome::Failed,
+                    format!("not started: the journal cannot be written: {source}"),
+                );
                 self.journal_error = None;
                 return Err(TakeoverError::Store { phase, source });
             }
@@ -398,7 +414,9 @@ impl Run {
         .await;
         let outcome = match &result {
             Ok(()) => Outcome::Ok,
-            Err(TakeoverError::Refused { .. } | TakeoverError::Vetoed { .. } | TakeoverError::Busy { .. }) => Outcome::Refused,
+            Err(TakeoverError::Refused { .. } | TakeoverError::Vetoed { .. } | TakeoverError::Busy { .. }) => {
+                Outcome::Refused
+            }
             Err(_) => Outcome::Failed,
         };
         let mut detail = std::mem::take(&mut self.detail);
@@ -461,8 +479,13 @@ impl Run {
         // The store may block (a busy lock, a slow disk): keep this runtime's other tasks (the
         // HTTP service, other takeovers) running meanwhile.
         let store = &self.engine.store;
-        let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let saved = if multi { tokio::task::block_in_place(|| store.save_takeover(&entry)) } else { store.save_takeover(&entry) };
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let saved = if multi {
+            tokio::task::block_in_place(|| store.save_takeover(&entry))
+        } else {
+            store.save_takeover(&entry)
+        };
         if let Err(e) = &saved {
             warn!(error = %e, "cannot save the takeover journal");
             if !self.report.warnings.iter().any(|w| w.starts_with("journal:")) {
@@ -486,14 +509,18 @@ impl Run {
 
     /// Fenced and not yet promoted (nor rolled back): writes are unavailable right now.
     fn in_write_window(&self) -> bool {
-        self.fenced_at.is_some() && !self.promoted && self.rolled_back.is_empty() && self.report.status == Status::Running
+        self.fenced_at.is_some()
+            && !self.promoted
+            && self.rolled_back.is_empty()
+            && self.report.status == Status::Running
     }
 
     /// Journals the report; once promoted, a failed write is tried once more and then said in
     /// the answer (the new master stands, but nothing durable records it).
     fn journal_or_report(&mut self) {
         if self.journal().is_err() && self.promoted && self.journal().is_err() {
-            let e = "journal: the takeover's record could not be saved (the new master stands; see the warnings)".to_string();
+            let e = "journal: the takeover's record could not be saved (the new master stands; see the warnings)"
+                .to_string();
             if !self.report.errors.contains(&e) {
                 self.report.errors.push(e);
             }
@@ -571,7 +598,6 @@ impl Run {
         }
     }
 
-
     async fn hooks(&mut self, phase: Phase, hook: HookPhase) -> PhaseResult {
         let ctx = self.hook_context(hook);
         let scripts = self.scripts.clone();
@@ -604,7 +630,6 @@ impl Run {
             Err(reason) => Err(TakeoverError::HookFailed { phase, reason }),
         }
     }
-
 }
 
 fn keys(list: &[InstanceKey]) -> String {

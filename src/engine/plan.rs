@@ -84,7 +84,9 @@ pub fn exclusion(cluster: &Cluster, master: &InstanceKey, i: &Instance, inputs: 
         }
         _ => {}
     }
-    if let Some(errant) = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref(), m.server_id)) {
+    if let Some(errant) =
+        cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref(), m.server_id))
+    {
         return Some(format!("errant GTIDs {errant}"));
     }
     inputs.lax_gtid(cluster, master, i)
@@ -159,13 +161,21 @@ pub const RUNNERS_UP_SHOWN: usize = 5;
 
 /// The built-in candidate policy, used when no Lua policy is configured (`scripts/policy.lua`
 /// ships the same ordering, `rank_order`). Returns the choice and why.
-pub fn choose_candidate(cluster: &Cluster, master: &InstanceKey, inputs: &PlanInputs) -> Result<(InstanceKey, String), String> {
+pub fn choose_candidate(
+    cluster: &Cluster,
+    master: &InstanceKey,
+    inputs: &PlanInputs,
+) -> Result<(InstanceKey, String), String> {
     let (eligible, excluded) = candidates(cluster, master, inputs);
     choose_among(master, &eligible, &excluded)
 }
 
 /// The built-in choice among prepared candidates.
-pub fn choose_among(master: &InstanceKey, eligible: &[Candidate], excluded: &[Excluded]) -> Result<(InstanceKey, String), String> {
+pub fn choose_among(
+    master: &InstanceKey,
+    eligible: &[Candidate],
+    excluded: &[Excluded],
+) -> Result<(InstanceKey, String), String> {
     let excluded: Vec<String> = excluded.iter().map(|e| format!("{} ({})", e.key, e.reason)).collect();
     let mut order: Vec<&Candidate> = eligible.iter().collect();
     if order.is_empty() {
@@ -179,7 +189,8 @@ pub fn choose_among(master: &InstanceKey, eligible: &[Candidate], excluded: &[Ex
         best.instance.key, best.promotion_rule, best.executed_progress, best.instance.version
     );
     if order.len() > 1 {
-        let others: Vec<String> = order[1..].iter().take(RUNNERS_UP_SHOWN).map(|c| c.instance.key.to_string()).collect();
+        let others: Vec<String> =
+            order[1..].iter().take(RUNNERS_UP_SHOWN).map(|c| c.instance.key.to_string()).collect();
         reason.push_str(&format!("; ranked ahead of {}", others.join(", ")));
         if order.len() - 1 > RUNNERS_UP_SHOWN {
             reason.push_str(&format!(" and {} more", order.len() - 1 - RUNNERS_UP_SHOWN));
@@ -207,13 +218,21 @@ pub fn clock_skew(master: &Instance, max_s: u64) -> Option<String> {
 }
 
 /// The checks on the designated replica before anything changes. All are returned, failing or not.
-pub fn check_designated(cluster: &Cluster, master: &InstanceKey, designated: &InstanceKey, inputs: &PlanInputs) -> Vec<Check> {
+pub fn check_designated(
+    cluster: &Cluster,
+    master: &InstanceKey,
+    designated: &InstanceKey,
+    inputs: &PlanInputs,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut add = |name: &str, ok: bool, detail: String| {
         checks.push(Check { name: name.into(), instance: designated.clone(), ok, detail })
     };
     let Some(i) = cluster.instance(designated) else {
-        let why = cluster.member(designated).and_then(|m| m.error.clone()).unwrap_or_else(|| "not a member of the cluster".into());
+        let why = cluster
+            .member(designated)
+            .and_then(|m| m.error.clone())
+            .unwrap_or_else(|| "not a member of the cluster".into());
         add("reachable", false, why);
         return checks;
     };
@@ -239,12 +258,20 @@ pub fn check_designated(cluster: &Cluster, master: &InstanceKey, designated: &In
     );
     add("can_be_master", i.can_be_master(), format!("log_bin={} log_slave_updates={}", i.log_bin, i.log_slave_updates));
     if let Some(r) = &i.replication {
-        let errors: Vec<String> =
-            [&r.last_io_error, &r.last_sql_error].into_iter().flatten().map(|e| format!("{}: {}", e.errno, e.message)).collect();
+        let errors: Vec<String> = [&r.last_io_error, &r.last_sql_error]
+            .into_iter()
+            .flatten()
+            .map(|e| format!("{}: {}", e.errno, e.message))
+            .collect();
         add(
             "replication_running",
             r.running() && errors.is_empty(),
-            format!("IO {:?}, SQL {:?}{}", r.io_thread, r.sql_thread, if errors.is_empty() { String::new() } else { format!(", errors: {}", errors.join("; ")) }),
+            format!(
+                "IO {:?}, SQL {:?}{}",
+                r.io_thread,
+                r.sql_thread,
+                if errors.is_empty() { String::new() } else { format!(", errors: {}", errors.join("; ")) }
+            ),
         );
         // A stopped SQL thread reads as NULL lag: that is not "no lag".
         let lag_ok = r.seconds_behind.is_some_and(|s| s <= inputs.reasonable_lag_s) && r.sql_thread.running();
@@ -257,10 +284,15 @@ pub fn check_designated(cluster: &Cluster, master: &InstanceKey, designated: &In
             },
         );
     }
-    let errant = cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref(), m.server_id));
+    let errant =
+        cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref(), m.server_id));
     add("no_errant_gtid", errant.is_none(), errant.map(|e| format!("errant: {e}")).unwrap_or_else(|| "none".into()));
     let lax = inputs.lax_gtid(cluster, master, i);
-    add("gtid_strict_mode", lax.is_none(), lax.unwrap_or_else(|| "on (or allowed off by takeover.allow_lax_gtid)".into()));
+    add(
+        "gtid_strict_mode",
+        lax.is_none(),
+        lax.unwrap_or_else(|| "on (or allowed off by takeover.allow_lax_gtid)".into()),
+    );
     checks
 }
 
@@ -354,7 +386,12 @@ mod tests {
 
     #[test]
     fn most_advanced_then_least_lag() {
-        let c = cluster(vec![inst(1, None, 100, None), inst(2, Some(1), 90, Some(0)), inst(3, Some(1), 99, Some(1)), inst(4, Some(1), 99, Some(0))]);
+        let c = cluster(vec![
+            inst(1, None, 100, None),
+            inst(2, Some(1), 90, Some(0)),
+            inst(3, Some(1), 99, Some(1)),
+            inst(4, Some(1), 99, Some(0)),
+        ]);
         let m = InstanceKey::new("h", 1);
         let (k, reason) = choose_candidate(&c, &m, &inputs()).unwrap();
         assert_eq!(k, InstanceKey::new("h", 4), "{reason}");
@@ -367,14 +404,23 @@ mod tests {
         s.replication.as_mut().unwrap().sql_thread = ThreadState::No;
         let mut nb = inst(5, Some(1), 100, Some(0));
         nb.log_slave_updates = false;
-        let c = cluster(vec![inst(1, None, 100, None), inst(2, Some(1), 50, Some(3)), s, inst(4, Some(1), 100, Some(0)), nb]);
+        let c = cluster(vec![
+            inst(1, None, 100, None),
+            inst(2, Some(1), 50, Some(3)),
+            s,
+            inst(4, Some(1), 100, Some(0)),
+            nb,
+        ]);
         let m = InstanceKey::new("h", 1);
         let mut i = inputs();
         i.rules.insert(InstanceKey::new("h", 2), PromotionRule::Prefer);
         i.rules.insert(InstanceKey::new("h", 4), PromotionRule::MustNot);
         let (k, reason) = choose_candidate(&c, &m, &i).unwrap();
         assert_eq!(k, InstanceKey::new("h", 2), "prefer wins over position: {reason}");
-        assert!(reason.contains("h:4 (promotion rule must_not)") && reason.contains("h:3 (replication not running"), "{reason}");
+        assert!(
+            reason.contains("h:4 (promotion rule must_not)") && reason.contains("h:3 (replication not running"),
+            "{reason}"
+        );
         assert!(reason.contains("h:5 (log_bin=true log_slave_updates=false"), "{reason}");
         i.rules.insert(InstanceKey::new("h", 2), PromotionRule::MustNot);
         let err = choose_candidate(&c, &m, &i).unwrap_err();

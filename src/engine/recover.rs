@@ -113,8 +113,8 @@ impl Engine {
                 RecoverError::OrphanLockReleased { id: id.to_string(), clusters }
             });
         };
-        let report: TakeoverReport =
-            serde_json::from_value(entry.record).map_err(|e| RecoverError::BadRecord { id: id.to_string(), message: e.to_string() })?;
+        let report: TakeoverReport = serde_json::from_value(entry.record)
+            .map_err(|e| RecoverError::BadRecord { id: id.to_string(), message: e.to_string() })?;
         match report.status {
             Status::Running => {
                 if let Some(o) = report.owner.as_ref().filter(|o| o.alive() && **o != super::Owner::current()) {
@@ -165,7 +165,9 @@ impl Run {
         let parse = |s: &Option<String>| s.as_deref().and_then(|k| k.parse::<InstanceKey>().ok());
         let (Some(old), Some(d)) = (parse(&self.report.old_master), parse(&self.report.designated)) else {
             // Interrupted before a replica was chosen: nothing was changed.
-            return Ok(self.close(mode, last_phase, "no replica chosen yet".into(), "nothing to undo".into(), Status::Refused).await);
+            return Ok(self
+                .close(mode, last_phase, "no replica chosen yet".into(), "nothing to undo".into(), Status::Refused)
+                .await);
         };
         // The live topology. Mid-takeover it may be two trees (the promoted replica, and the old
         // master not yet repointed): discover from each and keep every member seen.
@@ -210,11 +212,16 @@ impl Run {
 
         let unchanged = !oi.read_only && di.read_only && di.source() == Some(&old) && moved.is_empty();
         if unchanged {
-            return Ok(self.close(mode, last_phase, found, "nothing had changed: nothing to undo".into(), Status::Refused).await);
+            return Ok(self
+                .close(mode, last_phase, found, "nothing had changed: nothing to undo".into(), Status::Refused)
+                .await);
         }
         // Take the cross-process lock again (the dead process's connection, and its lock, are gone).
         let lock = self.lock.clone().expect("named");
-        if let Some(l) = ops::server_lock(self.conn(), &old, &ops::lock_name(&lock)).await.map_err(|e| self.refused(e.to_string()))? {
+        if let Some(l) = ops::server_lock(self.conn(), &old, &ops::lock_name(&lock))
+            .await
+            .map_err(|e| self.refused(e.to_string()))?
+        {
             self.server_lock = Some(l);
         } else {
             return Err(self.refused(format!("another Baton process holds the server lock on {old}")));
@@ -223,19 +230,25 @@ impl Run {
             // Promoted: finish.
             (false, true) => {
                 if mode == RecoverMode::Abort {
-                    let e = self.refused(format!("{d} was promoted and may have taken writes: run a takeover back to {old} instead"));
+                    let e = self.refused(format!(
+                        "{d} was promoted and may have taken writes: run a takeover back to {old} instead"
+                    ));
                     self.release_server_lock().await;
                     return Err(e);
                 }
                 self.promoted = true;
                 self.report.new_master = Some(d.to_string());
                 let status = self.finish_forward(&oi).await;
-                Ok(self.close(mode, last_phase, found, "promoted before the interruption: finished".into(), status).await)
+                Ok(self
+                    .close(mode, last_phase, found, "promoted before the interruption: finished".into(), status)
+                    .await)
             }
             // Not promoted: roll back.
             (_, false) => {
                 if mode == RecoverMode::Resume {
-                    let e = self.refused("it had not promoted: recover or abort it (that rolls it back), then start a new takeover");
+                    let e = self.refused(
+                        "it had not promoted: recover or abort it (that rolls it back), then start a new takeover",
+                    );
                     self.release_server_lock().await;
                     return Err(e);
                 }
@@ -246,7 +259,9 @@ impl Run {
                 self.designated_reset = di.source() != Some(&old);
                 let ok = self.rollback().await;
                 let status = if ok { Status::RolledBack } else { Status::Failed };
-                Ok(self.close(mode, last_phase, found, "not promoted before the interruption: rolled back".into(), status).await)
+                Ok(self
+                    .close(mode, last_phase, found, "not promoted before the interruption: rolled back".into(), status)
+                    .await)
             }
             // Both writable.
             (true, true) => match mode {
@@ -264,11 +279,15 @@ impl Run {
                 }
                 RecoverMode::Resume => {
                     let status = self.split_resolve(&old, &d, true).await;
-                    Ok(self.close(mode, last_phase, found, format!("both writable: {old} fenced, {d} kept"), status).await)
+                    Ok(self
+                        .close(mode, last_phase, found, format!("both writable: {old} fenced, {d} kept"), status)
+                        .await)
                 }
                 RecoverMode::Abort => {
                     let status = self.split_resolve(&d, &old, false).await;
-                    Ok(self.close(mode, last_phase, found, format!("both writable: {d} fenced, {old} kept"), status).await)
+                    Ok(self
+                        .close(mode, last_phase, found, format!("both writable: {d} fenced, {old} kept"), status)
+                        .await)
                 }
             },
         }
@@ -388,7 +407,13 @@ impl Run {
             self.moved = self
                 .cluster
                 .as_ref()
-                .map(|c| c.members.iter().filter(|m| m.source.as_ref() == Some(loser) && m.key != *winner).map(|m| m.key.clone()).collect())
+                .map(|c| {
+                    c.members
+                        .iter()
+                        .filter(|m| m.source.as_ref() == Some(loser) && m.key != *winner)
+                        .map(|m| m.key.clone())
+                        .collect()
+                })
                 .unwrap_or_default();
             if self.rollback().await {
                 Status::RolledBack
@@ -399,13 +424,26 @@ impl Run {
     }
 
     /// Records the settlement, releases the locks, journals the final state.
-    async fn close(mut self, mode: RecoverMode, last_phase: Option<Phase>, found: String, action: String, status: Status) -> TakeoverReport {
+    async fn close(
+        mut self,
+        mode: RecoverMode,
+        last_phase: Option<Phase>,
+        found: String,
+        action: String,
+        status: Status,
+    ) -> TakeoverReport {
         warn!(id = %self.report.id, ?last_phase, %found, %action, status = status.as_str(), "interrupted takeover settled");
         let found = match self.report.in_progress.take() {
             Some(p) => format!("{found} (the journal had {p} in progress)"),
             None => found,
         };
-        self.report.recoveries.push(Recovery { at: crate::store::now_unix_ms(), mode: mode.name().into(), last_phase, found, action });
+        self.report.recoveries.push(Recovery {
+            at: crate::store::now_unix_ms(),
+            mode: mode.name().into(),
+            last_phase,
+            found,
+            action,
+        });
         self.report.status = status;
         if status == Status::NeedsOperator {
             // The store lock stays with the takeover: nothing else may start on this cluster.

@@ -39,7 +39,9 @@ impl Run {
                     self.report.warnings.push(w);
                     continue;
                 }
-                Undo::ReadOnly { on } => ops::set_read_only(self.conn(), &k, *on, self.cfg().takeover.fence_lock_wait_s).await,
+                Undo::ReadOnly { on } => {
+                    ops::set_read_only(self.conn(), &k, *on, self.cfg().takeover.fence_lock_wait_s).await
+                }
                 Undo::StopReplication => ops::stop_replication(self.conn(), &k).await,
                 Undo::StartReplication => ops::start_replication(self.conn(), &k).await,
                 Undo::Repoint { source, start } => {
@@ -96,7 +98,8 @@ impl Run {
         let moves = back.iter().map(|s| {
             let spec = self.replication_spec(&master, self.replica_position(s), self.uses_tls(s));
             // The designated replica goes back running only if it was running before.
-            let start = !(Some(s) == designated.as_ref() && self.started_designated_replication && !self.designated_reset);
+            let start =
+                !(Some(s) == designated.as_ref() && self.started_designated_replication && !self.designated_reset);
             let conn = self.conn();
             async move { ops::repoint(conn, s, &spec, start).await }
         });

@@ -152,7 +152,8 @@ impl Auth {
         let password = password.to_string();
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            PasswordHash::new(&hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            PasswordHash::new(&hash)
+                .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
         })
         .await
         .unwrap_or(false);
@@ -220,4 +221,5 @@ impl Auth {
 }
 
 /// The hash of a password nobody has, verified for unknown users.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Hcc3kG7gUHCMXlZ45VrcYBnuKbK+kzbZ4JzMNIhbDc";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Hcc3kG7gUHCMXlZ45VrcYBnuKbK+kzbZ4JzMNIhbDc";

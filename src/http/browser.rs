@@ -18,7 +18,12 @@ use axum::http::{HeaderMap, Method};
 use super::error::ApiError;
 
 /// Refuses a state-changing request a browser may have sent on another site's behalf.
-pub fn check_state_changing(method: &Method, path: &str, headers: &HeaderMap, allowed_origins: &[String]) -> Result<(), ApiError> {
+pub fn check_state_changing(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    allowed_origins: &[String],
+) -> Result<(), ApiError> {
     let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("(not text)").trim().to_string());
     if let Some(site) = text("sec-fetch-site") {
         let site = site.to_ascii_lowercase();
@@ -29,7 +34,8 @@ pub fn check_state_changing(method: &Method, path: &str, headers: &HeaderMap, al
         }
     }
     if let Some(origin) = text("origin") {
-        let own = text("host").is_some_and(|host| origin_authority(&origin).is_some_and(|a| a.eq_ignore_ascii_case(&host)));
+        let own =
+            text("host").is_some_and(|host| origin_authority(&origin).is_some_and(|a| a.eq_ignore_ascii_case(&host)));
         let listed = allowed_origins.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(&origin));
         if !own && !listed {
             return Err(ApiError::Forbidden(format!(
@@ -54,7 +60,10 @@ pub fn check_state_changing(method: &Method, path: &str, headers: &HeaderMap, al
 /// `host[:port]` of an `Origin` value (`scheme://host[:port]`); `None` for `null` or garbage.
 fn origin_authority(origin: &str) -> Option<&str> {
     let (scheme, rest) = origin.split_once("://")?;
-    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) || rest.is_empty() || rest.contains('/') {
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+        || rest.is_empty()
+        || rest.contains('/')
+    {
         return None;
     }
     Some(rest)

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use super::error::{key_from_parts, ApiError};
 use super::native::{discover, hint};
-use super::Caller;
 use super::AppState;
+use super::Caller;
 use crate::engine::{CommandError, InstanceCommand, PlanInputs, Status, TakeoverReport, TakeoverRequest};
 use crate::store::{expiry_after, now_unix, Downtime, PromotionRule, RuleEntry};
 use crate::topology::{BinlogCoordinates, Cluster, Flavor, GtidMode, GtidState, InstanceKey, Member, ThreadState};
@@ -45,12 +45,25 @@ pub fn routes() -> Router<AppState> {
         .route("/api/begin-downtime/{host}/{port}/{owner}/{reason}", get(begin_downtime))
         .route("/api/begin-downtime/{host}/{port}/{owner}/{reason}/{duration}", get(begin_downtime))
         .route("/api/end-downtime/{host}/{port}", get(end_downtime));
-    for name in ["start-replica", "start-slave", "stop-replica", "stop-slave", "restart-replica", "set-read-only", "set-writeable", "move-up"] {
-        let handler = move |State(s): State<AppState>, Extension(c): Extension<Caller>, Path(p): Path<Vec<String>>| instance_command(s, c, p, name);
+    for name in [
+        "start-replica",
+        "start-slave",
+        "stop-replica",
+        "stop-slave",
+        "restart-replica",
+        "set-read-only",
+        "set-writeable",
+        "move-up",
+    ] {
+        let handler = move |State(s): State<AppState>, Extension(c): Extension<Caller>, Path(p): Path<Vec<String>>| {
+            instance_command(s, c, p, name)
+        };
         r = r.route(&format!("/api/{name}/{{host}}/{{port}}"), get(handler));
     }
     for name in ["relocate", "move-below"] {
-        let handler = move |State(s): State<AppState>, Extension(c): Extension<Caller>, Path(p): Path<Vec<String>>| instance_command(s, c, p, name);
+        let handler = move |State(s): State<AppState>, Extension(c): Extension<Caller>, Path(p): Path<Vec<String>>| {
+            instance_command(s, c, p, name)
+        };
         r = r.route(&format!("/api/{name}/{{host}}/{{port}}/{{below_host}}/{{below_port}}"), get(handler));
     }
     r = r
@@ -58,10 +71,17 @@ pub fn routes() -> Router<AppState> {
         .route("/api/all-instances", get(all_instances))
         .route("/api/masters", get(masters))
         .route("/api/cluster-osc-replicas/{hint}", get(cluster_osc_replicas))
-        .route("/api/replication-analysis", get(|State(s): State<AppState>, Extension(c): Extension<Caller>| async move { replication_analysis(&s, c, None).await }))
+        .route(
+            "/api/replication-analysis",
+            get(|State(s): State<AppState>, Extension(c): Extension<Caller>| async move {
+                replication_analysis(&s, c, None).await
+            }),
+        )
         .route(
             "/api/replication-analysis/{hint}",
-            get(|State(s): State<AppState>, Extension(c): Extension<Caller>, Path(h): Path<String>| async move { replication_analysis(&s, c, Some(&h)).await }),
+            get(|State(s): State<AppState>, Extension(c): Extension<Caller>, Path(h): Path<String>| async move {
+                replication_analysis(&s, c, Some(&h)).await
+            }),
         )
         .route("/api/relocate-replicas/{a}/{b}/{c}/{d}", get(relocate_replicas))
         .route("/api/forget/{host}/{port}", get(forget))
@@ -100,7 +120,8 @@ impl IntoResponse for OrcError {
             ApiError::Unauthorized | ApiError::Forbidden(_) => self.0.status(),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (status, Json(json!({ "Code": "ERROR", "Message": self.0.to_string(), "Details": Value::Null }))).into_response()
+        (status, Json(json!({ "Code": "ERROR", "Message": self.0.to_string(), "Details": Value::Null })))
+            .into_response()
     }
 }
 
@@ -249,7 +270,8 @@ fn instance_json(m: &Member, c: &Cluster, inputs: &PlanInputs) -> Value {
     };
     let mariadb_gtid = r.is_some_and(|r| i.flavor == Flavor::MariaDb && r.gtid_mode != GtidMode::No);
     let oracle_gtid = r.is_some_and(|r| i.flavor == Flavor::MySql && r.gtid_mode != GtidMode::No);
-    let error = |e: Option<&crate::topology::ThreadError>| e.map(|e| format!("{}: {}", e.errno, e.message)).unwrap_or_default();
+    let error =
+        |e: Option<&crate::topology::ThreadError>| e.map(|e| format!("{}: {}", e.errno, e.message)).unwrap_or_default();
     json!({
         "Key": key(Some(&i.key)),
         "InstanceAlias": "",
@@ -467,10 +489,14 @@ async fn takeover(State(s): State<AppState>, Path(parts): Path<Vec<String>>, aut
     match report.status {
         Status::Promoted => Ok(ok(format!("{command}: successor promoted"), recovery_json(&report))),
         Status::PromotedWithErrors => {
-            let body = json!({ "Code": "ERROR", "Message": report.errors.join("; "), "Details": recovery_json(&report) });
+            let body =
+                json!({ "Code": "ERROR", "Message": report.errors.join("; "), "Details": recovery_json(&report) });
             Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response())
         }
-        _ => Err(ApiError::Internal(report.errors.first().cloned().unwrap_or_else(|| report.status.as_str().into())).into()),
+        _ => {
+            Err(ApiError::Internal(report.errors.first().cloned().unwrap_or_else(|| report.status.as_str().into()))
+                .into())
+        }
     }
 }
 
@@ -502,12 +528,20 @@ async fn cluster(State(s): State<AppState>, Extension(caller): Extension<Caller>
     Ok(Json(c.members.iter().map(|m| instance_json(m, &c, &inp)).collect::<Vec<_>>()).into_response())
 }
 
-async fn cluster_info_of(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
+async fn cluster_info_of(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(h): Path<String>,
+) -> OrcResult {
     let (c, _) = live(&s, caller, &h).await?;
     Ok(Json(cluster_info(&c.name, c.alias.as_deref(), c.members.len())).into_response())
 }
 
-async fn instance(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path((host, port)): Path<(String, String)>) -> OrcResult {
+async fn instance(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((host, port)): Path<(String, String)>,
+) -> OrcResult {
     let k = key_from_parts(&host, &port)?;
     let (c, inp) = live(&s, caller, &k.to_string()).await?;
     let m = c.member(&k).ok_or_else(|| ApiError::NotFound(format!("{k} is not a member of {}", c.name)))?;
@@ -516,11 +550,19 @@ async fn instance(State(s): State<AppState>, Extension(caller): Extension<Caller
 
 async fn master(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
     let (c, inp) = live(&s, caller, &h).await?;
-    let m = c.master.as_ref().and_then(|k| c.member(k)).ok_or_else(|| ApiError::NotFound(format!("cluster {} has no single master", c.name)))?;
+    let m = c
+        .master
+        .as_ref()
+        .and_then(|k| c.member(k))
+        .ok_or_else(|| ApiError::NotFound(format!("cluster {} has no single master", c.name)))?;
     Ok(Json(instance_json(m, &c, &inp)).into_response())
 }
 
-async fn instance_replicas(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path((host, port)): Path<(String, String)>) -> OrcResult {
+async fn instance_replicas(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((host, port)): Path<(String, String)>,
+) -> OrcResult {
     let k = key_from_parts(&host, &port)?;
     let (c, inp) = live(&s, caller, &k.to_string()).await?;
     Ok(Json(c.replicas_of(&k).iter().map(|m| instance_json(m, &c, &inp)).collect::<Vec<_>>()).into_response())
@@ -532,7 +574,11 @@ async fn topology(State(s): State<AppState>, Extension(caller): Extension<Caller
     Ok(ok(format!("Topology for cluster {}", c.name), json!(tree.trim_end())))
 }
 
-async fn topology_tabulated(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
+async fn topology_tabulated(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(h): Path<String>,
+) -> OrcResult {
     let (c, _) = live(&s, caller, &h).await?;
     let table = crate::topology::render::tabulated(&c);
     Ok(ok(format!("Topology for cluster {}", c.name), json!(table.trim_end())))
@@ -556,7 +602,11 @@ async fn all_live(s: &AppState, caller: Caller) -> Result<Vec<Cluster>, ApiError
 
 async fn all_instances(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> OrcResult {
     let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
-    let all: Vec<Value> = all_live(&s, caller).await?.iter().flat_map(|c| c.members.iter().map(|m| instance_json(m, c, &inputs)).collect::<Vec<_>>()).collect();
+    let all: Vec<Value> = all_live(&s, caller)
+        .await?
+        .iter()
+        .flat_map(|c| c.members.iter().map(|m| instance_json(m, c, &inputs)).collect::<Vec<_>>())
+        .collect();
     Ok(Json(all).into_response())
 }
 
@@ -571,7 +621,11 @@ async fn masters(State(s): State<AppState>, Extension(caller): Extension<Caller>
 }
 
 /// The replicas an online schema change tool watches for lag: every reachable replica.
-async fn cluster_osc_replicas(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
+async fn cluster_osc_replicas(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(h): Path<String>,
+) -> OrcResult {
     let (c, inputs) = live(&s, caller, &h).await?;
     let replicas: Vec<Value> = c
         .members
@@ -634,7 +688,10 @@ fn recoveries(s: &AppState, cluster: Option<&str>) -> Result<Vec<Value>, ApiErro
         .into_iter()
         .filter_map(|e| serde_json::from_value::<TakeoverReport>(e.record).ok())
         .filter(|r| !r.dry_run && r.status != Status::Refused)
-        .filter(|r| cluster.is_none_or(|c| r.cluster == c || r.alias.as_deref() == Some(c) || r.new_master.as_deref() == Some(c)))
+        .filter(|r| {
+            cluster
+                .is_none_or(|c| r.cluster == c || r.alias.as_deref() == Some(c) || r.new_master.as_deref() == Some(c))
+        })
         .map(|r| recovery_json(&r))
         .collect())
 }
@@ -665,7 +722,10 @@ async fn audit_recovery_steps(State(s): State<AppState>, Path(uid): Path<String>
     Ok(Json(steps).into_response())
 }
 
-async fn register_candidate(State(s): State<AppState>, Path((host, port, rule)): Path<(String, String, String)>) -> OrcResult {
+async fn register_candidate(
+    State(s): State<AppState>,
+    Path((host, port, rule)): Path<(String, String, String)>,
+) -> OrcResult {
     let k = key_from_parts(&host, &port)?;
     let rule: PromotionRule = rule.parse().map_err(ApiError::BadRequest)?;
     // orchestrator's candidate registrations expire (CandidateInstanceExpireMinutes, 60 by default).
@@ -725,7 +785,11 @@ async fn instance_command(s: AppState, caller: Caller, parts: Vec<String>, name:
         "move-up" => InstanceCommand::MoveUp,
         _ => match parts.get(2..4) {
             Some([h, p]) => InstanceCommand::Relocate { below: key_from_parts(h, p)? },
-            _ => return Err(ApiError::BadRequest(format!("{name}/{{host}}/{{port}}/{{below host}}/{{below port}}")).into()),
+            _ => {
+                return Err(
+                    ApiError::BadRequest(format!("{name}/{{host}}/{{port}}/{{below host}}/{{below port}}")).into()
+                )
+            }
         },
     };
     let (_, result) = s.engine.instance_command(&k, cmd, &caller.who()).await;
@@ -741,7 +805,11 @@ async fn instance_command(s: AppState, caller: Caller, parts: Vec<String>, name:
 
 /// `relocate-replicas/{h}/{p}/{below h}/{below p}`: every direct replica of the instance goes
 /// below the target, one `relocate` each (each checked, locked and recorded on its own).
-async fn relocate_replicas(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(parts): Path<Vec<String>>) -> OrcResult {
+async fn relocate_replicas(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(parts): Path<Vec<String>>,
+) -> OrcResult {
     let [h, p, th, tp] = parts.as_slice() else {
         return Err(ApiError::BadRequest("relocate-replicas/{host}/{port}/{below host}/{below port}".into()).into());
     };
@@ -751,7 +819,8 @@ async fn relocate_replicas(State(s): State<AppState>, Extension(caller): Extensi
     let (mut moved, mut failed) = (Vec::new(), Vec::new());
     let mut last = None;
     for r in &replicas {
-        let (_, result) = s.engine.instance_command(r, InstanceCommand::Relocate { below: target.clone() }, &caller.who()).await;
+        let (_, result) =
+            s.engine.instance_command(r, InstanceCommand::Relocate { below: target.clone() }, &caller.who()).await;
         match result {
             Ok(after) => {
                 moved.push(r.clone());
@@ -762,7 +831,12 @@ async fn relocate_replicas(State(s): State<AppState>, Extension(caller): Extensi
     }
     if !failed.is_empty() {
         let done: Vec<String> = moved.iter().map(|k| k.to_string()).collect();
-        return Err(ApiError::Internal(format!("relocate-replicas: moved [{}]; not moved: {}", done.join(", "), failed.join("; "))).into());
+        return Err(ApiError::Internal(format!(
+            "relocate-replicas: moved [{}]; not moved: {}",
+            done.join(", "),
+            failed.join("; ")
+        ))
+        .into());
     }
     let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
     let details: Vec<Value> = match &last {
@@ -792,7 +866,11 @@ async fn forget_cluster(State(s): State<AppState>, Path(h): Path<String>) -> Orc
 
 /// `discover/{h}/{p}`: discover and remember the cluster of any member (an admin action: it may
 /// reach a server Baton does not know yet).
-async fn discover_instance(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path((host, port)): Path<(String, String)>) -> OrcResult {
+async fn discover_instance(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((host, port)): Path<(String, String)>,
+) -> OrcResult {
     let k = key_from_parts(&host, &port)?;
     let (c, inputs) = live(&s, caller, &k.to_string()).await?;
     let m = c.member(&k).ok_or_else(|| ApiError::NotFound(format!("{k} is not a member of {}", c.name)))?;

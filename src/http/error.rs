@@ -66,7 +66,8 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
         let mut resp = (self.status(), Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized) {
-            resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Basic realm=\"baton\""));
+            resp.headers_mut()
+                .insert("www-authenticate", axum::http::HeaderValue::from_static("Basic realm=\"baton\""));
         }
         resp
     }

@@ -36,7 +36,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("baton");
         let takeovers = Family::<Labels, Counter>::default();
         registry.register("takeovers", "Takeovers (and dry runs) by result", takeovers.clone());
-        let phase_ms = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(ms_histogram as fn() -> Histogram);
+        let phase_ms =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(ms_histogram as fn() -> Histogram);
         registry.register("phase_duration_ms", "Duration of each takeover phase, milliseconds", phase_ms.clone());
         let write_unavailable_ms = ms_histogram();
         registry.register(
@@ -47,7 +48,11 @@ impl Metrics {
         let script_reloads = Family::<Labels, Counter>::default();
         registry.register("script_reloads", "Script reloads by result (loaded, failed)", script_reloads.clone());
         let probe_errors = Counter::default();
-        registry.register("probe_errors", "Instances found unreachable while discovering a cluster", probe_errors.clone());
+        registry.register(
+            "probe_errors",
+            "Instances found unreachable while discovering a cluster",
+            probe_errors.clone(),
+        );
         let requests = Family::<Labels, Counter>::default();
         registry.register("http_requests", "HTTP requests by route and status code", requests.clone());
         Metrics { registry, takeovers, phase_ms, write_unavailable_ms, script_reloads, probe_errors, requests }
@@ -55,7 +60,9 @@ impl Metrics {
 
     pub fn takeover_finished(&self, r: &TakeoverReport) {
         let kind = if r.dry_run { "dry_run" } else { "takeover" };
-        self.takeovers.get_or_create(&vec![("kind".into(), kind.into()), ("status".into(), r.status.as_str().into())]).inc();
+        self.takeovers
+            .get_or_create(&vec![("kind".into(), kind.into()), ("status".into(), r.status.as_str().into())])
+            .inc();
         if let Some(w) = r.write_unavailable_ms {
             self.write_unavailable_ms.observe(w);
         }

@@ -86,10 +86,10 @@ pub fn router(state: AppState) -> Router {
             ApiError::NotFound("no such route".into()).into_response()
         }
     })
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(RequestBodyLimitLayer::new(state.cfg.http.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
-        .with_state(state)
+    .layer(middleware::from_fn_with_state(state.clone(), guard))
+    .layer(RequestBodyLimitLayer::new(state.cfg.http.max_body_bytes))
+    .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
+    .with_state(state)
 }
 
 /// The role of the request's caller, for handlers whose reach depends on it (a read-role caller's
@@ -123,7 +123,8 @@ impl Caller {
 /// Auth first (and the cross-site refusal for changes), then the handler; every answer is
 /// counted by route and status code.
 async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let path = req.uri().path().to_string();
     let open = path == "/healthz" || path == "/metrics";
     let resp = match open {
@@ -132,7 +133,10 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
             let needed = Auth::needed(req.method(), &path);
             let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
             let checked = state.auth.check(req.headers(), needed, client).await.and_then(|role| match needed {
-                Role::Admin => browser::check_state_changing(req.method(), &path, req.headers(), &state.cfg.http.allowed_origins).map(|()| role),
+                Role::Admin => {
+                    browser::check_state_changing(req.method(), &path, req.headers(), &state.cfg.http.allowed_origins)
+                        .map(|()| role)
+                }
                 Role::Read => Ok(role),
             });
             match checked {
@@ -153,7 +157,10 @@ pub async fn serve(cfg: &Config, listen: Option<&str>) -> Result<(), Box<dyn std
     let listen = listen.unwrap_or(&cfg.http.listen);
     let addr: SocketAddr = listen.parse().map_err(|e| format!("http.listen '{listen}': {e}"))?;
     if cfg.http.auth == AuthMode::None && !addr.ip().is_loopback() {
-        return Err(format!("http.auth = \"none\" is allowed only on a loopback address, not {addr}: configure basic or token auth").into());
+        return Err(format!(
+            "http.auth = \"none\" is allowed only on a loopback address, not {addr}: configure basic or token auth"
+        )
+        .into());
     }
     let state = AppState::new(cfg).await?;
     // Records that cannot be read are skipped everywhere; say which, so an operator can look.
@@ -164,7 +171,9 @@ pub async fn serve(cfg: &Config, listen: Option<&str>) -> Result<(), Box<dyn std
     // way (see engine::recover); those that need an operator stay listed in the audit.
     for r in state.engine.interrupted()? {
         match state.engine.recover(&r.id, crate::engine::RecoverMode::Auto).await {
-            Ok(done) => warn!(id = %done.id, status = done.status.as_str(), "settled an interrupted takeover at startup"),
+            Ok(done) => {
+                warn!(id = %done.id, status = done.status.as_str(), "settled an interrupted takeover at startup")
+            }
             Err(e) => warn!(id = %r.id, error = %e, "could not settle an interrupted takeover at startup"),
         }
     }
@@ -179,8 +188,12 @@ pub async fn serve(cfg: &Config, listen: Option<&str>) -> Result<(), Box<dyn std
                 return;
             }
             match engine.recover(&id, crate::engine::RecoverMode::Auto).await {
-                Ok(done) => warn!(id = %done.id, status = done.status.as_str(), "settled a takeover after its owner exited"),
-                Err(crate::engine::RecoverError::Finished { .. }) => info!(%id, "the takeover's owner finished it before exiting"),
+                Ok(done) => {
+                    warn!(id = %done.id, status = done.status.as_str(), "settled a takeover after its owner exited")
+                }
+                Err(crate::engine::RecoverError::Finished { .. }) => {
+                    info!(%id, "the takeover's owner finished it before exiting")
+                }
                 Err(e) => warn!(%id, error = %e, "could not settle a takeover after its owner exited"),
             }
         });

@@ -55,12 +55,16 @@ pub fn hint(s: &str) -> Result<String, ApiError> {
     if ok {
         Ok(s.to_string())
     } else {
-        Err(ApiError::BadRequest(format!("cluster '{s}': an alias, a cluster name or host:port (letters, digits, . _ : - only)")))
+        Err(ApiError::BadRequest(format!(
+            "cluster '{s}': an alias, a cluster name or host:port (letters, digits, . _ : - only)"
+        )))
     }
 }
 
 fn key_field(field: &str, v: &Option<String>) -> Result<Option<InstanceKey>, ApiError> {
-    v.as_deref().map(|s| s.parse::<InstanceKey>().map_err(|e| ApiError::BadRequest(format!("{field}: {e}")))).transpose()
+    v.as_deref()
+        .map(|s| s.parse::<InstanceKey>().map_err(|e| ApiError::BadRequest(format!("{field}: {e}"))))
+        .transpose()
 }
 
 async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -89,17 +93,29 @@ pub async fn discover(s: &AppState, caller: Caller, hint: &str) -> Result<crate:
 }
 
 /// `discover` with the caller's reach computed once (for listings over many clusters).
-pub async fn discover_within(s: &AppState, hint: &str, reach: &discovery::Reach) -> Result<crate::topology::Cluster, ApiError> {
+pub async fn discover_within(
+    s: &AppState,
+    hint: &str,
+    reach: &discovery::Reach,
+) -> Result<crate::topology::Cluster, ApiError> {
     let c = discovery::discover_hint_within(&s.engine.connector, &s.cfg, s.engine.store.as_ref(), hint, reach).await?;
     s.metrics.probe_errors(c.members.iter().filter(|m| m.instance.is_none()).count());
     Ok(c)
 }
 
-async fn cluster(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(c): Path<String>) -> Result<Json<crate::topology::Cluster>, ApiError> {
+async fn cluster(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(c): Path<String>,
+) -> Result<Json<crate::topology::Cluster>, ApiError> {
     Ok(Json(discover(&s, caller, &hint(&c)?).await?))
 }
 
-async fn instance(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path((host, port)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn instance(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((host, port)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let key = key_from_parts(&host, &port)?;
     if !caller.reach(&s)?.permits(&key) {
         return Err(discovery::DiscoveryError::NotAllowed(key).into());
@@ -178,14 +194,23 @@ async fn takeover(State(s): State<AppState>, Path(c): Path<String>, bytes: Bytes
     Ok(takeover_answer(report))
 }
 
-async fn takeovers(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn takeovers(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let limit = match q.get("limit") {
-        Some(l) => l.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::BadRequest(format!("limit '{l}': a number from 1 to 1000")))?,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit '{l}': a number from 1 to 1000")))?,
         None => 50,
     };
     let list = s.engine.store.takeovers(q.get("cluster").map(String::as_str), limit)?;
-    let rows: Vec<serde_json::Value> =
-        list.iter().map(|e| json!({ "id": e.id, "cluster": e.cluster, "status": e.status, "started_at": e.started_at })).collect();
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|e| json!({ "id": e.id, "cluster": e.cluster, "status": e.status, "started_at": e.started_at }))
+        .collect();
     Ok(Json(json!(rows)))
 }
 
@@ -214,7 +239,9 @@ async fn settle(State(s): State<AppState>, Path((id, action)): Path<(String, Str
             Ok(Json(r).into_response())
         }
         Err(e @ RecoverError::NotFound(_)) => Err(ApiError::NotFound(e.to_string())),
-        Err(e @ (RecoverError::Finished { .. } | RecoverError::StillRunning { .. })) => Err(ApiError::Conflict(e.to_string())),
+        Err(e @ (RecoverError::Finished { .. } | RecoverError::StillRunning { .. })) => {
+            Err(ApiError::Conflict(e.to_string()))
+        }
         Err(e @ RecoverError::Refused { .. }) => Err(ApiError::Refused(e.to_string())),
         Err(e) => Err(ApiError::Internal(e.to_string())),
     }
@@ -329,11 +356,17 @@ struct AliasBody {
 }
 
 /// Moving an alias is an admin action (discovery never moves one).
-async fn move_alias(State(s): State<AppState>, Path(alias): Path<String>, bytes: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+async fn move_alias(
+    State(s): State<AppState>,
+    Path(alias): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let alias = hint(&alias)?;
     let b: AliasBody = body(&bytes)?;
     if s.cfg.aliases.contains_key(&alias) {
-        return Err(ApiError::Conflict(format!("alias '{alias}' is configured in [aliases]: change it in the configuration")));
+        return Err(ApiError::Conflict(format!(
+            "alias '{alias}' is configured in [aliases]: change it in the configuration"
+        )));
     }
     if !s.engine.store.move_alias(&alias, &b.cluster)? {
         return Err(ApiError::NotFound(format!("no remembered cluster is named '{}'", b.cluster)));
@@ -349,7 +382,11 @@ struct RuleBody {
     duration_s: Option<u64>,
 }
 
-async fn set_rule(State(s): State<AppState>, Path((host, port)): Path<(String, String)>, bytes: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+async fn set_rule(
+    State(s): State<AppState>,
+    Path((host, port)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let key = key_from_parts(&host, &port)?;
     let b: RuleBody = body(&bytes)?;
     let rule: PromotionRule = b.rule.parse().map_err(ApiError::BadRequest)?;
@@ -358,7 +395,10 @@ async fn set_rule(State(s): State<AppState>, Path((host, port)): Path<(String, S
     Ok(Json(json!({ "instance": key, "rule": rule, "until": until })))
 }
 
-async fn clear_rule(State(s): State<AppState>, Path((host, port)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+async fn clear_rule(
+    State(s): State<AppState>,
+    Path((host, port)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     let key = key_from_parts(&host, &port)?;
     s.engine.store.clear_promotion_rule(&key)?;
     Ok(StatusCode::NO_CONTENT)
@@ -372,7 +412,11 @@ struct DowntimeBody {
     duration_s: u64,
 }
 
-async fn begin_downtime(State(s): State<AppState>, Path((host, port)): Path<(String, String)>, bytes: Bytes) -> Result<Json<Downtime>, ApiError> {
+async fn begin_downtime(
+    State(s): State<AppState>,
+    Path((host, port)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<Json<Downtime>, ApiError> {
     let key = key_from_parts(&host, &port)?;
     let b: DowntimeBody = body(&bytes)?;
     if b.owner.trim().is_empty() || b.reason.trim().is_empty() {
@@ -384,7 +428,10 @@ async fn begin_downtime(State(s): State<AppState>, Path((host, port)): Path<(Str
     Ok(Json(d))
 }
 
-async fn end_downtime(State(s): State<AppState>, Path((host, port)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+async fn end_downtime(
+    State(s): State<AppState>,
+    Path((host, port)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     let key = key_from_parts(&host, &port)?;
     if s.engine.store.end_downtime(&key)? {
         Ok(StatusCode::NO_CONTENT)

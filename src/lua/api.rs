@@ -21,7 +21,10 @@ use crate::topology::{Flavor, InstanceKey};
 
 /// Serializes Rust values for Lua: `None` becomes nil (not a null sentinel).
 pub fn to_lua<T: Serialize + ?Sized>(lua: &Lua, v: &T) -> mlua::Result<Value> {
-    lua.to_value_with(v, mlua::serde::SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false))
+    lua.to_value_with(
+        v,
+        mlua::serde::SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false),
+    )
 }
 
 fn err(msg: impl std::fmt::Display) -> mlua::Error {
@@ -49,188 +52,252 @@ pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
 
     // ---- logging and time ----
     let log = lua.create_table()?;
-    log.set("info", lua.create_function(|lua, msg: String| {
-        tracing::info!(script = %caller(lua), "{}", super::capped(&msg));
-        Ok(())
-    })?)?;
-    log.set("warn", lua.create_function(|lua, msg: String| {
-        tracing::warn!(script = %caller(lua), "{}", super::capped(&msg));
-        Ok(())
-    })?)?;
-    log.set("error", lua.create_function(|lua, msg: String| {
-        tracing::error!(script = %caller(lua), "{}", super::capped(&msg));
-        Ok(())
-    })?)?;
+    log.set(
+        "info",
+        lua.create_function(|lua, msg: String| {
+            tracing::info!(script = %caller(lua), "{}", super::capped(&msg));
+            Ok(())
+        })?,
+    )?;
+    log.set(
+        "warn",
+        lua.create_function(|lua, msg: String| {
+            tracing::warn!(script = %caller(lua), "{}", super::capped(&msg));
+            Ok(())
+        })?,
+    )?;
+    log.set(
+        "error",
+        lua.create_function(|lua, msg: String| {
+            tracing::error!(script = %caller(lua), "{}", super::capped(&msg));
+            Ok(())
+        })?,
+    )?;
     baton.set("log", log)?;
-    lua.globals().set("print", lua.create_function(|lua, args: mlua::Variadic<Value>| {
-        let parts: Vec<String> = args.iter().map(|v| v.to_string().unwrap_or_else(|_| format!("{v:?}"))).collect();
-        tracing::info!(script = %caller(lua), "{}", super::capped(&parts.join("\t")));
-        Ok(())
-    })?)?;
+    lua.globals().set(
+        "print",
+        lua.create_function(|lua, args: mlua::Variadic<Value>| {
+            let parts: Vec<String> = args.iter().map(|v| v.to_string().unwrap_or_else(|_| format!("{v:?}"))).collect();
+            tracing::info!(script = %caller(lua), "{}", super::capped(&parts.join("\t")));
+            Ok(())
+        })?,
+    )?;
     baton.set("now", lua.create_function(|_, ()| Ok(crate::store::now_unix_ms() as f64 / 1000.0))?)?;
-    baton.set("sleep", lua.create_async_function(|_, ms: u64| async move {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok(())
-    })?)?;
+    baton.set(
+        "sleep",
+        lua.create_async_function(|_, ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(())
+        })?,
+    )?;
 
     // ---- topology reads ----
     let e = env.clone();
-    baton.set("cluster", lua.create_async_function(move |lua, hint: String| {
-        let e = e.clone();
-        async move {
-            let c = discovery::discover_hint(&e.connector, &e.cfg, e.store.as_ref(), &hint).await.map_err(err)?;
-            to_lua(&lua, &c)
-        }
-    })?)?;
-    let e = env.clone();
-    baton.set("instance", lua.create_async_function(move |lua, k: String| {
-        let e = e.clone();
-        async move {
-            let i = crate::mysql::probe(&e.connector, &key(&k)?).await.map_err(err)?;
-            to_lua(&lua, &i)
-        }
-    })?)?;
-    let e = env.clone();
-    baton.set("query", lua.create_async_function(move |lua, (k, sql, params): (String, String, Option<Vec<Value>>)| {
-        let e = e.clone();
-        async move {
-            let params = params.unwrap_or_default().into_iter().map(sql_param).collect::<mlua::Result<Vec<_>>>()?;
-            let rows = ops::read_query(&e.query, &key(&k)?, &sql, params).await.map_err(err)?;
-            let out = lua.create_table()?;
-            for r in rows {
-                let t = lua.create_table()?;
-                for (col, v) in r.0 {
-                    t.set(col, v)?;
-                }
-                out.push(t)?;
+    baton.set(
+        "cluster",
+        lua.create_async_function(move |lua, hint: String| {
+            let e = e.clone();
+            async move {
+                let c = discovery::discover_hint(&e.connector, &e.cfg, e.store.as_ref(), &hint).await.map_err(err)?;
+                to_lua(&lua, &c)
             }
-            Ok(out)
-        }
-    })?)?;
+        })?,
+    )?;
+    let e = env.clone();
+    baton.set(
+        "instance",
+        lua.create_async_function(move |lua, k: String| {
+            let e = e.clone();
+            async move {
+                let i = crate::mysql::probe(&e.connector, &key(&k)?).await.map_err(err)?;
+                to_lua(&lua, &i)
+            }
+        })?,
+    )?;
+    let e = env.clone();
+    baton.set(
+        "query",
+        lua.create_async_function(move |lua, (k, sql, params): (String, String, Option<Vec<Value>>)| {
+            let e = e.clone();
+            async move {
+                let params = params.unwrap_or_default().into_iter().map(sql_param).collect::<mlua::Result<Vec<_>>>()?;
+                let rows = ops::read_query(&e.query, &key(&k)?, &sql, params).await.map_err(err)?;
+                let out = lua.create_table()?;
+                for r in rows {
+                    let t = lua.create_table()?;
+                    for (col, v) in r.0 {
+                        t.set(col, v)?;
+                    }
+                    out.push(t)?;
+                }
+                Ok(out)
+            }
+        })?,
+    )?;
 
     // ---- primitives (hooks with scripts.allow_writes only; each call recorded with its undo) ----
     let e = env.clone();
-    baton.set("read_only", lua.create_async_function(move |lua, (k, on): (String, bool)| {
-        let (e, grant) = (e.clone(), granted(&lua, "read_only", Need::Writes));
-        async move {
-            let (grant, k) = (grant?, key(&k)?);
-            let before = state_before(&e, &k).await?;
-            let undo = if before.read_only != on { Undo::ReadOnly { on: before.read_only } } else { Undo::Nothing };
-            let r = ops::set_read_only(&e.connector, &k, on, e.cfg.takeover.fence_lock_wait_s).await;
-            to_lua(&lua, &recorded(&grant, "read_only", &k, undo, r)?)
-        }
-    })?)?;
+    baton.set(
+        "read_only",
+        lua.create_async_function(move |lua, (k, on): (String, bool)| {
+            let (e, grant) = (e.clone(), granted(&lua, "read_only", Need::Writes));
+            async move {
+                let (grant, k) = (grant?, key(&k)?);
+                let before = state_before(&e, &k).await?;
+                let undo = if before.read_only != on { Undo::ReadOnly { on: before.read_only } } else { Undo::Nothing };
+                let r = ops::set_read_only(&e.connector, &k, on, e.cfg.takeover.fence_lock_wait_s).await;
+                to_lua(&lua, &recorded(&grant, "read_only", &k, undo, r)?)
+            }
+        })?,
+    )?;
     let e = env.clone();
-    baton.set("stop_replication", lua.create_async_function(move |lua, k: String| {
-        let (e, grant) = (e.clone(), granted(&lua, "stop_replication", Need::Writes));
-        async move {
-            let (grant, k) = (grant?, key(&k)?);
-            let running = state_before(&e, &k).await?.replication.is_some_and(|r| r.running());
-            let undo = if running { Undo::StartReplication } else { Undo::Nothing };
-            let r = ops::stop_replication(&e.connector, &k).await;
-            to_lua(&lua, &recorded(&grant, "stop_replication", &k, undo, r)?)
-        }
-    })?)?;
+    baton.set(
+        "stop_replication",
+        lua.create_async_function(move |lua, k: String| {
+            let (e, grant) = (e.clone(), granted(&lua, "stop_replication", Need::Writes));
+            async move {
+                let (grant, k) = (grant?, key(&k)?);
+                let running = state_before(&e, &k).await?.replication.is_some_and(|r| r.running());
+                let undo = if running { Undo::StartReplication } else { Undo::Nothing };
+                let r = ops::stop_replication(&e.connector, &k).await;
+                to_lua(&lua, &recorded(&grant, "stop_replication", &k, undo, r)?)
+            }
+        })?,
+    )?;
     let e = env.clone();
-    baton.set("start_replication", lua.create_async_function(move |lua, k: String| {
-        let (e, grant) = (e.clone(), granted(&lua, "start_replication", Need::Writes));
-        async move {
-            let (grant, k) = (grant?, key(&k)?);
-            let stopped = state_before(&e, &k).await?.replication.is_some_and(|r| !r.running());
-            let undo = if stopped { Undo::StopReplication } else { Undo::Nothing };
-            let r = ops::start_replication(&e.connector, &k).await;
-            to_lua(&lua, &recorded(&grant, "start_replication", &k, undo, r)?)
-        }
-    })?)?;
+    baton.set(
+        "start_replication",
+        lua.create_async_function(move |lua, k: String| {
+            let (e, grant) = (e.clone(), granted(&lua, "start_replication", Need::Writes));
+            async move {
+                let (grant, k) = (grant?, key(&k)?);
+                let stopped = state_before(&e, &k).await?.replication.is_some_and(|r| !r.running());
+                let undo = if stopped { Undo::StopReplication } else { Undo::Nothing };
+                let r = ops::start_replication(&e.connector, &k).await;
+                to_lua(&lua, &recorded(&grant, "start_replication", &k, undo, r)?)
+            }
+        })?,
+    )?;
     let e = env.clone();
-    baton.set("repoint", lua.create_async_function(move |lua, (k, source, opts): (String, String, Option<Table>)| {
-        let (e, grant) = (e.clone(), granted(&lua, "repoint", Need::Writes));
-        async move {
-            let (grant, k, source) = (grant?, key(&k)?, key(&source)?);
-            let start = opts.as_ref().map(|o| o.get::<Option<bool>>("start")).transpose()?.flatten().unwrap_or(true);
-            let flavor = e.connector.dialect(&k).await.map_err(err)?.flavor();
-            let position = match (flavor, opts.as_ref().map(|o| o.get::<Option<String>>("position")).transpose()?.flatten().as_deref()) {
-                (Flavor::MySql, _) => SourcePosition::AutoPosition,
-                (_, None | Some("slave_pos")) => SourcePosition::GtidSlavePos,
-                (_, Some("current_pos")) => SourcePosition::GtidCurrentPos,
-                (_, Some(other)) => return Err(err(format!("repoint: position '{other}' is not slave_pos or current_pos"))),
-            };
-            let undo = match state_before(&e, &k).await?.replication {
-                Some(r) => Undo::Repoint { source: r.source.clone(), start: r.running() },
-                None => Undo::Impossible { why: format!("{k} did not replicate before; stop and reset its replication by hand") },
-            };
-            let r = &e.cfg.replication;
-            let spec = SourceSpec {
-                host: source.host.clone(),
-                port: source.port,
-                user: r.user.clone(),
-                password: r.password.expose().to_string(),
-                position,
-                tls: r.tls,
-            };
-            let r = ops::repoint(&e.connector, &k, &spec, start).await;
-            to_lua(&lua, &recorded(&grant, "repoint", &k, undo, r)?)
-        }
-    })?)?;
+    baton.set(
+        "repoint",
+        lua.create_async_function(move |lua, (k, source, opts): (String, String, Option<Table>)| {
+            let (e, grant) = (e.clone(), granted(&lua, "repoint", Need::Writes));
+            async move {
+                let (grant, k, source) = (grant?, key(&k)?, key(&source)?);
+                let start =
+                    opts.as_ref().map(|o| o.get::<Option<bool>>("start")).transpose()?.flatten().unwrap_or(true);
+                let flavor = e.connector.dialect(&k).await.map_err(err)?.flavor();
+                let position = match (
+                    flavor,
+                    opts.as_ref().map(|o| o.get::<Option<String>>("position")).transpose()?.flatten().as_deref(),
+                ) {
+                    (Flavor::MySql, _) => SourcePosition::AutoPosition,
+                    (_, None | Some("slave_pos")) => SourcePosition::GtidSlavePos,
+                    (_, Some("current_pos")) => SourcePosition::GtidCurrentPos,
+                    (_, Some(other)) => {
+                        return Err(err(format!("repoint: position '{other}' is not slave_pos or current_pos")))
+                    }
+                };
+                let undo = match state_before(&e, &k).await?.replication {
+                    Some(r) => Undo::Repoint { source: r.source.clone(), start: r.running() },
+                    None => Undo::Impossible {
+                        why: format!("{k} did not replicate before; stop and reset its replication by hand"),
+                    },
+                };
+                let r = &e.cfg.replication;
+                let spec = SourceSpec {
+                    host: source.host.clone(),
+                    port: source.port,
+                    user: r.user.clone(),
+                    password: r.password.expose().to_string(),
+                    position,
+                    tls: r.tls,
+                };
+                let r = ops::repoint(&e.connector, &k, &spec, start).await;
+                to_lua(&lua, &recorded(&grant, "repoint", &k, undo, r)?)
+            }
+        })?,
+    )?;
     let e = env.clone();
-    baton.set("wait_for_position", lua.create_async_function(move |lua, (k, gtid, timeout_ms): (String, String, Option<u64>)| {
-        let e = e.clone();
-        async move {
-            let k = key(&k)?;
-            let d = e.connector.dialect(&k).await.map_err(err)?;
-            let limit = Duration::from_millis(timeout_ms.unwrap_or(e.cfg.takeover.catchup_timeout_ms));
-            to_lua(&lua, &ops::wait_for_gtid(&e.connector, d.as_ref(), &k, &gtid, limit).await.map_err(err)?)
-        }
-    })?)?;
+    baton.set(
+        "wait_for_position",
+        lua.create_async_function(move |lua, (k, gtid, timeout_ms): (String, String, Option<u64>)| {
+            let e = e.clone();
+            async move {
+                let k = key(&k)?;
+                let d = e.connector.dialect(&k).await.map_err(err)?;
+                let limit = Duration::from_millis(timeout_ms.unwrap_or(e.cfg.takeover.catchup_timeout_ms));
+                to_lua(&lua, &ops::wait_for_gtid(&e.connector, d.as_ref(), &k, &gtid, limit).await.map_err(err)?)
+            }
+        })?,
+    )?;
     let e = env.clone();
-    baton.set("kill_connections", lua.create_async_function(move |lua, k: String| {
-        let (e, grant) = (e.clone(), granted(&lua, "kill_connections", Need::Writes));
-        async move {
-            let (grant, k) = (grant?, key(&k)?);
-            let undo = Undo::Impossible { why: "killed client connections cannot be restored".into() };
-            let r = ops::kill_client_connections(&e.connector, &k, &e.cfg.topology.user).await;
-            to_lua(&lua, &recorded(&grant, "kill_connections", &k, undo, r)?)
-        }
-    })?)?;
+    baton.set(
+        "kill_connections",
+        lua.create_async_function(move |lua, k: String| {
+            let (e, grant) = (e.clone(), granted(&lua, "kill_connections", Need::Writes));
+            async move {
+                let (grant, k) = (grant?, key(&k)?);
+                let undo = Undo::Impossible { why: "killed client connections cannot be restored".into() };
+                let r = ops::kill_client_connections(&e.connector, &k, &e.cfg.topology.user).await;
+                to_lua(&lua, &recorded(&grant, "kill_connections", &k, undo, r)?)
+            }
+        })?,
+    )?;
 
     // ---- capabilities outside MySQL ----
     let e = env.clone();
-    baton.set("shell", lua.create_async_function(move |lua, (cmd, opts): (String, Option<Table>)| {
-        let (e, grant) = (e.clone(), granted(&lua, "shell", Need::Outside));
-        async move {
-            grant?;
-            if !e.cfg.scripts.allow_shell {
-                return Err(err(format!("baton.shell is switched off: set scripts.allow_shell = true in {}", e.cfg.origin)));
+    baton.set(
+        "shell",
+        lua.create_async_function(move |lua, (cmd, opts): (String, Option<Table>)| {
+            let (e, grant) = (e.clone(), granted(&lua, "shell", Need::Outside));
+            async move {
+                grant?;
+                if !e.cfg.scripts.allow_shell {
+                    return Err(err(format!(
+                        "baton.shell is switched off: set scripts.allow_shell = true in {}",
+                        e.cfg.origin
+                    )));
+                }
+                let env_vars: BTreeMap<String, String> = opt(&opts, "env")?.unwrap_or_default();
+                let timeout =
+                    Duration::from_millis(opt::<u64>(&opts, "timeout")?.unwrap_or(e.cfg.scripts.hook_timeout_ms));
+                let out = run_shell(&cmd, &env_vars, timeout).await.map_err(err)?;
+                to_lua(&lua, &out)
             }
-            let env_vars: BTreeMap<String, String> = opt(&opts, "env")?.unwrap_or_default();
-            let timeout = Duration::from_millis(opt::<u64>(&opts, "timeout")?.unwrap_or(e.cfg.scripts.hook_timeout_ms));
-            let out = run_shell(&cmd, &env_vars, timeout).await.map_err(err)?;
-            to_lua(&lua, &out)
-        }
-    })?)?;
+        })?,
+    )?;
     let http = lua.create_table()?;
     let e = env.clone();
-    http.set("post", lua.create_async_function(move |lua, (url, body, opts): (String, Value, Option<Table>)| {
-        let (e, grant) = (e.clone(), granted(&lua, "http.post", Need::Outside));
-        async move {
-            grant?;
-            if !e.cfg.scripts.allow_http {
-                return Err(err(format!("baton.http.post is switched off: set scripts.allow_http = true in {}", e.cfg.origin)));
-            }
-            let headers: BTreeMap<String, String> = opt(&opts, "headers")?.unwrap_or_default();
-            let timeout = Duration::from_millis(opt::<u64>(&opts, "timeout")?.unwrap_or(e.cfg.scripts.hook_timeout_ms));
-            let (body, json) = match body {
-                Value::String(s) => (s.to_str()?.to_string(), false),
-                Value::Nil => (String::new(), false),
-                other => {
-                    let v: serde_json::Value = lua.from_value(other)?;
-                    (v.to_string(), true)
+    http.set(
+        "post",
+        lua.create_async_function(move |lua, (url, body, opts): (String, Value, Option<Table>)| {
+            let (e, grant) = (e.clone(), granted(&lua, "http.post", Need::Outside));
+            async move {
+                grant?;
+                if !e.cfg.scripts.allow_http {
+                    return Err(err(format!(
+                        "baton.http.post is switched off: set scripts.allow_http = true in {}",
+                        e.cfg.origin
+                    )));
                 }
-            };
-            let out = http_post(&url, body, json, &headers, timeout).await.map_err(err)?;
-            to_lua(&lua, &out)
-        }
-    })?)?;
+                let headers: BTreeMap<String, String> = opt(&opts, "headers")?.unwrap_or_default();
+                let timeout =
+                    Duration::from_millis(opt::<u64>(&opts, "timeout")?.unwrap_or(e.cfg.scripts.hook_timeout_ms));
+                let (body, json) = match body {
+                    Value::String(s) => (s.to_str()?.to_string(), false),
+                    Value::Nil => (String::new(), false),
+                    other => {
+                        let v: serde_json::Value = lua.from_value(other)?;
+                        (v.to_string(), true)
+                    }
+                };
+                let out = http_post(&url, body, json, &headers, timeout).await.map_err(err)?;
+                to_lua(&lua, &out)
+            }
+        })?,
+    )?;
     baton.set("http", http)?;
 
     lua.globals().set("baton", baton)?;
@@ -269,12 +336,20 @@ fn granted(lua: &Lua, name: &str, need: Need) -> mlua::Result<Arc<Grant>> {
 /// The instance as it is before a hook changes it, to know how to undo the change. A change
 /// whose undo cannot be known is not made.
 async fn state_before(e: &Env, k: &InstanceKey) -> mlua::Result<crate::topology::Instance> {
-    crate::mysql::probe(&e.connector, k).await.map_err(|x| err(format!("cannot read the state of {k} before changing it: {x}")))
+    crate::mysql::probe(&e.connector, k)
+        .await
+        .map_err(|x| err(format!("cannot read the state of {k} before changing it: {x}")))
 }
 
 /// Records a write primitive's call in the caller's grant (the running phase), then returns its
 /// result to the script.
-fn recorded(grant: &Grant, primitive: &str, k: &InstanceKey, undo: Undo, r: Result<OpRecord, SqlError>) -> mlua::Result<OpRecord> {
+fn recorded(
+    grant: &Grant,
+    primitive: &str,
+    k: &InstanceKey,
+    undo: Undo,
+    r: Result<OpRecord, SqlError>,
+) -> mlua::Result<OpRecord> {
     let op = ScriptOp {
         by: grant.who.clone(),
         primitive: primitive.into(),

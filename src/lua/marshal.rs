@@ -49,7 +49,11 @@ end
 pub fn compile(lua: &Lua) -> mlua::Result<Function> {
     let raw: Function = lua.named_registry_value(super::vm::RAW_SETMETATABLE)?;
     let g = lua.globals();
-    lua.load(CALL_POLICY).set_name("=baton:policy-call").call((raw, g.get::<Function>("rawget")?, g.get::<Function>("next")?))
+    lua.load(CALL_POLICY).set_name("=baton:policy-call").call((
+        raw,
+        g.get::<Function>("rawget")?,
+        g.get::<Function>("next")?,
+    ))
 }
 
 fn rule_name(r: PromotionRule) -> &'static str {
@@ -92,8 +96,12 @@ pub fn policy_args(lua: &Lua, input: Arc<PolicyInput>) -> mlua::Result<(Table, u
     let index: std::sync::OnceLock<std::collections::HashMap<String, usize>> = std::sync::OnceLock::new();
     let fill_candidate = lua.create_function(move |lua, t: Table| {
         let key: String = t.raw_get("key")?;
-        let index = index.get_or_init(|| inp.candidates.iter().enumerate().map(|(i, c)| (c.instance.key.to_string(), i)).collect());
-        let cand = index.get(&key).map(|i| &inp.candidates[*i]).ok_or_else(|| mlua::Error::RuntimeError(format!("no candidate {key}")))?;
+        let index = index
+            .get_or_init(|| inp.candidates.iter().enumerate().map(|(i, c)| (c.instance.key.to_string(), i)).collect());
+        let cand = index
+            .get(&key)
+            .map(|i| &inp.candidates[*i])
+            .ok_or_else(|| mlua::Error::RuntimeError(format!("no candidate {key}")))?;
         fill_from(&t, to_lua(lua, cand)?)
     })?;
     let cluster = lua.create_table()?;

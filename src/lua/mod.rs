@@ -34,7 +34,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::engine::{
-    Choice, ChoiceFuture, HookContext, HookFuture, HookPhase, HookRun, PolicyInput, ScriptOp, ScriptSource, Scripts, ScriptsVersion,
+    Choice, ChoiceFuture, HookContext, HookFuture, HookPhase, HookRun, PolicyInput, ScriptOp, ScriptSource, Scripts,
+    ScriptsVersion,
 };
 use crate::mysql::Connector;
 use crate::store::Store;
@@ -115,7 +116,8 @@ impl Sources {
     }
 
     pub fn read_dirs(scripts_dir: &Path, hooks_dir: &Path, policy: Option<String>) -> Result<Sources, ScriptError> {
-        let mut s = Sources { scripts_dir: scripts_dir.into(), hooks_dir: hooks_dir.into(), policy, ..Default::default() };
+        let mut s =
+            Sources { scripts_dir: scripts_dir.into(), hooks_dir: hooks_dir.into(), policy, ..Default::default() };
         if scripts_dir.is_dir() {
             read_lua_files(scripts_dir, scripts_dir, true, &mut s.scripts)?;
         }
@@ -148,7 +150,8 @@ impl Sources {
                 } else {
                     s.scripts_dir = p.clone();
                     read_lua_files(p, p, true, &mut s.scripts)?;
-                    let policy = Some(cfg.scripts.policy.clone()).filter(|p| !p.is_empty() && s.scripts.contains_key(p));
+                    let policy =
+                        Some(cfg.scripts.policy.clone()).filter(|p| !p.is_empty() && s.scripts.contains_key(p));
                     s.policy = policy;
                 }
             } else if p.is_file() {
@@ -212,14 +215,28 @@ const MAX_DEPTH: usize = 16;
 
 /// Reads the `.lua` files of `dir`: regular files and real directories only. A symbolic link is
 /// never followed (it could lead outside the directory, or back into it forever).
-fn read_lua_files(root: &Path, dir: &Path, recursive: bool, out: &mut BTreeMap<String, String>) -> Result<(), ScriptError> {
+fn read_lua_files(
+    root: &Path,
+    dir: &Path,
+    recursive: bool,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), ScriptError> {
     read_lua_files_at(root, dir, recursive, 0, out)
 }
 
-fn read_lua_files_at(root: &Path, dir: &Path, recursive: bool, depth: usize, out: &mut BTreeMap<String, String>) -> Result<(), ScriptError> {
+fn read_lua_files_at(
+    root: &Path,
+    dir: &Path,
+    recursive: bool,
+    depth: usize,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), ScriptError> {
     let io = |p: &Path, e: std::io::Error| ScriptError::Io { path: p.display().to_string(), message: e.to_string() };
     if depth > MAX_DEPTH {
-        return Err(ScriptError::Io { path: dir.display().to_string(), message: format!("more than {MAX_DEPTH} directory levels") });
+        return Err(ScriptError::Io {
+            path: dir.display().to_string(),
+            message: format!("more than {MAX_DEPTH} directory levels"),
+        });
     }
     let entries = std::fs::read_dir(dir).map_err(|e| io(dir, e))?;
     for entry in entries {
@@ -247,7 +264,10 @@ fn read_lua_files_at(root: &Path, dir: &Path, recursive: bool, depth: usize, out
             continue;
         }
         if out.len() >= MAX_FILES {
-            return Err(ScriptError::Io { path: root.display().to_string(), message: format!("more than {MAX_FILES} .lua files") });
+            return Err(ScriptError::Io {
+                path: root.display().to_string(),
+                message: format!("more than {MAX_FILES} .lua files"),
+            });
         }
         let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
         let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
@@ -336,7 +356,12 @@ impl LoadedScripts {
             let idempotent = match t.raw_get::<Value>("idempotent").map_err(|e| ScriptError::from_lua(&file, &e))? {
                 Value::Nil => false,
                 Value::Boolean(b) => b,
-                other => return Err(ScriptError::Invalid { file, message: format!("idempotent must be true or false, not a {}", other.type_name()) }),
+                other => {
+                    return Err(ScriptError::Invalid {
+                        file,
+                        message: format!("idempotent must be true or false, not a {}", other.type_name()),
+                    })
+                }
             };
             for pair in t.pairs::<Value, Value>() {
                 let (k, v) = pair.map_err(|e| ScriptError::from_lua(&file, &e))?;
@@ -355,7 +380,10 @@ impl LoadedScripts {
                     });
                 };
                 let Value::Function(func) = v else {
-                    return Err(ScriptError::Invalid { file, message: format!("{key} must be a function, not a {}", v.type_name()) });
+                    return Err(ScriptError::Invalid {
+                        file,
+                        message: format!("{key} must be a function, not a {}", v.type_name()),
+                    });
                 };
                 found.push(HookFn { file: file.clone(), phase, func, idempotent });
             }
@@ -364,7 +392,11 @@ impl LoadedScripts {
         }
 
         let policy_call = marshal::compile(vm.lua()).map_err(|e| ScriptError::Vm(e.to_string()))?;
-        let version = ScriptsVersion { id: sources.version_id(), loaded_at: crate::store::now_unix_ms() as u64, files: sources.files() };
+        let version = ScriptsVersion {
+            id: sources.version_id(),
+            loaded_at: crate::store::now_unix_ms() as u64,
+            files: sources.files(),
+        };
         let fns = Arc::new(Fns { policy, policy_call, hooks });
         Ok(LoadedScripts { vm, version, fns, allow_writes: env.cfg.scripts.allow_writes })
     }
@@ -396,19 +428,26 @@ impl LoadedScripts {
             Ok((fns.policy_call.clone(), args))
         };
         let finish = move |lua: &mlua::Lua, out: MultiValue| -> Result<Choice, ScriptError> {
-            let (chosen, reason) = <(Value, Value)>::from_lua_multi(out, lua).map_err(|e| ScriptError::from_lua(&w, &e))?;
+            let (chosen, reason) =
+                <(Value, Value)>::from_lua_multi(out, lua).map_err(|e| ScriptError::from_lua(&w, &e))?;
             let reason = match reason {
                 Value::Nil => "no reason given".to_string(),
                 Value::String(s) => capped(&s.to_string_lossy()),
-                other => return Err(ScriptError::Call { what: w, message: format!("the reason must be a string, not a {}", other.type_name()) }),
+                other => {
+                    return Err(ScriptError::Call {
+                        what: w,
+                        message: format!("the reason must be a string, not a {}", other.type_name()),
+                    })
+                }
             };
             match chosen {
                 Value::Nil => Ok(Choice::Refused { reason }),
                 Value::String(s) => {
                     let text = capped(&s.to_string_lossy());
-                    let key: InstanceKey = text
-                        .parse()
-                        .map_err(|e| ScriptError::Call { what: w.clone(), message: format!("returned '{text}', not host:port: {e}") })?;
+                    let key: InstanceKey = text.parse().map_err(|e| ScriptError::Call {
+                        what: w.clone(),
+                        message: format!("returned '{text}', not host:port: {e}"),
+                    })?;
                     Ok(Choice::Chosen { key, reason })
                 }
                 other => Err(ScriptError::Call {
@@ -429,20 +468,33 @@ impl LoadedScripts {
         HookRun { result, ops }
     }
 
-    async fn run_phase_into(&self, phase: HookPhase, ctx: &HookContext, idempotent_only: bool, ops: &mut Vec<ScriptOp>) -> Result<String, String> {
+    async fn run_phase_into(
+        &self,
+        phase: HookPhase,
+        ctx: &HookContext,
+        idempotent_only: bool,
+        ops: &mut Vec<ScriptOp>,
+    ) -> Result<String, String> {
         let mut ran = Vec::new();
         let writes = self.allow_writes && !ctx.dry_run;
-        for (i, h) in self.fns.hooks.iter().enumerate().filter(|(_, h)| h.phase == phase && (h.idempotent || !idempotent_only)) {
+        for (i, h) in
+            self.fns.hooks.iter().enumerate().filter(|(_, h)| h.phase == phase && (h.idempotent || !idempotent_only))
+        {
             let what = format!("{}: {}", h.file, phase);
             let start = Instant::now();
             let grant = Grant::new(what.clone(), writes, true);
             let (fns, context, w) = (self.fns.clone(), ctx.clone(), what.clone());
-            let prepare = move |lua: &mlua::Lua| Ok((fns.hooks[i].func.clone(), api::to_lua(lua, &context)?.into_lua_multi(lua)?));
+            let prepare = move |lua: &mlua::Lua| {
+                Ok((fns.hooks[i].func.clone(), api::to_lua(lua, &context)?.into_lua_multi(lua)?))
+            };
             // `false, reason` is a veto (or a failure after the fence); anything else is success.
             let finish = move |lua: &mlua::Lua, out: MultiValue| -> Result<Option<String>, ScriptError> {
-                let (ok, reason) = <(Value, Value)>::from_lua_multi(out, lua).map_err(|e| ScriptError::from_lua(&w, &e))?;
+                let (ok, reason) =
+                    <(Value, Value)>::from_lua_multi(out, lua).map_err(|e| ScriptError::from_lua(&w, &e))?;
                 Ok(match (ok, reason) {
-                    (Value::Boolean(false), Value::String(s)) => Some(format!("{w} returned false: {}", capped(&s.to_string_lossy()))),
+                    (Value::Boolean(false), Value::String(s)) => {
+                        Some(format!("{w} returned false: {}", capped(&s.to_string_lossy())))
+                    }
                     (Value::Boolean(false), _) => Some(format!("{w} returned false (no reason given)")),
                     _ => None,
                 })
@@ -479,12 +531,17 @@ async fn exec_file(vm: &Vm, file: &str, text: &str) -> Result<Option<Table>, Scr
         .map_err(|e| ScriptError::Load { file: file.into(), message: e.to_string() })?;
     // A file's top level runs at every load: reads only.
     let grant = Grant::new(format!("{file} (loading)"), false, false);
-    vm.call(file, grant, move |_| Ok((f, MultiValue::new())), |_, out: MultiValue| {
-        Ok(match out.into_iter().next() {
-            Some(Value::Table(t)) => Some(t),
-            _ => None,
-        })
-    })
+    vm.call(
+        file,
+        grant,
+        move |_| Ok((f, MultiValue::new())),
+        |_, out: MultiValue| {
+            Ok(match out.into_iter().next() {
+                Some(Value::Table(t)) => Some(t),
+                _ => None,
+            })
+        },
+    )
     .await
 }
 
@@ -518,7 +575,12 @@ impl Scripts for LoadedScripts {
         })
     }
     fn non_idempotent_hooks(&self, phase: HookPhase) -> Vec<String> {
-        self.fns.hooks.iter().filter(|h| h.phase == phase && !h.idempotent).map(|h| format!("{}: {}", h.file, phase)).collect()
+        self.fns
+            .hooks
+            .iter()
+            .filter(|h| h.phase == phase && !h.idempotent)
+            .map(|h| format!("{}: {}", h.file, phase))
+            .collect()
     }
     fn choose(&self, input: Arc<PolicyInput>) -> Option<ChoiceFuture<'_>> {
         self.fns.policy.as_ref()?;
@@ -533,9 +595,15 @@ impl Scripts for LoadedScripts {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ReloadEvent {
-    Loaded { version: ScriptsVersion, ms: f64 },
+    Loaded {
+        version: ScriptsVersion,
+        ms: f64,
+    },
     /// The new files were rejected; `kept` is the version still running.
-    Failed { error: String, kept: String },
+    Failed {
+        error: String,
+        kept: String,
+    },
 }
 
 /// The state of the host, for `baton script status` and the API.

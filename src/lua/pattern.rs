@@ -46,7 +46,9 @@ impl Probe<'_> {
         if self.steps > self.limit {
             return Err(Stop::Budget);
         }
-        if before / CLOCK_EVERY != self.steps / CLOCK_EVERY && self.deadline.is_some_and(|d| std::time::Instant::now() > d) {
+        if before / CLOCK_EVERY != self.steps / CLOCK_EVERY
+            && self.deadline.is_some_and(|d| std::time::Instant::now() > d)
+        {
             return Err(Stop::Budget);
         }
         Ok(())
@@ -352,7 +354,8 @@ pub fn steps(
 ) -> Result<u64, Stop> {
     let anchor = mode != Mode::Gmatch && pattern.first() == Some(&b'^');
     let p0 = usize::from(anchor);
-    let mut probe = Probe { s: subject, p: pattern, steps: 0, limit, deadline, depth: 0, level: 0, capture: [(0, 0); MAXCAPTURES] };
+    let mut probe =
+        Probe { s: subject, p: pattern, steps: 0, limit, deadline, depth: 0, level: 0, capture: [(0, 0); MAXCAPTURES] };
     let (mut s, mut matches, mut last) = (from, 0u64, None);
     loop {
         probe.level = 0;

@@ -83,10 +83,31 @@ const HOOK_EVERY: u32 = 1000;
 
 /// Base functions scripts keep; everything else in the global table is removed.
 const BASE_ALLOWED: &[&str] = &[
-    "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber", "tostring", "type", "xpcall",
-    "rawequal", "rawget", "rawlen", "rawset", "setmetatable", "getmetatable", "_G", "_VERSION",
+    "assert",
+    "error",
+    "ipairs",
+    "next",
+    "pairs",
+    "pcall",
+    "select",
+    "tonumber",
+    "tostring",
+    "type",
+    "xpcall",
+    "rawequal",
+    "rawget",
+    "rawlen",
+    "rawset",
+    "setmetatable",
+    "getmetatable",
+    "_G",
+    "_VERSION",
     // libraries
-    "table", "string", "math", "utf8", "coroutine",
+    "table",
+    "string",
+    "math",
+    "utf8",
+    "coroutine",
 ];
 
 struct Budget {
@@ -150,7 +171,9 @@ impl Vm {
         lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), move |_lua, _debug| {
             let mut active = m.active.lock().unwrap_or_else(|p| p.into_inner());
             // Lua running outside any call (nothing should): stop it.
-            let Some(b) = active.as_mut() else { return Err(mlua::Error::RuntimeError("Lua ran outside a call".into())) };
+            let Some(b) = active.as_mut() else {
+                return Err(mlua::Error::RuntimeError("Lua ran outside a call".into()));
+            };
             if let Some(why) = &b.exceeded {
                 // Past the limit, every instruction count raises, in every coroutine; the pcall
                 // family re-raises it (`harden`), so nothing catches it for good.
@@ -158,7 +181,8 @@ impl Vm {
             }
             b.instructions_left -= HOOK_EVERY as i64;
             if b.instructions_left < 0 {
-                b.exceeded = Some(format!("instruction limit exceeded ({} instructions per call)", limits.instructions));
+                b.exceeded =
+                    Some(format!("instruction limit exceeded ({} instructions per call)", limits.instructions));
             } else if Instant::now() > b.deadline {
                 b.exceeded = Some(format!("time limit exceeded ({} ms per call)", limits.timeout.as_millis()));
             }
@@ -191,7 +215,10 @@ impl Vm {
         F: FnOnce(&Lua, MultiValue) -> Result<T, ScriptError> + Send + 'static,
     {
         if let Some(why) = self.broken() {
-            return Err(ScriptError::Limit { what: what.into(), message: format!("this scripts version was stopped ({why}); reload the scripts") });
+            return Err(ScriptError::Limit {
+                what: what.into(),
+                message: format!("this scripts version was stopped ({why}); reload the scripts"),
+            });
         }
         let (core, name, handle) = (self.core.clone(), what.to_string(), tokio::runtime::Handle::current());
         let limit = core.limits.timeout;
@@ -200,9 +227,15 @@ impl Vm {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(ScriptError::Vm(format!("{what}: the call's thread failed: {e}"))),
             Err(_) => {
-                let why = format!("{what} did not stop within its time limit of {} ms (inside a C function)", limit.as_millis());
+                let why = format!(
+                    "{what} did not stop within its time limit of {} ms (inside a C function)",
+                    limit.as_millis()
+                );
                 *self.core.broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
-                Err(ScriptError::Limit { what: what.into(), message: format!("time limit exceeded: {why}; this VM is discarded") })
+                Err(ScriptError::Limit {
+                    what: what.into(),
+                    message: format!("time limit exceeded: {why}; this VM is discarded"),
+                })
             }
         }
     }
@@ -430,7 +463,8 @@ fn count_pattern_steps(meter: &Meter, name: &str, args: &MultiValue) -> mlua::Re
     // Small searches (a host:port, a version) are bounded without walking them: every start
     // position times every way the repetitions can split the subject, times the pattern.
     let repetitions = (pat.iter().filter(|c| b"*+-?".contains(c)).count()
-        + pat.windows(2).filter(|w| w[0] == b'%' && (w[1].is_ascii_digit() || w[1] == b'b')).count()) as i32;
+        + pat.windows(2).filter(|w| w[0] == b'%' && (w[1].is_ascii_digit() || w[1] == b'b')).count())
+        as i32;
     let rough = ((subject.len() + 1) as f64).powi(repetitions + 1) * (pat.len() + 1) as f64;
     if rough <= SMALL_SEARCH {
         budget.instructions_left -= rough as i64;
@@ -468,9 +502,12 @@ fn make_require(lua: &Lua, modules: BTreeMap<String, (String, String)>) -> mlua:
         if let Some(v) = loaded.raw_get::<Option<Value>>(name.as_str())? {
             return Ok(v);
         }
-        let valid = !name.is_empty() && name.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        let valid = !name.is_empty()
+            && name.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
         if !valid {
-            return Err(mlua::Error::RuntimeError(format!("require '{name}': not a module name (letters, digits, _ and .)")));
+            return Err(mlua::Error::RuntimeError(format!(
+                "require '{name}': not a module name (letters, digits, _ and .)"
+            )));
         }
         let Some((chunk, source)) = modules.get(&name) else {
             let path = format!("{}.lua", name.replace('.', "/"));
@@ -496,7 +533,8 @@ mod tests {
     use super::*;
 
     fn vm(timeout_ms: u64) -> Vm {
-        let limits = Limits { memory_bytes: 16 << 20, instructions: 10_000_000, timeout: Duration::from_millis(timeout_ms) };
+        let limits =
+            Limits { memory_bytes: 16 << 20, instructions: 10_000_000, timeout: Duration::from_millis(timeout_ms) };
         Vm::new(limits, BTreeMap::new()).unwrap()
     }
 
@@ -539,17 +577,22 @@ mod tests {
         assert!(e.contains("instruction limit exceeded"), "{e}");
         let e = run(&vm, "local co = coroutine.create(function() while true do end end) while true do coroutine.resume(co) co = coroutine.create(function() while true do end end) end").await.unwrap_err().to_string();
         assert!(e.contains("limit exceeded"), "{e}");
-        let e = run(&vm, "setmetatable({}, { __gc = function() while true do end end })").await.unwrap_err().to_string();
+        let e =
+            run(&vm, "setmetatable({}, { __gc = function() while true do end end })").await.unwrap_err().to_string();
         assert!(e.contains("__gc finalizers are not available"), "{e}");
         let e = run(&vm, "string.find(string.rep('a', 40), '.-.-.-.-.-.-.-b')").await.unwrap_err().to_string();
         assert!(e.contains("string.find: this pattern backtracks"), "{e}");
-        let e = run(&vm, "local s = string.rep('a', 40) return s:match('a*a*a*a*a*a*a*b')").await.unwrap_err().to_string();
+        let e =
+            run(&vm, "local s = string.rep('a', 40) return s:match('a*a*a*a*a*a*a*b')").await.unwrap_err().to_string();
         assert!(e.contains("string.match"), "{e}");
-        let e = run(&vm, "for w in string.rep('a', 40):gmatch('.-.-.-.-.-.-.-b') do end").await.unwrap_err().to_string();
+        let e =
+            run(&vm, "for w in string.rep('a', 40):gmatch('.-.-.-.-.-.-.-b') do end").await.unwrap_err().to_string();
         assert!(e.contains("string.gmatch"), "{e}");
         // Ordinary string work still works, and the VM is fine afterwards.
         run(&vm, "assert(('Slave_IO_Running: Yes'):match('^(%S+):%s+(%S+)') == 'Slave_IO_Running')").await.unwrap();
-        run(&vm, "assert(select(2, ('a b c'):gsub('%s', '_')) == 2) assert(('x.y'):find('.', 1, true) == 2)").await.unwrap();
+        run(&vm, "assert(select(2, ('a b c'):gsub('%s', '_')) == 2) assert(('x.y'):find('.', 1, true) == 2)")
+            .await
+            .unwrap();
         run(&vm, "local n = 0 for _ in ('1,2,3'):gmatch('%d') do n = n + 1 end assert(n == 3)").await.unwrap();
         assert!(vm.broken().is_none());
     }

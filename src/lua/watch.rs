@@ -35,7 +35,9 @@ pub fn watch(host: Arc<ScriptHost>) -> Result<WatchHandle, ScriptError> {
     })
     .map_err(|e| ScriptError::Watch { path: "-".into(), message: e.to_string() })?;
     let cfg = host.config();
-    for (dir, mode) in [(&cfg.paths.scripts_dir, RecursiveMode::Recursive), (&cfg.paths.hooks_dir, RecursiveMode::NonRecursive)] {
+    for (dir, mode) in
+        [(&cfg.paths.scripts_dir, RecursiveMode::Recursive), (&cfg.paths.hooks_dir, RecursiveMode::NonRecursive)]
+    {
         if dir.is_dir() {
             watcher
                 .watch(dir, mode)

@@ -9,8 +9,8 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, SslOpts, Value};
 
 use super::dialect::{self, Dialect};
-use super::SqlError;
 use super::guard::Guard;
+use super::SqlError;
 use crate::config::{Config, Credentials, Secret};
 use crate::topology::{Flavor, InstanceKey, Version};
 
@@ -50,8 +50,7 @@ impl RowMap {
 
     /// `1`/`ON`/`YES` as true; absent or NULL as false.
     pub fn flag(&self, names: &[&str]) -> bool {
-        self.text(names)
-            .is_some_and(|v| matches!(v.trim().to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE"))
+        self.text(names).is_some_and(|v| matches!(v.trim().to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE"))
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -99,7 +98,12 @@ impl Connector {
             SslOpts::default().with_root_certs(roots)
         });
         // Read at validation already; a file that vanished since is no pinned key (refusal).
-        let pinned = cfg.topology.pinned_rsa_keys.iter().filter_map(|(k, p)| Some((k.clone(), std::fs::read(p).ok()?))).collect();
+        let pinned = cfg
+            .topology
+            .pinned_rsa_keys
+            .iter()
+            .filter_map(|(k, p)| Some((k.clone(), std::fs::read(p).ok()?)))
+            .collect();
         Connector {
             credentials,
             tls,
@@ -160,7 +164,9 @@ impl Connector {
         match tokio::time::timeout(self.connect_timeout, Conn::new(self.opts(key)?)).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(SqlError::Connect { instance: key.clone(), source: e }),
-            Err(_) => Err(SqlError::ConnectTimeout { instance: key.clone(), ms: self.connect_timeout.as_millis() as u64 }),
+            Err(_) => {
+                Err(SqlError::ConnectTimeout { instance: key.clone(), ms: self.connect_timeout.as_millis() as u64 })
+            }
         }
     }
 
@@ -170,10 +176,9 @@ impl Connector {
         match tokio::time::timeout(self.connect_timeout, pool.get_conn()).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(SqlError::Connect { instance: key.clone(), source: e }),
-            Err(_) => Err(SqlError::ConnectTimeout {
-                instance: key.clone(),
-                ms: self.connect_timeout.as_millis() as u64,
-            }),
+            Err(_) => {
+                Err(SqlError::ConnectTimeout { instance: key.clone(), ms: self.connect_timeout.as_millis() as u64 })
+            }
         }
     }
 
@@ -269,7 +274,9 @@ impl Connector {
                 Ok(())
             }
             Ok(Err(e)) => Err(SqlError::Connect { instance: key.clone(), source: e }),
-            Err(_) => Err(SqlError::ConnectTimeout { instance: key.clone(), ms: self.connect_timeout.as_millis() as u64 }),
+            Err(_) => {
+                Err(SqlError::ConnectTimeout { instance: key.clone(), ms: self.connect_timeout.as_millis() as u64 })
+            }
         }
     }
 

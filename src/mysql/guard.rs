@@ -77,7 +77,12 @@ impl Guard {
         let addr = std_listener.local_addr()?;
         let listener = TcpListener::from_std(std_listener)?;
         let pinned = self.pinned.get(&key.to_string()).or_else(|| self.pinned.get("*")).cloned();
-        let ctx = Arc::new(RelayCtx { target: key.clone(), password: password.clone(), pinned, connect_timeout: self.connect_timeout });
+        let ctx = Arc::new(RelayCtx {
+            target: key.clone(),
+            password: password.clone(),
+            pinned,
+            connect_timeout: self.connect_timeout,
+        });
         let task = tokio::spawn(accept_loop(listener, ctx)).abort_handle();
         relays.insert(id, Relay { addr, task });
         Ok(addr)
@@ -225,7 +230,13 @@ async fn relay(mut client: TcpStream, ctx: &RelayCtx) -> std::io::Result<()> {
 }
 
 /// The server asked for the password itself: encrypted with the pinned key, or refused.
-async fn full_auth(mut client: TcpStream, mut server: TcpStream, ctx: &RelayCtx, seq: u8, nonce: &[u8]) -> std::io::Result<()> {
+async fn full_auth(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    ctx: &RelayCtx,
+    seq: u8,
+    nonce: &[u8],
+) -> std::io::Result<()> {
     let Some(pem) = &ctx.pinned else {
         warn!(instance = %ctx.target, "the server asked for the password in full over plain TCP: refused (no pinned RSA key, no TLS)");
         let msg = format!(
@@ -248,7 +259,10 @@ async fn full_auth(mut client: TcpStream, mut server: TcpStream, ctx: &RelayCtx,
     let encrypted = match std::panic::catch_unwind(move || mysql_common::crypto::encrypt(&pass, &pem)) {
         Ok(e) => e,
         Err(_) => {
-            let msg = format!("the pinned RSA key for {} cannot encrypt the password (not an RSA public key, or too short)", ctx.target);
+            let msg = format!(
+                "the pinned RSA key for {} cannot encrypt the password (not an RSA public key, or too short)",
+                ctx.target
+            );
             write_packet(&mut client, seq, &err_packet(&msg)).await?;
             return Ok(());
         }

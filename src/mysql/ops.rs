@@ -29,7 +29,12 @@ impl OpRecord {
     }
 }
 
-async fn run(conn: &Connector, key: &InstanceKey, stmts: Vec<Statement>, limit: Duration) -> Result<OpRecord, SqlError> {
+async fn run(
+    conn: &Connector,
+    key: &InstanceKey,
+    stmts: Vec<Statement>,
+    limit: Duration,
+) -> Result<OpRecord, SqlError> {
     let start = Instant::now();
     let mut c = conn.conn(key).await?;
     for s in &stmts {
@@ -41,7 +46,12 @@ async fn run(conn: &Connector, key: &InstanceKey, stmts: Vec<Statement>, limit: 
 
 /// `read_only` (and `super_read_only` on MySQL) on or off. `lock_wait_s` bounds how long the
 /// statement waits behind locks (a long transaction, FLUSH TABLES WITH READ LOCK).
-pub async fn set_read_only(conn: &Connector, key: &InstanceKey, on: bool, lock_wait_s: u64) -> Result<OpRecord, SqlError> {
+pub async fn set_read_only(
+    conn: &Connector,
+    key: &InstanceKey,
+    on: bool,
+    lock_wait_s: u64,
+) -> Result<OpRecord, SqlError> {
     let d = conn.dialect(key).await?;
     let stmts = statements::set_read_only(d.as_ref(), on, lock_wait_s);
     run(conn, key, stmts, Duration::from_secs(lock_wait_s) + conn.read_timeout()).await
@@ -58,9 +68,10 @@ pub async fn own_position(conn: &Connector, key: &InstanceKey) -> Result<OwnPosi
     let d = conn.dialect(key).await?;
     let sets = conn.query_sets(key, &d.own_position()).await?;
     let gtid = sets.first().and_then(|s| s.first()).map(|r| r.string(&["gtid"])).unwrap_or_default();
-    let coordinates = sets.get(1).and_then(|s| s.first()).and_then(|r| {
-        Some(BinlogCoordinates { file: r.text(&["File"])?.to_string(), pos: r.u64(&["Position"])? })
-    });
+    let coordinates = sets
+        .get(1)
+        .and_then(|s| s.first())
+        .and_then(|r| Some(BinlogCoordinates { file: r.text(&["File"])?.to_string(), pos: r.u64(&["Position"])? }));
     Ok(OwnPosition { gtid: gtid.replace('\n', ""), coordinates })
 }
 
@@ -85,9 +96,13 @@ pub async fn wait_for_gtid(
         // MASTER_GTID_WAIT watches gtid_slave_pos, which never holds what this server wrote itself
         // (a demoted master's own transactions): wait only for the domains it has not executed.
         let rows = conn.query(key, d.executed_position()).await?;
-        let have: GtidPos = rows.first().map(|r| r.string(&["gtid"])).unwrap_or_default().parse().map_err(|e: crate::topology::GtidError| {
-            SqlError::Unexpected { instance: key.clone(), what: "gtid_current_pos".into(), detail: e.to_string() }
-        })?;
+        let have: GtidPos = rows.first().map(|r| r.string(&["gtid"])).unwrap_or_default().parse().map_err(
+            |e: crate::topology::GtidError| SqlError::Unexpected {
+                instance: key.clone(),
+                what: "gtid_current_pos".into(),
+                detail: e.to_string(),
+            },
+        )?;
         let want: GtidPos = gtid.parse().map_err(|e: crate::topology::GtidError| SqlError::Unexpected {
             instance: key.clone(),
             what: "wait target".into(),
@@ -135,7 +150,11 @@ async fn wait(
     if reached(r) {
         Ok(OpRecord::new(key, &[stmt], start.elapsed()))
     } else {
-        Err(SqlError::WaitTimedOut { instance: key.clone(), target: target.to_string(), ms: timeout.as_millis() as u64 })
+        Err(SqlError::WaitTimedOut {
+            instance: key.clone(),
+            target: target.to_string(),
+            ms: timeout.as_millis() as u64,
+        })
     }
 }
 
@@ -156,7 +175,12 @@ pub async fn change_source(conn: &Connector, key: &InstanceKey, spec: &SourceSpe
 }
 
 /// Stop replication, change the source, and start again unless `start` is false.
-pub async fn repoint(conn: &Connector, key: &InstanceKey, spec: &SourceSpec, start: bool) -> Result<OpRecord, SqlError> {
+pub async fn repoint(
+    conn: &Connector,
+    key: &InstanceKey,
+    spec: &SourceSpec,
+    start: bool,
+) -> Result<OpRecord, SqlError> {
     let d = conn.dialect(key).await?;
     run(conn, key, statements::repoint(d.as_ref(), spec, start), conn.read_timeout()).await
 }
@@ -168,7 +192,11 @@ pub async fn reset_replication(conn: &Connector, key: &InstanceKey) -> Result<Op
 }
 
 /// Kills client connections (not replication, not system threads, not `own_user`'s).
-pub async fn kill_client_connections(conn: &Connector, key: &InstanceKey, own_user: &str) -> Result<OpRecord, SqlError> {
+pub async fn kill_client_connections(
+    conn: &Connector,
+    key: &InstanceKey,
+    own_user: &str,
+) -> Result<OpRecord, SqlError> {
     let d = conn.dialect(key).await?;
     let start = Instant::now();
     let list = d.client_connections(own_user);
@@ -218,7 +246,8 @@ pub async fn server_lock(conn: &Connector, key: &InstanceKey, name: &str) -> Res
     use mysql_async::prelude::Queryable;
     let mut c = conn.dedicated(key).await?;
     let stmt = super::dialect::get_lock(name);
-    let r: Option<Option<i64>> = conn.bounded(key, &stmt.shown, conn.read_timeout(), c.query_first(stmt.sql.as_str())).await?;
+    let r: Option<Option<i64>> =
+        conn.bounded(key, &stmt.shown, conn.read_timeout(), c.query_first(stmt.sql.as_str())).await?;
     match r.flatten() {
         Some(1) => Ok(Some(ServerLock { conn: Some(c), instance: key.clone(), name: name.to_string() })),
         _ => {

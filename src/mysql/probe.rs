@@ -25,8 +25,10 @@ pub async fn probe(connector: &Connector, key: &InstanceKey) -> Result<Instance,
     })?;
     let mut inst = parse(key, dialect.flavor(), &vars, master_status.first(), slave_status.first(), &hosts)?;
     inst.probe_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let local = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    inst.clock_skew_s = vars.text(&["server_unix"]).and_then(|t| t.trim().parse::<f64>().ok()).map(|server| server - local);
+    let local =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    inst.clock_skew_s =
+        vars.text(&["server_unix"]).and_then(|t| t.trim().parse::<f64>().ok()).map(|server| server - local);
     Ok(inst)
 }
 
@@ -63,9 +65,8 @@ pub fn parse(
                 .map_err(|e| bad(key, format!("gtid_executed: {e}")))?,
         },
     };
-    let binlog = master_status.and_then(|r| {
-        Some(BinlogCoordinates { file: r.text(&["File"])?.to_string(), pos: r.u64(&["Position"])? })
-    });
+    let binlog = master_status
+        .and_then(|r| Some(BinlogCoordinates { file: r.text(&["File"])?.to_string(), pos: r.u64(&["Position"])? }));
     let replication = slave_status.and_then(parse_replication);
     let reported_replicas = hosts
         .iter()
@@ -126,7 +127,11 @@ fn parse_replication(r: &RowMap) -> Option<ReplicationStatus> {
         io_thread: ThreadState::parse(r.text(&["Replica_IO_Running", "Slave_IO_Running"]).unwrap_or("No")),
         sql_thread: ThreadState::parse(r.text(&["Replica_SQL_Running", "Slave_SQL_Running"]).unwrap_or("No")),
         seconds_behind: r.u64(&["Seconds_Behind_Source", "Seconds_Behind_Master"]),
-        read_coordinates: coords(r, &["Source_Log_File", "Master_Log_File"], &["Read_Source_Log_Pos", "Read_Master_Log_Pos"]),
+        read_coordinates: coords(
+            r,
+            &["Source_Log_File", "Master_Log_File"],
+            &["Read_Source_Log_Pos", "Read_Master_Log_Pos"],
+        ),
         exec_coordinates: coords(
             r,
             &["Relay_Source_Log_File", "Relay_Master_Log_File"],

@@ -77,7 +77,10 @@ pub fn check(sql: &str) -> Result<(), String> {
             }
         }
         if let (Token::Word(a), Token::Word(b)) = (pair[0], pair[1]) {
-            if a.quote_style.is_none() && a.keyword == Keyword::FOR && matches!(b.keyword, Keyword::UPDATE | Keyword::SHARE) {
+            if a.quote_style.is_none()
+                && a.keyword == Keyword::FOR
+                && matches!(b.keyword, Keyword::UPDATE | Keyword::SHARE)
+            {
                 return Err("locking reads (FOR UPDATE, FOR SHARE) are not allowed in baton.query".into());
             }
             if a.quote_style.is_none() && a.keyword == Keyword::LOCK && b.keyword == Keyword::IN {
@@ -98,7 +101,8 @@ pub fn check(sql: &str) -> Result<(), String> {
         // SHOW never writes; the token rules above cover what it may carry (LIKE, WHERE).
         Some(Keyword::SHOW) => Ok(()),
         Some(Keyword::SELECT | Keyword::WITH) => {
-            let statements = Parser::parse_sql(&dialect, sql).map_err(|e| format!("cannot parse the statement: {e}"))?;
+            let statements =
+                Parser::parse_sql(&dialect, sql).map_err(|e| format!("cannot parse the statement: {e}"))?;
             match statements.as_slice() {
                 [Statement::Query(q)] if q.locks.is_empty() && !writes(&q.body) => Ok(()),
                 [Statement::Query(_)] => Err("only a plain SELECT is allowed in baton.query".into()),
@@ -108,7 +112,10 @@ pub fn check(sql: &str) -> Result<(), String> {
         }
         None => Err("an empty statement".into()),
         Some(_) => {
-            let word = significant.iter().find_map(|t| if let Token::Word(w) = t { Some(w.value.to_uppercase()) } else { None });
+            let word =
+                significant
+                    .iter()
+                    .find_map(|t| if let Token::Word(w) = t { Some(w.value.to_uppercase()) } else { None });
             Err(format!("only SELECT and SHOW are allowed in baton.query, not {}", word.unwrap_or_default()))
         }
     }

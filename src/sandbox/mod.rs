@@ -152,10 +152,7 @@ fn common_cnf() -> String {
 /// The template datadir for this mariadbd, made once and reused (keyed by binary and SQL).
 fn template(mariadbd: &Path) -> Result<PathBuf, SandboxError> {
     use sha2::{Digest, Sha256};
-    let version = std::process::Command::new(mariadbd)
-        .arg("--version")
-        .output()
-        .map_err(io_err(mariadbd))?;
+    let version = std::process::Command::new(mariadbd).arg("--version").output().map_err(io_err(mariadbd))?;
     let mut h = Sha256::new();
     h.update(&version.stdout);
     h.update(template_sql());
@@ -381,8 +378,10 @@ impl Sandbox {
             r?;
         }
         ops::set_read_only(&conn, &master, false, cfg.takeover.fence_lock_wait_s).await?;
-        let alias_row =
-            format!("REPLACE INTO meta.cluster (anchor, alias) VALUES (1, {})", crate::mysql::dialect::quote(&self.alias));
+        let alias_row = format!(
+            "REPLACE INTO meta.cluster (anchor, alias) VALUES (1, {})",
+            crate::mysql::dialect::quote(&self.alias)
+        );
         conn.query(&master, &alias_row).await?;
         let pos = ops::own_position(&conn, &master).await?;
         let d = conn.dialect(&master).await?;

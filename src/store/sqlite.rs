@@ -32,8 +32,7 @@ CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, cluster TEXT NOT NUL
 impl SqliteStore {
     /// Opens (creating when needed) `DIR/baton.db`.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
         let path = dir.join("baton.db");
         let p = path.display().to_string();
         let err = |source| StoreError::Sqlite { path: p.clone(), source };
@@ -62,7 +61,10 @@ impl SqliteStore {
 
 /// Brings a store made by an older Baton up to the current schema.
 fn migrate(db: &Connection) -> rusqlite::Result<()> {
-    let has_claimed: bool = db.query_row("SELECT COUNT(*) FROM pragma_table_info('clusters') WHERE name = 'claimed_alias'", [], |r| r.get(0))?;
+    let has_claimed: bool =
+        db.query_row("SELECT COUNT(*) FROM pragma_table_info('clusters') WHERE name = 'claimed_alias'", [], |r| {
+            r.get(0)
+        })?;
     if !has_claimed {
         db.execute_batch("ALTER TABLE clusters ADD COLUMN claimed_alias TEXT")?;
     }
@@ -84,9 +86,13 @@ fn cluster_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KnownCluster> {
 
 /// Takes `cluster`'s lock for `id` inside `tx`; the holder when someone has it already.
 fn take_lock(tx: &rusqlite::Transaction<'_>, cluster: &str, id: &str) -> rusqlite::Result<Option<String>> {
-    let holder: Option<String> = tx.query_row("SELECT takeover_id FROM cluster_locks WHERE cluster = ?1", [cluster], |r| r.get(0)).optional()?;
+    let holder: Option<String> =
+        tx.query_row("SELECT takeover_id FROM cluster_locks WHERE cluster = ?1", [cluster], |r| r.get(0)).optional()?;
     if holder.is_none() {
-        tx.execute("INSERT INTO cluster_locks (cluster, takeover_id, since) VALUES (?1, ?2, ?3)", params![cluster, id, now_unix()])?;
+        tx.execute(
+            "INSERT INTO cluster_locks (cluster, takeover_id, since) VALUES (?1, ?2, ?3)",
+            params![cluster, id, now_unix()],
+        )?;
     }
     Ok(holder)
 }
@@ -94,7 +100,9 @@ fn take_lock(tx: &rusqlite::Transaction<'_>, cluster: &str, id: &str) -> rusqlit
 /// Writes (or replaces) one audit record of `table` (`takeovers` or `operations`).
 fn insert_record(db: &Connection, table: &str, e: &AuditEntry) -> rusqlite::Result<()> {
     db.execute(
-        &format!("INSERT OR REPLACE INTO {table} (id, cluster, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5)"),
+        &format!(
+            "INSERT OR REPLACE INTO {table} (id, cluster, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5)"
+        ),
         params![e.id, e.cluster, e.status, e.started_at, e.record.to_string()],
     )
     .map(|_| ())
@@ -174,7 +182,8 @@ impl Store for SqliteStore {
 
     fn clusters(&self) -> Result<Vec<KnownCluster>, StoreError> {
         self.with(|db| {
-            let mut st = db.prepare("SELECT name, alias, members, claimed_alias, seen_at FROM clusters ORDER BY name")?;
+            let mut st =
+                db.prepare("SELECT name, alias, members, claimed_alias, seen_at FROM clusters ORDER BY name")?;
             let rows = st.query_map([], cluster_row)?.collect();
             rows
         })
@@ -218,7 +227,8 @@ impl Store for SqliteStore {
         })?;
         rows.into_iter()
             .map(|(i, r, until)| {
-                let instance = key_of(i).map_err(|e| StoreError::Corrupt { what: "promotion rule".into(), detail: e.to_string() })?;
+                let instance = key_of(i)
+                    .map_err(|e| StoreError::Corrupt { what: "promotion rule".into(), detail: e.to_string() })?;
                 let rule: PromotionRule =
                     r.parse().map_err(|e: String| StoreError::Corrupt { what: "promotion rule".into(), detail: e })?;
                 Ok(RuleEntry { instance, rule, until })
@@ -242,7 +252,8 @@ impl Store for SqliteStore {
 
     fn downtimes(&self) -> Result<Vec<Downtime>, StoreError> {
         self.with(|db| {
-            let mut st = db.prepare("SELECT instance, owner, reason, until FROM downtimes WHERE until > ?1 ORDER BY instance")?;
+            let mut st =
+                db.prepare("SELECT instance, owner, reason, until FROM downtimes WHERE until > ?1 ORDER BY instance")?;
             let rows = st
                 .query_map([now_unix()], |r| {
                     Ok(Downtime { instance: key_of(r.get(0)?)?, owner: r.get(1)?, reason: r.get(2)?, until: r.get(3)? })
@@ -306,7 +317,9 @@ impl Store for SqliteStore {
         let Some(mut c) = self.cluster_of(key)? else { return Ok(false) };
         c.members.retain(|m| m != key);
         let members = serde_json::to_string(&c.members).expect("keys serialize");
-        self.with(|db| db.execute("UPDATE clusters SET members = ?1 WHERE name = ?2", params![members, c.name]).map(|_| true))
+        self.with(|db| {
+            db.execute("UPDATE clusters SET members = ?1 WHERE name = ?2", params![members, c.name]).map(|_| true)
+        })
     }
 
     fn save_operation(&self, e: &AuditEntry) -> Result<(), StoreError> {
@@ -315,7 +328,9 @@ impl Store for SqliteStore {
 
     fn operations(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.with(|db| {
-            let mut st = db.prepare("SELECT id, cluster, status, started_at, record FROM operations ORDER BY started_at DESC LIMIT ?1")?;
+            let mut st = db.prepare(
+                "SELECT id, cluster, status, started_at, record FROM operations ORDER BY started_at DESC LIMIT ?1",
+            )?;
             let rows = st.query_map([limit as i64], audit_row)?.collect::<rusqlite::Result<Vec<_>>>();
             rows
         })
@@ -361,7 +376,11 @@ impl Store for SqliteStore {
                 let rows = st.query_map([], audit_row)?.collect::<rusqlite::Result<Vec<_>>>();
                 rows
             })?;
-            out.extend(rows.into_iter().filter_map(|r| r.err()).map(|(id, error)| DamagedRecord { table: table.into(), id, error }));
+            out.extend(rows.into_iter().filter_map(|r| r.err()).map(|(id, error)| DamagedRecord {
+                table: table.into(),
+                id,
+                error,
+            }));
         }
         Ok(out)
     }
@@ -390,7 +409,10 @@ mod tests {
     /// Issue 19: SQLite's terse errors say what they mean; busy is told apart.
     #[test]
     fn store_errors_say_what_to_check() {
-        let err = |code: i32| StoreError::Sqlite { path: "d/baton.db".into(), source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None) };
+        let err = |code: i32| StoreError::Sqlite {
+            path: "d/baton.db".into(),
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        };
         assert!(err(8).to_string().contains("read-only"), "{}", err(8)); // SQLITE_READONLY
         assert!(err(13).to_string().contains("full"), "{}", err(13)); // SQLITE_FULL
         assert!(err(10).to_string().contains("immutable"), "{}", err(10)); // SQLITE_IOERR
@@ -401,7 +423,13 @@ mod tests {
     #[test]
     fn lock_and_first_record_together() {
         let (s, dir) = store();
-        let e = AuditEntry { id: "t1".into(), cluster: "c".into(), status: "running".into(), started_at: 1, record: serde_json::json!({}) };
+        let e = AuditEntry {
+            id: "t1".into(),
+            cluster: "c".into(),
+            status: "running".into(),
+            started_at: 1,
+            record: serde_json::json!({}),
+        };
         assert_eq!(s.lock_cluster_journaled("c", &e).unwrap(), None);
         assert!(s.takeover("t1").unwrap().is_some());
         let e2 = AuditEntry { id: "t2".into(), ..e.clone() };
@@ -439,7 +467,9 @@ mod tests {
         assert_eq!(s.set_aside_damaged().unwrap(), 1);
         assert!(s.damaged().unwrap().is_empty());
         assert!(s.takeover("t7").unwrap().is_none());
-        let kept: i64 = s.with(|db| db.query_row("SELECT COUNT(*) FROM damaged_records WHERE id = 't7'", [], |r| r.get(0))).unwrap();
+        let kept: i64 = s
+            .with(|db| db.query_row("SELECT COUNT(*) FROM damaged_records WHERE id = 't7'", [], |r| r.get(0)))
+            .unwrap();
         assert_eq!(kept, 1, "set aside, not deleted");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -454,12 +484,24 @@ mod tests {
         let (s, dir) = store();
         let a: InstanceKey = "h:1".parse().unwrap();
         let b: InstanceKey = "h:2".parse().unwrap();
-        s.remember_cluster(&KnownCluster { name: "h:1".into(), alias: Some("prod".into()), members: vec![a.clone(), b.clone()], claimed_alias: None, seen_at: 0 })
-            .unwrap();
+        s.remember_cluster(&KnownCluster {
+            name: "h:1".into(),
+            alias: Some("prod".into()),
+            members: vec![a.clone(), b.clone()],
+            claimed_alias: None,
+            seen_at: 0,
+        })
+        .unwrap();
         assert_eq!(s.find_cluster("prod").unwrap().unwrap().name, "h:1");
         // After a takeover the cluster is renamed after its new master: the old entry goes.
-        s.remember_cluster(&KnownCluster { name: "h:2".into(), alias: Some("prod".into()), members: vec![b.clone(), a.clone()], claimed_alias: None, seen_at: 0 })
-            .unwrap();
+        s.remember_cluster(&KnownCluster {
+            name: "h:2".into(),
+            alias: Some("prod".into()),
+            members: vec![b.clone(), a.clone()],
+            claimed_alias: None,
+            seen_at: 0,
+        })
+        .unwrap();
         assert_eq!(s.clusters().unwrap().len(), 1);
         assert_eq!(s.cluster_of(&a).unwrap().unwrap().name, "h:2");
 
@@ -467,8 +509,13 @@ mod tests {
         s.set_promotion_rule(&RuleEntry { instance: b.clone(), rule: PromotionRule::Prefer, until: Some(1) }).unwrap();
         assert_eq!(s.promotion_rules().unwrap().len(), 1, "expired rule is not in force");
 
-        s.begin_downtime(&Downtime { instance: b.clone(), owner: "ops".into(), reason: "disk".into(), until: now_unix() + 60 })
-            .unwrap();
+        s.begin_downtime(&Downtime {
+            instance: b.clone(),
+            owner: "ops".into(),
+            reason: "disk".into(),
+            until: now_unix() + 60,
+        })
+        .unwrap();
         assert_eq!(s.downtimes().unwrap().len(), 1);
         assert!(s.end_downtime(&b).unwrap());
         assert!(s.downtimes().unwrap().is_empty());
@@ -480,7 +527,13 @@ mod tests {
         s.unlock_cluster("h:2", "t1").unwrap();
         assert_eq!(s.lock_cluster("h:2", "t3").unwrap(), None);
 
-        let e = AuditEntry { id: "t3".into(), cluster: "h:2".into(), status: "promoted".into(), started_at: 5, record: serde_json::json!({"x": 1}) };
+        let e = AuditEntry {
+            id: "t3".into(),
+            cluster: "h:2".into(),
+            status: "promoted".into(),
+            started_at: 5,
+            record: serde_json::json!({"x": 1}),
+        };
         s.save_takeover(&e).unwrap();
         assert_eq!(s.takeover("t3").unwrap().unwrap(), e);
         assert_eq!(s.takeovers(Some("h:2"), 10).unwrap().len(), 1);

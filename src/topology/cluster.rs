@@ -189,11 +189,9 @@ impl Cluster {
         for (k, p) in probes.iter() {
             let is_master = master.as_ref() == Some(k);
             match p {
-                Err(e) => problems.push(Problem {
-                    instance: k.clone(),
-                    kind: ProblemKind::Unreachable,
-                    message: e.clone(),
-                }),
+                Err(e) => {
+                    problems.push(Problem { instance: k.clone(), kind: ProblemKind::Unreachable, message: e.clone() })
+                }
                 Ok(i) => problems.extend(instance_problems(i, is_master, master_inst, &probes, &ring, opts)),
             }
             members.push(Member {
@@ -206,13 +204,7 @@ impl Cluster {
         }
         members.sort_by(|a, b| (a.depth.unwrap_or(u32::MAX), &a.key).cmp(&(b.depth.unwrap_or(u32::MAX), &b.key)));
 
-        Cluster {
-            name: master.as_ref().unwrap_or(seed).to_string(),
-            alias,
-            master,
-            members,
-            problems,
-        }
+        Cluster { name: master.as_ref().unwrap_or(seed).to_string(), alias, master, members, problems }
     }
 
     pub fn member(&self, key: &InstanceKey) -> Option<&Member> {
@@ -238,11 +230,7 @@ impl Cluster {
 
     /// Members that are writable (read_only off).
     pub fn writable_members(&self) -> Vec<&InstanceKey> {
-        self.members
-            .iter()
-            .filter(|m| m.instance.as_ref().is_some_and(|i| i.writable()))
-            .map(|m| &m.key)
-            .collect()
+        self.members.iter().filter(|m| m.instance.as_ref().is_some_and(|i| i.writable())).map(|m| &m.key).collect()
     }
 }
 
@@ -258,7 +246,10 @@ fn instance_problems(
     let mut add = |kind, message: String| out.push(Problem { instance: i.key.clone(), kind, message });
     if let Some(r) = &i.replication {
         if !probes.contains_key(&r.source) {
-            add(ProblemKind::SourceOutsideCluster, format!("replicates from {} which is not in this cluster", r.source));
+            add(
+                ProblemKind::SourceOutsideCluster,
+                format!("replicates from {} which is not in this cluster", r.source),
+            );
         }
         if let Some(e) = &r.last_io_error {
             add(ProblemKind::ReplicationBroken, format!("IO thread error {}: {}", e.errno, e.message));
@@ -280,7 +271,8 @@ fn instance_problems(
         }
     }
     if !is_master {
-        if let Some(errant) = master.and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref(), m.server_id)) {
+        if let Some(errant) = master.and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref(), m.server_id))
+        {
             add(ProblemKind::ErrantGtid, format!("transactions the master does not have: {errant}"));
         }
     }

@@ -68,10 +68,7 @@ impl GtidPos {
 
     /// True when every domain of `target` has been reached (same or higher sequence) by `self`.
     pub fn reached(&self, target: &GtidPos) -> bool {
-        target
-            .domains
-            .iter()
-            .all(|(d, t)| self.domains.get(d).is_some_and(|s| s.seq >= t.seq))
+        target.domains.iter().all(|(d, t)| self.domains.get(d).is_some_and(|s| s.seq >= t.seq))
     }
 
     /// The domains in which `self` is ahead of `other` (or that `other` lacks): on a replica
@@ -118,7 +115,8 @@ impl FromStr for GtidPos {
                 _ => return Err(gtid_err(s, format!("'{part}' is not domain-server-seq"))),
             };
             let num = |x: &str, what: &str, max: u64| -> Result<u64, GtidError> {
-                server_number(x, max).ok_or_else(|| gtid_err(s, format!("'{x}' is not a {what} number (digits only, at most {max})")))
+                server_number(x, max)
+                    .ok_or_else(|| gtid_err(s, format!("'{x}' is not a {what} number (digits only, at most {max})")))
             };
             let domain = num(d, "domain", u32::MAX as u64)? as u32;
             let server = num(sv, "server", u32::MAX as u64)? as u32;
@@ -252,7 +250,12 @@ impl GtidSet {
 
     /// The set without the transactions of server `uuid` (any tag).
     pub fn without_uuid(&self, uuid: &str) -> GtidSet {
-        let sets = self.sets.iter().filter(|(s, _)| !s.uuid.eq_ignore_ascii_case(uuid)).map(|(s, v)| (s.clone(), v.clone())).collect();
+        let sets = self
+            .sets
+            .iter()
+            .filter(|(s, _)| !s.uuid.eq_ignore_ascii_case(uuid))
+            .map(|(s, v)| (s.clone(), v.clone()))
+            .collect();
         GtidSet { sets }
     }
 
@@ -284,8 +287,9 @@ impl FromStr for GtidSet {
                     None => (f, f),
                 };
                 let parse = |x: &str| {
-                    server_number(x, MAX_TRANSACTION)
-                        .ok_or_else(|| gtid_err(s, format!("'{f}' is not an interval (digits only, 1 to {MAX_TRANSACTION})")))
+                    server_number(x, MAX_TRANSACTION).ok_or_else(|| {
+                        gtid_err(s, format!("'{f}' is not an interval (digits only, 1 to {MAX_TRANSACTION})"))
+                    })
                 };
                 let (a, b) = (parse(a)?, parse(b)?);
                 if a == 0 || b < a {
@@ -398,7 +402,9 @@ mod tests {
 
     #[test]
     fn mysql_bad_sets() {
-        for bad in ["nope:1-2".to_string(), format!("{U1}"), format!("{U1}:5-2"), format!("{U1}:0"), format!("{U1}:a-b")] {
+        for bad in
+            ["nope:1-2".to_string(), format!("{U1}"), format!("{U1}:5-2"), format!("{U1}:0"), format!("{U1}:a-b")]
+        {
             assert!(bad.parse::<GtidSet>().is_err(), "{bad}");
         }
     }
@@ -421,7 +427,9 @@ mod tests {
             assert!(e.to_string().contains("is not an interval"), "{bad}: {e}");
         }
         assert_eq!(format!("{U1}:1-{top}").parse::<GtidSet>().unwrap().count(), top as u128);
-        for bad in ["0-1-+5", "+0-1-5", "0-+1-5", "0-1-", "0--5", "0-1-9223372036854775808", "0-4294967296-1", " 0-1-5x"] {
+        for bad in
+            ["0-1-+5", "+0-1-5", "0-+1-5", "0-1-", "0--5", "0-1-9223372036854775808", "0-4294967296-1", " 0-1-5x"]
+        {
             let e = bad.parse::<GtidPos>().expect_err(bad);
             assert!(e.to_string().contains("invalid GTID"), "{bad}: {e}");
         }
@@ -475,7 +483,11 @@ mod tests {
                 .map(|(u, a, l, upper)| {
                     let b = a.saturating_add(l).min(top);
                     let u = if upper { u.to_ascii_uppercase() } else { u };
-                    if a == b { format!("{u}:{a}") } else { format!("{u}:{a}-{b}") }
+                    if a == b {
+                        format!("{u}:{a}")
+                    } else {
+                        format!("{u}:{a}-{b}")
+                    }
                 })
                 .collect();
             s.join(",\n").parse().unwrap()
@@ -483,7 +495,10 @@ mod tests {
     }
 
     fn model(s: &GtidSet) -> std::collections::BTreeSet<(String, u64)> {
-        s.sets.iter().flat_map(|(src, iv)| iv.iter().flat_map(move |(a, b)| (*a..=*b).map(move |n| (src.uuid.clone(), n)))).collect()
+        s.sets
+            .iter()
+            .flat_map(|(src, iv)| iv.iter().flat_map(move |(a, b)| (*a..=*b).map(move |n| (src.uuid.clone(), n))))
+            .collect()
     }
 
     proptest! {

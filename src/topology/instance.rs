@@ -33,10 +33,8 @@ impl Version {
     pub fn parse(v: &str) -> Version {
         // Over the protocol MariaDB may announce itself as "5.5.5-10.11.6-MariaDB".
         let v = v.strip_prefix("5.5.5-").unwrap_or(v);
-        let mut nums = v
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<u16>().unwrap_or(0));
+        let mut nums =
+            v.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<u16>().unwrap_or(0));
         Version(nums.next().unwrap_or(0), nums.next().unwrap_or(0), nums.next().unwrap_or(0))
     }
 }
@@ -91,7 +89,12 @@ impl GtidState {
     ///   `0-1-8` while the master is at `0-1-10`), which sequence numbers alone cannot tell.
     /// * MySQL: executed minus the master's executed, leaving out the master's own uuid (those can
     ///   only be transactions newer than the master's snapshot).
-    pub fn errant_against(&self, master: &GtidState, master_uuid: Option<&str>, master_server_id: u32) -> Option<String> {
+    pub fn errant_against(
+        &self,
+        master: &GtidState,
+        master_uuid: Option<&str>,
+        master_server_id: u32,
+    ) -> Option<String> {
         match (self, master) {
             (
                 GtidState::MariaDb { binlog_pos, current_pos, slave_pos, .. },
@@ -139,7 +142,9 @@ impl GtidState {
     /// None when there are none, or when the flavors differ.
     pub fn missing_from(&self, other: &GtidState) -> Option<String> {
         let missing = match (self, other) {
-            (GtidState::MariaDb { current_pos: a, .. }, GtidState::MariaDb { current_pos: b, .. }) => a.ahead_of(b).to_string(),
+            (GtidState::MariaDb { current_pos: a, .. }, GtidState::MariaDb { current_pos: b, .. }) => {
+                a.ahead_of(b).to_string()
+            }
             (GtidState::MySql { executed: a, .. }, GtidState::MySql { executed: b, .. }) => a.subtract(b).to_string(),
             _ => String::new(),
         };

@@ -37,10 +37,8 @@ impl InstanceKey {
         if host.is_empty() {
             return Err(KeyError::EmptyHost(input.to_string()));
         }
-        let ok = host.len() <= 255
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
+        let ok =
+            host.len() <= 255 && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
         if !ok {
             return Err(KeyError::BadHost(input.to_string()));
         }
@@ -142,12 +140,16 @@ impl HostFilter {
         if let Ok(ip) = text.parse::<std::net::IpAddr>() {
             return Ok(HostFilter::Ip(ip));
         }
-        regex::Regex::new(text).map(HostFilter::Pattern).map_err(|e| format!("'{text}' is not a valid regular expression: {e}"))
+        regex::Regex::new(text)
+            .map(HostFilter::Pattern)
+            .map_err(|e| format!("'{text}' is not a valid regular expression: {e}"))
     }
 
     pub fn matches(&self, key: &InstanceKey) -> bool {
         match self {
-            HostFilter::Ip(ip) => key.host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().is_ok_and(|h| h == *ip),
+            HostFilter::Ip(ip) => {
+                key.host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().is_ok_and(|h| h == *ip)
+            }
             HostFilter::Pattern(re) => re.is_match(&key.to_string()),
         }
     }

@@ -10,7 +10,7 @@ pub mod instance;
 pub mod key;
 pub mod render;
 
-pub use cluster::{BuildOptions, Cluster, Member, Problem, ProblemKind, ProbeOutcome};
+pub use cluster::{BuildOptions, Cluster, Member, ProbeOutcome, Problem, ProblemKind};
 pub use gtid::{GtidError, GtidPos, GtidSet};
 pub use instance::{
     BinlogCoordinates, Flavor, GtidMode, GtidState, Instance, ReplicationStatus, ThreadError, ThreadState, Version,

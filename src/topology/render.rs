@@ -84,7 +84,14 @@ fn line(cluster: &Cluster, m: &Member, style: Style) -> String {
         _ => "ok",
     };
     let problems: Vec<String> = cluster.problems_of(&m.key).iter().map(|p| format!("{:?}", p.kind)).collect();
-    let cols = [lag, state.to_string(), i.version.clone(), (if i.read_only { "ro" } else { "rw" }).to_string(), i.binlog_format.clone(), i.gtid.summary()];
+    let cols = [
+        lag,
+        state.to_string(),
+        i.version.clone(),
+        (if i.read_only { "ro" } else { "rw" }).to_string(),
+        i.binlog_format.clone(),
+        i.gtid.summary(),
+    ];
     match style {
         Style::Tree => format!(
             "{} [{}]{}",

@@ -185,7 +185,10 @@ pub async fn assert_one_master_tree(t: &Topology) -> InstanceKey {
             if at == master {
                 break;
             }
-            let r = c.instance(&at).and_then(|i| i.replication.as_ref()).unwrap_or_else(|| panic!("{at} does not replicate: {c:#?}"));
+            let r = c
+                .instance(&at)
+                .and_then(|i| i.replication.as_ref())
+                .unwrap_or_else(|| panic!("{at} does not replicate: {c:#?}"));
             assert!(!r.broken(), "{at}: {r:?}");
             at = r.source.clone();
         }
@@ -211,7 +214,12 @@ pub async fn assert_rows_everywhere(t: &Topology, master: &InstanceKey, writer_i
         let have: std::collections::HashSet<i64> =
             baton::mysql::workload::rows_of(&conn, &k, writer_id).await.unwrap().into_iter().collect();
         let missing: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
-        assert!(missing.is_empty(), "{k} lacks {} acknowledged rows, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        assert!(
+            missing.is_empty(),
+            "{k} lacks {} acknowledged rows, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
     }
     conn.close().await;
 }
@@ -248,9 +256,10 @@ pub async fn shape(t: &Topology) -> Vec<(String, Option<String>, bool, bool)> {
             let i = m.instance.as_ref().expect("reachable");
             // Replicating: the SQL thread runs and the IO thread runs or is (re)connecting; right
             // after a rollback's START SLAVE the IO thread may not have connected yet.
-            let running = i.replication.as_ref().is_some_and(|r| {
-                r.sql_thread.running() && !matches!(r.io_thread, ThreadState::No) && !r.broken()
-            });
+            let running = i
+                .replication
+                .as_ref()
+                .is_some_and(|r| r.sql_thread.running() && !matches!(r.io_thread, ThreadState::No) && !r.broken());
             (m.key.to_string(), m.source.as_ref().map(|s| s.to_string()), i.read_only, running)
         })
         .collect();

@@ -25,9 +25,13 @@ impl Dialect for MySql {
     fn probe(&self) -> String {
         let log_updates =
             if self.version >= Version(8, 0, 26) { "@@log_replica_updates" } else { "@@log_slave_updates" };
-        let binlog_status = if self.version >= Version(8, 2, 0) { "SHOW BINARY LOG STATUS" } else { "SHOW MASTER STATUS" };
-        let (status, hosts) =
-            if self.new_terms() { ("SHOW REPLICA STATUS", "SHOW REPLICAS") } else { ("SHOW SLAVE STATUS", "SHOW SLAVE HOSTS") };
+        let binlog_status =
+            if self.version >= Version(8, 2, 0) { "SHOW BINARY LOG STATUS" } else { "SHOW MASTER STATUS" };
+        let (status, hosts) = if self.new_terms() {
+            ("SHOW REPLICA STATUS", "SHOW REPLICAS")
+        } else {
+            ("SHOW SLAVE STATUS", "SHOW SLAVE HOSTS")
+        };
         format!(
             "SELECT @@version AS version, @@version_comment AS version_comment, @@server_id AS server_id, \
              @@server_uuid AS server_uuid, @@read_only AS read_only, @@super_read_only AS super_read_only, \
@@ -148,7 +152,10 @@ mod tests {
             d.wait_for_gtid("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5", 1.0).sql,
             "SELECT WAIT_FOR_EXECUTED_GTID_SET('3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5', 1.000) AS r"
         );
-        assert_eq!(d.wait_for_coordinates("binlog.000002", 157, 2.0).sql, "SELECT SOURCE_POS_WAIT('binlog.000002', 157, 2.000) AS r");
+        assert_eq!(
+            d.wait_for_coordinates("binlog.000002", 157, 2.0).sql,
+            "SELECT SOURCE_POS_WAIT('binlog.000002', 157, 2.000) AS r"
+        );
         assert!(d.probe().contains("SHOW REPLICA STATUS; SHOW REPLICAS"));
         assert!(d.probe().contains("UNIX_TIMESTAMP(NOW(6)) AS server_unix"), "the clock, for the skew check");
         assert!(d.probe().contains("SHOW MASTER STATUS"));
