@@ -15,7 +15,7 @@ use crate::topology::{BuildOptions, Cluster, InstanceKey, KeyError, ProbeOutcome
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     #[error("cannot discover a cluster from {seed}: {source}")]
-    SeedUnreachable { seed: InstanceKey, source: SqlError },
+    SeedUnreachable { seed: InstanceKey, source: Box<SqlError> },
     #[error("'{0}' is neither host:port nor a known cluster alias or name")]
     UnknownHint(String),
     #[error(transparent)]
@@ -342,7 +342,7 @@ pub async fn discover_within(
 
     if probes.values().all(|p| p.is_err()) {
         if let Some(e) = first_error {
-            return Err(DiscoveryError::SeedUnreachable { seed: first, source: e });
+            return Err(DiscoveryError::SeedUnreachable { seed: first, source: Box::new(e) });
         }
     }
 

@@ -132,12 +132,12 @@ async fn stopped_sql_thread_and_chained_replica() {
 
     // A writable replica is a second writable instance.
     exec(&conn, &r3, "SET GLOBAL read_only = OFF").await;
-    let c = discovery::discover(&conn, &cfg, &[r3.clone()]).await.unwrap();
+    let c = discovery::discover(&conn, &cfg, std::slice::from_ref(&r3)).await.unwrap();
     assert!(c.problems_of(&r3).iter().any(|p| p.kind == ProblemKind::SecondWritable));
 
     // An errant transaction on a replica.
     exec(&conn, &r3, "INSERT INTO app.writes (id) VALUES (999999)").await;
-    let c = discovery::discover(&conn, &cfg, &[m.clone()]).await.unwrap();
+    let c = discovery::discover(&conn, &cfg, std::slice::from_ref(&m)).await.unwrap();
     assert!(c.problems_of(&r3).iter().any(|p| p.kind == ProblemKind::ErrantGtid), "{:?}", c.problems);
 
     // Killing a replica: reported unreachable, not fatal.
@@ -168,7 +168,9 @@ fn cli_bad_input_gives_one_clear_line() {
         )
     };
     let master = t.master().to_string();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    /// (CLI arguments, environment, a piece of the expected error)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["topology", "foo"], vec![], "'foo' is neither host:port nor a known cluster alias"),
         (vec!["topology", "host:notaport"], vec![], "'notaport' is not a port number"),
         (vec!["topology", "nosuchalias"], vec![], "nosuchalias"),

@@ -27,15 +27,11 @@ fn is_one_literal(q: &str) -> bool {
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\'' => {
-                if chars.next() != Some('\'') {
-                    return false;
-                }
+            '\'' if chars.next() != Some('\'') => {
+                return false;
             }
-            '\\' => {
-                if chars.next().is_none() {
-                    return false;
-                }
+            '\\' if chars.next().is_none() => {
+                return false;
             }
             _ => {}
         }

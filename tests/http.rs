@@ -266,7 +266,7 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
         let r = call(&s, method.clone(), uri, None, body).await;
         assert_eq!(r.status, *status, "{method} {uri} {body}: {}", r.body);
         let msg = if uri.starts_with("/api/v1") || !uri.starts_with("/api/") {
-            assert_eq!(r.body["error"]["code"].as_str().is_some(), true, "{uri}: {}", r.body);
+            assert!(r.body["error"]["code"].as_str().is_some(), "{uri}: {}", r.body);
             r.body["error"]["message"].as_str().unwrap().to_string()
         } else {
             assert_eq!(r.body["Code"], "ERROR", "{uri}: {}", r.body);

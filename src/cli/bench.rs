@@ -412,7 +412,7 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
     let (rounds, double) = sampler.stop().await;
 
     // Every acknowledged row must be on every instance once replication has caught up.
-    let final_cluster = crate::discovery::discover(&connector, &cfg, &[a.clone()]).await?;
+    let final_cluster = crate::discovery::discover(&connector, &cfg, std::slice::from_ref(&a)).await?;
     let master = final_cluster.master.clone().ok_or("no master at the end")?;
     let pos = crate::mysql::ops::own_position(&connector, &master).await?;
     let mut lost = 0usize;

@@ -402,8 +402,7 @@ mod tests {
 
     #[test]
     fn mysql_bad_sets() {
-        for bad in
-            ["nope:1-2".to_string(), format!("{U1}"), format!("{U1}:5-2"), format!("{U1}:0"), format!("{U1}:a-b")]
+        for bad in ["nope:1-2".to_string(), U1.to_string(), format!("{U1}:5-2"), format!("{U1}:0"), format!("{U1}:a-b")]
         {
             assert!(bad.parse::<GtidSet>().is_err(), "{bad}");
         }
