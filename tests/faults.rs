@@ -428,6 +428,13 @@ async fn baton_killed_at_every_phase_boundary_then_recovered() {
         };
         assert_eq!(rec.status, want, "{phase}: {}", serde_json::to_string_pretty(&rec).unwrap());
         assert_eq!(rec.recoveries.len(), 1);
+        // A rollback ran the undo plan recovery built from the live topology: the fenced master
+        // writable first (after the fence), the replicas found below the designated back.
+        if want == Status::RolledBack {
+            let plan = rec.undo.describe();
+            assert_eq!(plan.first().is_some_and(|s| s.contains("writable again")), i >= 7, "{phase}: {plan:?}");
+            assert!(plan.iter().any(|s| s.contains("replicates from") && s.contains("again")), "{phase}: {plan:?}");
+        }
         let after = assert_one_master(&t, &[]).await;
         if want == Status::Promoted {
             assert_ne!(after, before, "{phase}");

@@ -132,10 +132,15 @@ async fn pre_takeover_and_pre_fence_vetoes_leave_the_topology_as_it_was() {
     assert_eq!((fence[0].primitive.as_str(), &fence[0].undo), ("stop_replication", &Undo::StartReplication));
     let rollback = phase(Phase::Rollback);
     assert!(
-        rollback.detail.contains("undid stop_replication") && rollback.detail.contains("undid read_only"),
+        rollback.detail.contains("undoes stop_replication by") && rollback.detail.contains("undoes read_only by"),
         "{}",
         rollback.detail
     );
+    // The undo plan in the report says the same, in the order it ran: the hooks' writes last,
+    // newest first.
+    let plan = rep.undo.describe();
+    let n = plan.len();
+    assert!(n >= 2 && plan[n - 2].contains("replication started again") && plan[n - 1].contains("read-only again"), "{plan:?}");
     assert_eq!(shape(&t).await, before, "the hooks' writes were undone with the rest");
     // The audit has them too.
     let audit = SqliteStore::open(&cfg.paths.data_dir).unwrap().takeover(&rep.id).unwrap().unwrap();

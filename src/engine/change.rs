@@ -17,12 +17,13 @@ impl Run {
     }
 
     /// How the demoted master replicates from the new one, and whether its replication starts.
-    pub(super) fn old_master_spec(&self, master: &InstanceKey, d: &InstanceKey) -> (SourceSpec, bool) {
-        let position = match self.cluster.as_ref().and_then(|c| c.instance(master)).map(|i| i.flavor) {
+    pub(super) fn old_master_spec(&self, t: &Target) -> (SourceSpec, bool) {
+        let position = match t.cluster.instance(&t.master).map(|i| i.flavor) {
             Some(Flavor::MySql) => SourcePosition::AutoPosition,
             _ => SourcePosition::GtidCurrentPos, // its own writes are in gtid_binlog_pos, not gtid_slave_pos
         };
-        (self.replication_spec(d, position, self.uses_tls(d)), self.report.start_old_master_replication)
+        let tls = rollback::uses_tls(&t.cluster, &t.designated);
+        (self.replication_spec(&t.designated, position, tls), self.report.start_old_master_replication)
     }
 
     pub(super) async fn release_server_lock(&mut self) {
@@ -31,48 +32,43 @@ impl Run {
         }
     }
 
-    /// The position mode an ordinary replica uses on a new source.
-    pub(super) fn replica_position(&self, key: &InstanceKey) -> SourcePosition {
-        match self.cluster.as_ref().and_then(|c| c.instance(key)).map(|i| i.flavor) {
-            Some(Flavor::MySql) => SourcePosition::AutoPosition,
-            _ => SourcePosition::GtidSlavePos,
-        }
+    /// The position mode `key` uses on a new source, as an ordinary replica.
+    pub(super) fn replica_position(t: &Target, key: &InstanceKey) -> SourcePosition {
+        rollback::replica_position(t.cluster.instance(key).map(|i| i.flavor))
     }
 
-    pub(super) fn uses_tls(&self, key: &InstanceKey) -> bool {
-        self.cluster.as_ref().and_then(|c| c.instance(key)).and_then(|i| i.replication.as_ref()).is_some_and(|r| r.ssl)
+    /// The designated replica's siblings that relocation moves: the reachable ones (an
+    /// unreachable one is downtimed, or check_master refused: it is left behind).
+    pub(super) fn siblings_to_move(&self, t: &Target) -> Vec<InstanceKey> {
+        let c = &t.cluster;
+        c.replicas_of(&t.master)
+            .iter()
+            .map(|m| m.key.clone())
+            .filter(|k| *k != t.designated && c.instance(k).is_some())
+            .collect()
     }
 
     /// Moves the designated replica's siblings below it while the master is still writable.
     /// Each sibling is stopped, the designated waits (in the server) until it has executed what
     /// the sibling had, and the sibling is pointed at the designated with GTID.
-    pub(super) async fn relocate_siblings(&mut self) -> PhaseResult {
+    pub(super) async fn relocate_siblings(&mut self, t: &Target) -> PhaseResult {
         let phase = Phase::RelocateSiblings;
-        let master = self.master.clone().expect("checked");
-        let d = self.designated.clone().expect("chosen");
-        let c = self.cluster.as_ref().expect("resolved");
-        let siblings: Vec<InstanceKey> =
-            c.replicas_of(&master).iter().map(|m| m.key.clone()).filter(|k| *k != d).collect();
-        if siblings.is_empty() {
+        let (c, d) = (&t.cluster, &t.designated);
+        let to_move = self.siblings_to_move(t);
+        for s in c.replicas_of(&t.master).iter().filter(|m| m.key != *d && c.instance(&m.key).is_none()) {
+            let w = format!("{} is downtimed and unreachable: left behind, not relocated", s.key);
+            warn!("{w}");
+            self.report.warnings.push(w);
+        }
+        if to_move.is_empty() {
             self.detail = "no siblings".into();
             return Ok(());
         }
-        let mut to_move = Vec::new();
-        for s in siblings {
-            if c.instance(&s).is_none() {
-                // Unreachable and downtimed (check_master refused the others): left behind.
-                let w = format!("{s} is downtimed and unreachable: left behind, not relocated");
-                warn!("{w}");
-                self.report.warnings.push(w);
-            } else {
-                to_move.push(s);
-            }
-        }
-        let dialect = self.conn().dialect(&d).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+        let dialect = self.conn().dialect(d).await.map_err(|source| TakeoverError::Sql { phase, source })?;
         let limit = Duration::from_millis(self.cfg().takeover.catchup_timeout_ms);
         let moves = to_move.iter().map(|s| {
-            let spec = self.replication_spec(&d, self.replica_position(s), self.uses_tls(s));
-            let (conn, dialect, d) = (self.conn(), &dialect, &d);
+            let spec = self.replication_spec(d, Run::replica_position(t, s), rollback::uses_tls(c, s));
+            let (conn, dialect) = (self.conn(), &dialect);
             async move {
                 let mut done = vec![ops::stop_replication(conn, s).await?];
                 let pos = ops::own_position_as_replica(conn, s).await?;
@@ -84,22 +80,22 @@ impl Run {
             }
         });
         let results = futures::future::join_all(moves).await;
+        // One that failed may have been stopped first: the undo plan moves every one back.
         let mut first_err = None;
+        let mut moved = Vec::new();
         for (s, r) in to_move.iter().zip(results) {
             match r {
                 Ok(done) => {
                     self.ops.extend(done);
-                    self.moved.push(s.clone());
+                    moved.push(s.clone());
                     self.report.siblings_moved.push(s.to_string());
                 }
                 Err(e) => {
-                    // It may have been stopped before failing: move it back with the others.
-                    self.moved.push(s.clone());
                     first_err.get_or_insert(e);
                 }
             }
         }
-        self.detail = format!("moved below {d}: {}", keys(&self.moved));
+        self.detail = format!("moved below {d}: {}", keys(&moved));
         match first_err {
             Some(source) => Err(TakeoverError::Sql { phase, source }),
             None => Ok(()),
@@ -107,19 +103,19 @@ impl Run {
     }
 
     /// read_only on the master, with a bounded lock wait; optionally kill client connections.
-    pub(super) async fn fence(&mut self) -> PhaseResult {
+    pub(super) async fn fence(&mut self, t: &Target) -> PhaseResult {
         let phase = Phase::Fence;
-        let master = self.master.clone().expect("checked");
+        let master = &t.master;
         let lock_wait = self.cfg().takeover.fence_lock_wait_s;
         self.fenced_at = Some(Instant::now());
-        let op = ops::set_read_only(self.conn(), &master, true, lock_wait)
+        let op = ops::set_read_only(self.conn(), master, true, lock_wait)
             .await
             .map_err(|source| TakeoverError::Sql { phase, source })?;
         self.ops.push(op);
         if let Some(grace) = self.cfg().takeover.kill_connections_after_ms {
             tokio::time::sleep(Duration::from_millis(grace)).await;
             let user = self.cfg().topology.user.clone();
-            let op = ops::kill_client_connections(self.conn(), &master, &user)
+            let op = ops::kill_client_connections(self.conn(), master, &user)
                 .await
                 .map_err(|source| TakeoverError::Sql { phase, source })?;
             self.detail = format!("killed {} client connections; ", op.statements.len().saturating_sub(1));
@@ -131,30 +127,28 @@ impl Run {
 
     /// Reads the fenced master's final position and waits, in the designated replica's server,
     /// until it has executed it.
-    pub(super) async fn catch_up(&mut self) -> PhaseResult {
+    pub(super) async fn catch_up(&mut self, t: &Target) -> Result<OwnPosition, TakeoverError> {
         let phase = Phase::CatchUp;
-        let master = self.master.clone().expect("checked");
-        let d = self.designated.clone().expect("chosen");
+        let d = &t.designated;
         let sql = |source| TakeoverError::Sql { phase, source };
-        let pos = ops::own_position(self.conn(), &master).await.map_err(sql)?;
-        let op = self.wait_executed(&d, &pos).await.map_err(sql)?;
+        let pos = ops::own_position(self.conn(), &t.master).await.map_err(sql)?;
+        let op = self.wait_executed(&t.cluster, d, &pos).await.map_err(sql)?;
         self.ops.push(op);
         self.detail = format!("{d} executed {}", if pos.gtid.is_empty() { "everything" } else { &pos.gtid });
-        self.fenced_position = Some(pos);
-        Ok(())
+        Ok(pos)
     }
 
     /// Waits, in `d`'s server, until it has executed `pos` of the master: by GTID when it
     /// replicates with GTID (or no coordinates are known), else by binlog coordinates.
-    pub(super) async fn wait_executed(&self, d: &InstanceKey, pos: &OwnPosition) -> Result<OpRecord, SqlError> {
+    pub(super) async fn wait_executed(
+        &self,
+        c: &Cluster,
+        d: &InstanceKey,
+        pos: &OwnPosition,
+    ) -> Result<OpRecord, SqlError> {
         let dialect = self.conn().dialect(d).await?;
         let limit = Duration::from_millis(self.cfg().takeover.catchup_timeout_ms);
-        let gtid = self
-            .cluster
-            .as_ref()
-            .and_then(|c| c.instance(d))
-            .and_then(|i| i.replication.as_ref())
-            .is_some_and(|r| r.gtid_mode != GtidMode::No);
+        let gtid = c.instance(d).and_then(|i| i.replication.as_ref()).is_some_and(|r| r.gtid_mode != GtidMode::No);
         match (&pos.coordinates, gtid) {
             (Some(coords), false) => ops::wait_for_coordinates(self.conn(), dialect.as_ref(), d, coords, limit).await,
             _ => ops::wait_for_gtid(self.conn(), dialect.as_ref(), d, &pos.gtid, limit).await,
@@ -162,34 +156,34 @@ impl Run {
     }
 
     /// Replication off and forgotten on the designated replica, then read_only off.
-    pub(super) async fn promote(&mut self) -> PhaseResult {
+    pub(super) async fn promote(&mut self, t: &Target) -> PhaseResult {
         let phase = Phase::Promote;
-        let d = self.designated.clone().expect("chosen");
+        let d = &t.designated;
         let sql = |source| TakeoverError::Sql { phase, source };
-        self.designated_reset = true; // from here on, rollback re-points it
-        self.ops.push(ops::reset_replication(self.conn(), &d).await.map_err(sql)?);
+        self.ops.push(ops::reset_replication(self.conn(), d).await.map_err(sql)?);
         let lock_wait = self.cfg().takeover.fence_lock_wait_s;
-        self.ops.push(ops::set_read_only(self.conn(), &d, false, lock_wait).await.map_err(sql)?);
+        self.ops.push(ops::set_read_only(self.conn(), d, false, lock_wait).await.map_err(sql)?);
         self.promoted = true;
-        let window = self.fenced_at.expect("fenced").elapsed().as_secs_f64() * 1000.0;
-        self.report.write_unavailable_ms = Some(window);
         self.report.new_master = Some(d.to_string());
-        self.detail = format!("{d} is the master and writable; writes were unavailable for {window:.1} ms");
+        self.detail = format!("{d} is the master and writable");
+        if let Some(fenced_at) = self.fenced_at {
+            let window = fenced_at.elapsed().as_secs_f64() * 1000.0;
+            self.report.write_unavailable_ms = Some(window);
+            self.detail.push_str(&format!("; writes were unavailable for {window:.1} ms"));
+        }
         Ok(())
     }
 
     /// The old master replicates from the new one (stopped unless auto / start_replication), and
     /// its position must not have moved while fenced.
-    pub(super) async fn repoint_old_master(&mut self) -> PhaseResult {
+    pub(super) async fn repoint_old_master(&mut self, t: &Target, fenced: &OwnPosition) -> PhaseResult {
         let phase = Phase::RepointOldMaster;
-        let master = self.master.clone().expect("checked");
-        let d = self.designated.clone().expect("chosen");
+        let (master, d) = (&t.master, &t.designated);
         let sql = |source| TakeoverError::Sql { phase, source };
-        let now = ops::own_position(self.conn(), &master).await.map_err(sql)?;
-        let fenced = self.fenced_position.clone().expect("caught up");
+        let now = ops::own_position(self.conn(), master).await.map_err(sql)?;
         let moved = now.gtid != fenced.gtid;
-        let (spec, start) = self.old_master_spec(&master, &d);
-        self.ops.push(ops::repoint(self.conn(), &master, &spec, start).await.map_err(sql)?);
+        let (spec, start) = self.old_master_spec(t);
+        self.ops.push(ops::repoint(self.conn(), master, &spec, start).await.map_err(sql)?);
         self.report.old_master_repointed = true;
         self.detail = format!("{master} replicates from {d}{}", if start { " (started)" } else { " (not started)" });
         if moved {
@@ -199,7 +193,7 @@ impl Run {
                 fenced.gtid, now.gtid
             );
             error!("{msg}");
-            return Err(TakeoverError::refused(phase, "fence_held", Some(&master), msg));
+            return Err(TakeoverError::refused(phase, "fence_held", Some(master), msg));
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use super::*;
 
 impl Run {
     /// A fresh live snapshot of the cluster named by the hint, and the cluster's takeover lock.
-    pub(super) async fn resolve(&mut self) -> PhaseResult {
+    pub(super) async fn resolve(&mut self) -> Result<Cluster, TakeoverError> {
         let phase = Phase::Resolve;
         let store = self.engine.store.clone();
         let discover = |run: &Run| {
@@ -91,7 +91,6 @@ impl Run {
         self.report.plan_hash = Some(hash.clone());
         self.detail =
             format!("{} members, {} problems, topology {hash}", cluster.members.len(), cluster.problems.len());
-        self.cluster = Some(cluster);
         if let Some(want) = &self.req.plan_hash {
             if *want != hash {
                 return Err(TakeoverError::refused(
@@ -102,12 +101,11 @@ impl Run {
                 ));
             }
         }
-        Ok(())
+        Ok(cluster)
     }
 
-    pub(super) fn check_master(&mut self) -> PhaseResult {
+    pub(super) fn check_master(&mut self, c: &Cluster) -> Result<InstanceKey, TakeoverError> {
         let phase = Phase::CheckMaster;
-        let c = self.cluster.as_ref().expect("resolved");
         let writable = c.writable_members();
         let Some(master) = c.master.clone() else {
             let names: Vec<String> = c
@@ -188,15 +186,16 @@ impl Run {
         }
         self.report.old_master = Some(master.to_string());
         self.detail = format!("master {master}, {} direct replicas", replicas.len());
-        self.master = Some(master);
-        Ok(())
+        Ok(master)
     }
 
-    pub(super) async fn choose_designated(&mut self) -> PhaseResult {
+    pub(super) async fn choose_designated(
+        &mut self,
+        c: &Cluster,
+        master: &InstanceKey,
+    ) -> Result<InstanceKey, TakeoverError> {
         let phase = Phase::ChooseDesignated;
-        let c = self.cluster.as_ref().expect("resolved");
-        let master = self.master.clone().expect("checked");
-        let replicas: Vec<InstanceKey> = c.replicas_of(&master).iter().map(|m| m.key.clone()).collect();
+        let replicas: Vec<InstanceKey> = c.replicas_of(master).iter().map(|m| m.key.clone()).collect();
         let (designated, why) = match &self.req.designated {
             Some(d) => {
                 if !replicas.contains(d) {
@@ -214,7 +213,7 @@ impl Run {
                 return Err(TakeoverError::refused(
                     phase,
                     "designated_given",
-                    Some(&master),
+                    Some(master),
                     format!(
                         "the master has {} replicas ({}): name one, or ask for auto",
                         replicas.len(),
@@ -222,13 +221,12 @@ impl Run {
                     ),
                 ))
             }
-            None => self.policy_choice(phase, &master).await?,
+            None => self.policy_choice(phase, c, master).await?,
         };
         self.report.choice = Some(why.clone());
         self.report.designated = Some(designated.to_string());
         self.detail = why;
-        self.designated = Some(designated);
-        Ok(())
+        Ok(designated)
     }
 
     /// The candidate policy's choice among the eligible replicas: the operator's Lua policy when
@@ -236,9 +234,9 @@ impl Run {
     pub(super) async fn policy_choice(
         &self,
         phase: Phase,
+        c: &Cluster,
         master: &InstanceKey,
     ) -> Result<(InstanceKey, String), TakeoverError> {
-        let c = self.cluster.as_ref().expect("resolved");
         let refused = |why: String| TakeoverError::refused(phase, "candidate", Some(master), why);
         let (candidates, excluded) = plan::candidates(c, master, &self.inputs);
         let input = Arc::new(PolicyInput { cluster: c.clone(), master: master.clone(), candidates, excluded });
@@ -266,13 +264,13 @@ impl Run {
         }
     }
 
-    pub(super) async fn check_designated(&mut self) -> PhaseResult {
+    /// Returns the target with the cluster re-read when replication was started and caught up.
+    pub(super) async fn check_designated(&mut self, mut t: Target) -> Result<Target, TakeoverError> {
         let phase = Phase::CheckDesignated;
-        let master = self.master.clone().expect("checked");
-        let d = self.designated.clone().expect("chosen");
+        let (master, d) = (t.master.clone(), t.designated.clone());
         // A designated replica whose replication was simply stopped (both threads, no error: a
         // demoted master repointed without starting replication) is started and caught up first.
-        let replication = self.cluster.as_ref().and_then(|c| c.instance(&d)).and_then(|i| i.replication.clone());
+        let replication = t.cluster.instance(&d).and_then(|i| i.replication.clone());
         let stopped_cleanly = replication
             .as_ref()
             .is_some_and(|r| r.source == master && !r.io_thread.running() && !r.sql_thread.running() && !r.broken());
@@ -285,21 +283,21 @@ impl Run {
                 && !r.broken()
         });
         if connecting && !self.req.dry_run {
-            self.catch_up_designated(&master, &d).await?;
+            t.cluster = self.catch_up_designated(&t).await?;
             self.detail = format!("replication on {d} was connecting: waited until it caught up; ");
         }
         if stopped_cleanly && self.req.dry_run {
             self.detail =
                 format!("replication on {d} is stopped: a takeover starts it and waits for it to catch up first; ");
         } else if stopped_cleanly {
+            self.report.undo.stop_again(&d, phase);
             self.ops.push(
                 ops::start_replication(self.conn(), &d).await.map_err(|source| TakeoverError::Sql { phase, source })?,
             );
-            self.started_designated_replication = true;
-            self.catch_up_designated(&master, &d).await?;
+            t.cluster = self.catch_up_designated(&t).await?;
             self.detail = format!("started replication on {d} (it was stopped) and waited for it to catch up; ");
         }
-        let c = self.cluster.as_ref().expect("resolved");
+        let c = &t.cluster;
         let mut checks = plan::check_designated(c, &master, &d, &self.inputs);
         // Replication that a takeover starts (dry run) or just started and proved caught up with
         // the server-side wait (its IO thread may still be connecting, with a NULL lag) is not a
@@ -364,7 +362,7 @@ impl Run {
                 Some(&d),
                 failed.iter().map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; "),
             )),
-            None => Ok(()),
+            None => Ok(t),
         };
         self.detail.push_str(&format!("{} checks on {d}", checks.len()));
         self.checks = checks;
@@ -373,18 +371,19 @@ impl Run {
 
     /// Waits (in the server) until the designated replica has executed the master's current
     /// position, then re-reads the cluster so that the checks see it as it is now.
-    pub(super) async fn catch_up_designated(&mut self, master: &InstanceKey, d: &InstanceKey) -> PhaseResult {
+    pub(super) async fn catch_up_designated(&mut self, t: &Target) -> Result<Cluster, TakeoverError> {
         let phase = Phase::CheckDesignated;
+        let (master, d) = (&t.master, &t.designated);
         let pos =
             ops::own_position(self.conn(), master).await.map_err(|source| TakeoverError::Sql { phase, source })?;
-        self.ops.push(self.wait_executed(d, &pos).await.map_err(|source| TakeoverError::Sql { phase, source })?);
+        self.ops.push(
+            self.wait_executed(&t.cluster, d, &pos).await.map_err(|source| TakeoverError::Sql { phase, source })?,
+        );
         // Seeded with the designated replica too: its IO thread may not have registered with the
         // master yet (it is listed by SHOW SLAVE HOSTS only once connected).
         let seeds = vec![master.clone(), d.clone()];
-        let c = discovery::discover(self.conn(), self.cfg(), &seeds)
+        discovery::discover(self.conn(), self.cfg(), &seeds)
             .await
-            .map_err(|source| TakeoverError::Discovery { phase, source })?;
-        self.cluster = Some(c);
-        Ok(())
+            .map_err(|source| TakeoverError::Discovery { phase, source })
     }
 }

@@ -6,12 +6,10 @@ use super::*;
 impl Run {
     /// Dry run: the steps a takeover would take from here, each with the statements it would run
     /// (positions known only at run time appear as `<...>`), and the hooks that would be called.
-    pub(super) async fn plan(&mut self) -> Result<Plan, TakeoverError> {
+    pub(super) async fn plan(&mut self, t: &Target) -> Result<Plan, TakeoverError> {
         let phase = Phase::CheckDesignated;
         let sql = |source| TakeoverError::Sql { phase, source };
-        let master = self.master.clone().expect("checked");
-        let d = self.designated.clone().expect("chosen");
-        let c = self.cluster.as_ref().expect("resolved");
+        let (master, d, c) = (t.master.clone(), t.designated.clone(), &t.cluster);
         let limit = self.cfg().takeover.catchup_timeout_ms as f64 / 1000.0;
         let lock_wait = self.cfg().takeover.fence_lock_wait_s;
         let shown = |v: Vec<crate::mysql::Statement>| v.into_iter().map(|s| s.shown).collect::<Vec<_>>();
@@ -33,13 +31,7 @@ impl Run {
                 vec![dd.start_replication().shown, dd.wait_for_gtid("<the master's position>", limit).shown],
             );
         }
-        let siblings: Vec<InstanceKey> = c
-            .replicas_of(&master)
-            .iter()
-            .map(|m| m.key.clone())
-            .filter(|k| *k != d && c.instance(k).is_some())
-            .collect();
-        for s in &siblings {
+        for s in &self.siblings_to_move(t) {
             let sd = self.conn().dialect(s).await.map_err(sql)?;
             step(Phase::RelocateSiblings, s, "stop replication".into(), vec![sd.stop_replication().shown]);
             step(
@@ -48,7 +40,7 @@ impl Run {
                 format!("wait until it executed what {s} had"),
                 vec![dd.wait_for_gtid(&format!("<gtid executed by {s}>"), limit).shown],
             );
-            let spec = self.replication_spec(&d, self.replica_position(s), self.uses_tls(s));
+            let spec = self.replication_spec(&d, Run::replica_position(t, s), rollback::uses_tls(c, s));
             step(
                 Phase::RelocateSiblings,
                 s,
@@ -82,7 +74,7 @@ impl Run {
         let mut promote = shown(ops::statements::reset_replication(dd.as_ref()));
         promote.extend(shown(ops::statements::set_read_only(dd.as_ref(), false, lock_wait)));
         step(Phase::Promote, &d, "forget replication, read_only off".into(), promote);
-        let (spec, start) = self.old_master_spec(&master, &d);
+        let (spec, start) = self.old_master_spec(t);
         step(
             Phase::RepointOldMaster,
             &master,

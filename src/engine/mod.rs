@@ -48,6 +48,7 @@ pub use report::{
     Outcome, Owner, Phase, PhaseEvent, PhaseRecord, Plan, PlannedStep, Recovery, Refusal, RefusalKind, Status,
     TakeoverReport,
 };
+pub use rollback::{UndoAction, UndoPlan, UndoStep};
 
 /// What the caller asks for.
 #[derive(Debug, Clone, Default)]
@@ -88,8 +89,21 @@ pub enum TakeoverError {
 }
 
 impl TakeoverError {
+    /// The phase that failed.
+    pub fn phase(&self) -> Phase {
+        match self {
+            TakeoverError::Sql { phase, .. }
+            | TakeoverError::Discovery { phase, .. }
+            | TakeoverError::Store { phase, .. }
+            | TakeoverError::Refused { phase, .. }
+            | TakeoverError::Busy { phase, .. }
+            | TakeoverError::Vetoed { phase, .. }
+            | TakeoverError::HookFailed { phase, .. } => *phase,
+        }
+    }
+
     /// How a refusal is classified for callers (HTTP status codes).
-    fn refusal(&self, current: Phase) -> Refusal {
+    fn refusal(&self) -> Refusal {
         let (kind, phase, check, instance) = match self {
             TakeoverError::Busy { phase, .. } => (RefusalKind::Busy, *phase, "busy".to_string(), None),
             TakeoverError::Discovery { phase, source: DiscoveryError::UnknownHint(_) | DiscoveryError::BadKey(_) } => {
@@ -102,7 +116,7 @@ impl TakeoverError {
             TakeoverError::Sql { phase, source } => {
                 (RefusalKind::Error, *phase, "sql".to_string(), Some(source.instance().to_string()))
             }
-            _ => (RefusalKind::Error, current, "error".to_string(), None),
+            _ => (RefusalKind::Error, self.phase(), "error".to_string(), None),
         };
         Refusal { kind, phase, check, instance }
     }
@@ -202,7 +216,17 @@ impl Engine {
     }
 }
 
-/// One takeover in progress: the context that travels through the phases.
+/// What the check phases established about the cluster: every phase after them is handed it, so
+/// what a phase needs exists by construction.
+struct Target {
+    /// The live snapshot the takeover decided on (re-read after the designated replica caught up).
+    cluster: Cluster,
+    master: InstanceKey,
+    designated: InstanceKey,
+}
+
+/// One takeover in progress: the context that travels through the phases. What the phases
+/// established is in `Target`; what they changed, and how to undo it, in `report.undo`.
 struct Run {
     engine: Engine,
     /// The scripts version this takeover started with, kept to its end.
@@ -211,26 +235,19 @@ struct Run {
     events: Option<EventSink>,
     report: TakeoverReport,
     started: Instant,
-    // What the phases learned and did, for the next phases and for rollback.
-    cluster: Option<Cluster>,
     inputs: PlanInputs,
     lock: Option<String>,
     server_lock: Option<ops::ServerLock>,
-    master: Option<InstanceKey>,
-    designated: Option<InstanceKey>,
-    started_designated_replication: bool,
-    moved: Vec<InstanceKey>,
+    /// The members when resolved: remembered under the new master's name after promotion.
+    members: Vec<InstanceKey>,
+    // Progress.
     fenced_at: Option<Instant>,
-    fenced_position: Option<OwnPosition>,
-    designated_reset: bool,
     promoted: bool,
     rolled_back: Vec<String>,
     /// The last journal write that failed, for `step` to act on.
     journal_error: Option<StoreError>,
     /// Recovery: the hook phase the crashed process had in progress (its hooks may have run).
     hooks_may_have_run: Option<Phase>,
-    /// Writes the hooks made before promotion, for the rollback to undo (newest last).
-    hook_writes: Vec<ScriptOp>,
     // Filled by the running phase.
     ops: Vec<OpRecord>,
     script_ops: Vec<ScriptOp>,
@@ -272,6 +289,7 @@ impl Run {
             owner: Some(report::Owner::current()),
             recoveries: Vec::new(),
             in_progress: None,
+            undo: UndoPlan::default(),
         };
         // The scripts version is fixed for the whole takeover, even if a reload happens meanwhile.
         let scripts = engine.scripts.current();
@@ -283,22 +301,15 @@ impl Run {
             events,
             report,
             started: Instant::now(),
-            cluster: None,
             inputs: PlanInputs::default(),
             lock: None,
             server_lock: None,
-            master: None,
-            designated: None,
-            started_designated_replication: false,
-            moved: Vec::new(),
+            members: Vec::new(),
             fenced_at: None,
-            fenced_position: None,
-            designated_reset: false,
             promoted: false,
             rolled_back: Vec::new(),
             journal_error: None,
             hooks_may_have_run: None,
-            hook_writes: Vec::new(),
             ops: Vec::new(),
             script_ops: Vec::new(),
             checks: Vec::new(),
@@ -315,59 +326,128 @@ impl Run {
     }
 
     async fn execute(mut self) -> TakeoverReport {
-        use Phase::*;
-        // Nothing changes in these phases: a failure is a refusal. A dry run stops after the
-        // checks (hooks are listed in the plan, not called) and plans the rest.
-        let checks: &[Phase] = if self.req.dry_run {
-            &[Resolve, CheckMaster, ChooseDesignated, CheckDesignated]
-        } else {
-            &[Resolve, CheckMaster, ChooseDesignated, CheckDesignated, PreTakeoverHooks]
-        };
-        for &p in checks {
-            if let Err(e) = self.step(p).await {
+        // Nothing changes in these phases (but what check_designated and the pre_takeover hooks
+        // may start, which the undo plan holds): a failure is a refusal.
+        let t = match self.prepare().await {
+            Ok(t) => t,
+            Err(e) => {
                 self.report.errors.push(e.to_string());
-                self.report.refusal = Some(e.refusal(p));
-                let undo = self.undo_preparation().await;
-                self.report.status = if undo { Status::Refused } else { Status::Failed };
+                self.report.refusal = Some(e.refusal());
+                let undone = self.rollback(false).await;
+                self.report.status = if undone { Status::Refused } else { Status::Failed };
                 return self.finish().await;
             }
-        }
+        };
         if self.req.dry_run {
-            match self.plan().await {
+            match self.plan(&t).await {
                 Ok(plan) => {
                     self.report.plan = Some(plan);
                     self.report.status = Status::Planned;
                 }
                 Err(e) => {
                     self.report.errors.push(e.to_string());
-                    self.report.refusal = Some(e.refusal(Phase::CheckDesignated));
+                    self.report.refusal = Some(e.refusal());
                     self.report.status = Status::Refused;
                 }
             }
             return self.finish().await;
         }
         // Changes begin. Until the new master is writable, a failure rolls everything back.
-        for p in [RelocateSiblings, PreFenceHooks, Fence, CatchUp, Promote] {
-            if let Err(e) = self.step(p).await {
+        let fenced = match self.change(&t).await {
+            Ok(fenced) => fenced,
+            Err(e) => {
                 self.report.errors.push(e.to_string());
-                let rolled_back = self.rollback().await;
+                let rolled_back = self.rollback(true).await;
                 self.report.status = if rolled_back { Status::RolledBack } else { Status::Failed };
                 return self.finish().await;
             }
-        }
+        };
         // Promoted. What follows is recorded, never undone.
-        for p in [PostPromoteHooks, RepointOldMaster, PostTakeoverHooks] {
-            if let Err(e) = self.step(p).await {
-                error!(error = %e, "after promotion");
-                self.report.errors.push(e.to_string());
-            }
-        }
+        self.after_promotion(&t, Some(&fenced), true, true).await;
         self.report.status = if self.report.errors.is_empty() { Status::Promoted } else { Status::PromotedWithErrors };
         self.finish().await
     }
 
+    /// resolve .. pre_takeover_hooks (a dry run calls no hook: they are listed in its plan).
+    async fn prepare(&mut self) -> Result<Target, TakeoverError> {
+        use Phase::*;
+        let cluster = self.step(Resolve, async |r: &mut Run| r.resolve().await).await?;
+        let master = self.step(CheckMaster, async |r: &mut Run| r.check_master(&cluster)).await?;
+        let designated =
+            self.step(ChooseDesignated, async |r: &mut Run| r.choose_designated(&cluster, &master).await).await?;
+        self.members = cluster.members.iter().map(|m| m.key.clone()).collect();
+        let t = Target { cluster, master, designated };
+        let t = self.step(CheckDesignated, async move |r: &mut Run| r.check_designated(t).await).await?;
+        if !self.req.dry_run {
+            self.step(PreTakeoverHooks, async |r: &mut Run| {
+                r.hooks(PreTakeoverHooks, HookPhase::PreTakeover, &t).await
+            })
+            .await?;
+        }
+        Ok(t)
+    }
+
+    /// relocate_siblings .. promote. Before each phase that changes servers, the undo plan says how
+    /// to undo it (and the write-ahead journal record carries it). The fenced master's final
+    /// position comes back, for the repoint to check that the fence held.
+    async fn change(&mut self, t: &Target) -> Result<OwnPosition, TakeoverError> {
+        use Phase::*;
+        for s in self.siblings_to_move(t) {
+            self.report.undo.replica_back(&s, &t.master, true, &t.cluster, RelocateSiblings);
+        }
+        self.step(RelocateSiblings, async |r: &mut Run| r.relocate_siblings(t).await).await?;
+        self.step(PreFenceHooks, async |r: &mut Run| r.hooks(PreFenceHooks, HookPhase::PreFence, t).await).await?;
+        self.report.undo.unfence(&t.master);
+        self.step(Fence, async |r: &mut Run| r.fence(t).await).await?;
+        let fenced = self.step(CatchUp, async |r: &mut Run| r.catch_up(t).await).await?;
+        self.report.undo.replica_back(&t.designated, &t.master, true, &t.cluster, Promote);
+        self.step(Promote, async |r: &mut Run| r.promote(t).await).await?;
+        Ok(fenced)
+    }
+
+    /// post_promote_hooks, repoint_old_master (when the fenced position is known), post_takeover_hooks:
+    /// each failure is recorded, none stops the others.
+    async fn after_promotion(
+        &mut self,
+        t: &Target,
+        fenced: Option<&OwnPosition>,
+        post_promote: bool,
+        post_takeover: bool,
+    ) {
+        use Phase::*;
+        if post_promote {
+            let r = self
+                .step(PostPromoteHooks, async |r: &mut Run| r.hooks(PostPromoteHooks, HookPhase::PostPromote, t).await)
+                .await;
+            self.after_promotion_error(r);
+        }
+        if let Some(fenced) = fenced {
+            let r = self.step(RepointOldMaster, async |r: &mut Run| r.repoint_old_master(t, fenced).await).await;
+            self.after_promotion_error(r);
+        }
+        if post_takeover {
+            let r = self
+                .step(PostTakeoverHooks, async |r: &mut Run| {
+                    r.hooks(PostTakeoverHooks, HookPhase::PostTakeover, t).await
+                })
+                .await;
+            self.after_promotion_error(r);
+        }
+    }
+
+    fn after_promotion_error(&mut self, r: PhaseResult) {
+        if let Err(e) = r {
+            error!(error = %e, "after promotion");
+            self.report.errors.push(e.to_string());
+        }
+    }
+
     /// Runs one phase, timing it and recording it in the report and the journal.
-    async fn step(&mut self, phase: Phase) -> PhaseResult {
+    async fn step<T>(
+        &mut self,
+        phase: Phase,
+        run_phase: impl AsyncFnOnce(&mut Run) -> Result<T, TakeoverError>,
+    ) -> Result<T, TakeoverError> {
         let span = info_span!("phase", name = phase.name());
         self.emit(PhaseEvent::Started { id: self.report.id.clone(), phase });
         let start = Instant::now();
@@ -392,28 +472,9 @@ impl Run {
                 return Err(TakeoverError::Store { phase, source });
             }
         }
-        let result = async {
-            match phase {
-                Phase::Resolve => self.resolve().await,
-                Phase::CheckMaster => self.check_master(),
-                Phase::ChooseDesignated => self.choose_designated().await,
-                Phase::CheckDesignated => self.check_designated().await,
-                Phase::PreTakeoverHooks => self.hooks(phase, HookPhase::PreTakeover).await,
-                Phase::PreFenceHooks => self.hooks(phase, HookPhase::PreFence).await,
-                Phase::RelocateSiblings => self.relocate_siblings().await,
-                Phase::Fence => self.fence().await,
-                Phase::CatchUp => self.catch_up().await,
-                Phase::Promote => self.promote().await,
-                Phase::PostPromoteHooks => self.hooks(phase, HookPhase::PostPromote).await,
-                Phase::PostTakeoverHooks => self.hooks(phase, HookPhase::PostTakeover).await,
-                Phase::RepointOldMaster => self.repoint_old_master().await,
-                Phase::Rollback => unreachable!("rollback is not a step"),
-            }
-        }
-        .instrument(span)
-        .await;
+        let result = run_phase(self).instrument(span).await;
         let outcome = match &result {
-            Ok(()) => Outcome::Ok,
+            Ok(_) => Outcome::Ok,
             Err(TakeoverError::Refused { .. } | TakeoverError::Vetoed { .. } | TakeoverError::Busy { .. }) => {
                 Outcome::Refused
             }
@@ -551,12 +612,13 @@ impl Run {
         // Remember the cluster under its new name so that its alias keeps resolving: same members,
         // named after the new master (no second discovery: the snapshot has the members).
         // A takeover never changes who owns an alias: it keeps what resolve found.
-        if let (true, Some(c), Some(d)) = (self.promoted, &self.cluster, &self.designated) {
-            let claimed_alias = self.engine.store.cluster_of(d).ok().flatten().and_then(|k| k.claimed_alias);
+        let new_master = self.report.new_master.as_deref().and_then(|k| k.parse::<InstanceKey>().ok());
+        if let (true, Some(d), false) = (self.promoted, new_master, self.members.is_empty()) {
+            let claimed_alias = self.engine.store.cluster_of(&d).ok().flatten().and_then(|k| k.claimed_alias);
             let known = KnownCluster {
                 name: d.to_string(),
                 alias: self.report.alias.clone(),
-                members: c.members.iter().map(|m| m.key.clone()).collect(),
+                members: self.members.clone(),
                 claimed_alias,
                 seen_at: 0,
             };
@@ -581,7 +643,7 @@ impl Run {
             cluster: self.report.cluster.clone(),
             alias: self.report.alias.clone(),
             old_master: self.report.old_master.clone(),
-            successor: self.designated.as_ref().map(|k| k.to_string()),
+            successor: self.report.designated.clone(),
             replicas: self.report.replicas.clone(),
             lost_replicas: self.report.lost_replicas.clone(),
             phase_timings: self
@@ -598,7 +660,7 @@ impl Run {
         }
     }
 
-    async fn hooks(&mut self, phase: Phase, hook: HookPhase) -> PhaseResult {
+    async fn hooks(&mut self, phase: Phase, hook: HookPhase, t: &Target) -> PhaseResult {
         let ctx = self.hook_context(hook);
         let scripts = self.scripts.clone();
         // A recovery of a crash in the middle of this phase: the hooks may have run already;
@@ -618,7 +680,9 @@ impl Run {
             scripts.run_hooks(hook, &ctx).await
         };
         if !self.promoted {
-            self.hook_writes.extend(run.ops.iter().filter(|op| op.undo != Undo::Nothing).cloned());
+            for op in &run.ops {
+                self.report.undo.script(op, &t.cluster);
+            }
         }
         self.script_ops.extend(run.ops);
         match run.result {

@@ -23,7 +23,8 @@ use std::time::Instant;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::report::{Outcome, Phase, Recovery, Status, TakeoverReport};
-use super::{ops, Engine, Run};
+use super::rollback::{UndoAction, UndoPlan};
+use super::{ops, Engine, Run, Target};
 use crate::discovery;
 use crate::store::StoreError;
 use crate::topology::InstanceKey;
@@ -187,7 +188,9 @@ impl Run {
                 Err(e) => return Err(self.refused(format!("cannot read the topology to settle it ({seed}): {e}"))),
             }
         }
-        let cluster = cluster.expect("two seeds");
+        let Some(cluster) = cluster else {
+            return Err(self.refused("no topology was read to settle it"));
+        };
         let (Some(oi), Some(di)) = (cluster.instance(&old).cloned(), cluster.instance(&d).cloned()) else {
             return Err(self.refused(format!("{old} or {d} is unreachable: settle it when both answer")));
         };
@@ -206,18 +209,20 @@ impl Run {
             moved.len()
         );
         info!(%found, "settling an interrupted takeover");
-        self.master = Some(old.clone());
-        self.designated = Some(d.clone());
-        self.cluster = Some(cluster);
+        self.members = cluster.members.iter().map(|m| m.key.clone()).collect();
+        let t = Target { cluster, master: old.clone(), designated: d.clone() };
 
-        let unchanged = !oi.read_only && di.read_only && di.source() == Some(&old) && moved.is_empty();
+        // What hooks wrote before the interruption is only in the journal's undo plan.
+        let hook_writes =
+            !self.report.undo.scripts.is_empty() && !self.report.phases.iter().any(|p| p.name == Phase::Promote);
+        let unchanged = !oi.read_only && di.read_only && di.source() == Some(&old) && moved.is_empty() && !hook_writes;
         if unchanged {
             return Ok(self
                 .close(mode, last_phase, found, "nothing had changed: nothing to undo".into(), Status::Refused)
                 .await);
         }
         // Take the cross-process lock again (the dead process's connection, and its lock, are gone).
-        let lock = self.lock.clone().expect("named");
+        let lock = self.lock.clone().unwrap_or_else(|| self.report.cluster.clone());
         if let Some(l) = ops::server_lock(self.conn(), &old, &ops::lock_name(&lock))
             .await
             .map_err(|e| self.refused(e.to_string()))?
@@ -238,7 +243,7 @@ impl Run {
                 }
                 self.promoted = true;
                 self.report.new_master = Some(d.to_string());
-                let status = self.finish_forward(&oi).await;
+                let status = self.finish_forward(&t, &oi).await;
                 Ok(self
                     .close(mode, last_phase, found, "promoted before the interruption: finished".into(), status)
                     .await)
@@ -252,12 +257,8 @@ impl Run {
                     self.release_server_lock().await;
                     return Err(e);
                 }
-                if oi.read_only {
-                    self.fenced_at = Some(Instant::now());
-                }
-                self.moved = moved;
-                self.designated_reset = di.source() != Some(&old);
-                let ok = self.rollback().await;
+                self.report.undo = undo_from_live(&self.report.undo, &t, oi.read_only, &moved, di.source());
+                let ok = self.rollback(true).await;
                 let status = if ok { Status::RolledBack } else { Status::Failed };
                 Ok(self
                     .close(mode, last_phase, found, "not promoted before the interruption: rolled back".into(), status)
@@ -278,13 +279,13 @@ impl Run {
                     Ok(self.close(mode, last_phase, found, action, Status::NeedsOperator).await)
                 }
                 RecoverMode::Resume => {
-                    let status = self.split_resolve(&old, &d, true).await;
+                    let status = self.split_resolve(t, true).await;
                     Ok(self
                         .close(mode, last_phase, found, format!("both writable: {old} fenced, {d} kept"), status)
                         .await)
                 }
                 RecoverMode::Abort => {
-                    let status = self.split_resolve(&d, &old, false).await;
+                    let status = self.split_resolve(t, false).await;
                     Ok(self
                         .close(mode, last_phase, found, format!("both writable: {d} fenced, {old} kept"), status)
                         .await)
@@ -295,42 +296,30 @@ impl Run {
 
     /// After promotion: move siblings still under the old master, run the post-promotion hooks
     /// the journal does not show, repoint the old master, run post_takeover hooks.
-    async fn finish_forward(&mut self, oi: &crate::topology::Instance) -> Status {
+    async fn finish_forward(&mut self, t: &Target, oi: &crate::topology::Instance) -> Status {
         use Phase::*;
         self.hooks_may_have_run = self.report.in_progress.filter(|p| matches!(p, PostPromoteHooks | PostTakeoverHooks));
         let journaled = |p: Phase| self.report.phases.iter().any(|r| r.name == p && r.outcome == Outcome::Ok);
-        let mut steps = vec![RelocateSiblings];
-        if !journaled(PostPromoteHooks) {
-            steps.push(PostPromoteHooks);
+        let (post_promote, post_takeover) = (!journaled(PostPromoteHooks), !journaled(PostTakeoverHooks));
+        if let Err(e) = self.step(RelocateSiblings, async |r: &mut Run| r.relocate_siblings(t).await).await {
+            self.report.errors.push(e.to_string());
         }
-        let d = self.designated.clone().expect("set");
-        if oi.source() != Some(&d) {
-            // The fence held if the old master's position is where the new master has it.
+        let d = &t.designated;
+        // The fence held if the old master's position is where the new master has it.
+        let mut fenced = None;
+        if oi.source() != Some(d) {
             match ops::own_position(self.conn(), &oi.key).await {
-                Ok(p) => self.fenced_position = Some(p),
+                Ok(p) => fenced = Some(p),
                 Err(e) => self.report.errors.push(format!("recover: {e}")),
             }
-            steps.push(RepointOldMaster);
         } else {
             self.report.old_master_repointed = true;
         }
-        if !journaled(PostTakeoverHooks) {
-            steps.push(PostTakeoverHooks);
-        }
-        for p in steps {
-            if p == RepointOldMaster && self.fenced_position.is_none() {
-                continue;
-            }
-            if let Err(e) = self.step(p).await {
-                self.report.errors.push(e.to_string());
-            }
-        }
+        self.after_promotion(t, fenced.as_ref(), post_promote, post_takeover).await;
         // A write the old master took that the new one lacks is reported, never silently dropped.
-        if let (Some(c), Some(m)) = (self.cluster.as_ref(), self.master.as_ref()) {
-            if let (Some(o), Some(n)) = (c.instance(m), c.instance(&d)) {
-                if let Some(missing) = o.gtid.missing_from(&n.gtid) {
-                    self.report.errors.push(format!("{m} has transactions {d} lacks: {missing}"));
-                }
+        if let (Some(o), Some(n)) = (t.cluster.instance(&t.master), t.cluster.instance(d)) {
+            if let Some(missing) = o.gtid.missing_from(&n.gtid) {
+                self.report.errors.push(format!("{} has transactions {d} lacks: {missing}", t.master));
             }
         }
         if self.report.errors.is_empty() {
@@ -340,24 +329,25 @@ impl Run {
         }
     }
 
-    /// Two writable masters: fence `loser`; repoint it below `winner` unless it has transactions
-    /// the winner lacks (then it stays fenced and the report says what it has).
-    async fn split_resolve(&mut self, loser: &InstanceKey, winner: &InstanceKey, forward: bool) -> Status {
+    /// Two writable masters. Forward (resume): fence the old master and finish towards the
+    /// designated replica. Backward (abort): fence the designated replica and undo towards the old
+    /// master. The fenced side is repointed below the other unless it has transactions the other
+    /// lacks (then it stays fenced and the report says what it has).
+    async fn split_resolve(&mut self, t: Target, forward: bool) -> Status {
+        let (loser, winner) = if forward { (&t.master, &t.designated) } else { (&t.designated, &t.master) };
         let lock_wait = self.cfg().takeover.fence_lock_wait_s;
         let start = Instant::now();
-        let mut detail = Vec::new();
         match ops::set_read_only(self.conn(), loser, true, lock_wait).await {
             Ok(op) => {
                 self.ops.push(op);
-                detail.push(format!("{loser} fenced"));
+                self.record(Phase::Fence, start, Outcome::Ok, format!("{loser} fenced"));
             }
             Err(e) => {
                 self.report.errors.push(format!("recover: fencing {loser}: {e}"));
-                self.record(Phase::Fence, start, Outcome::Failed, detail.join("; "));
+                self.record(Phase::Fence, start, Outcome::Failed, String::new());
                 return Status::Failed;
             }
         }
-        self.record(Phase::Fence, start, Outcome::Ok, detail.join("; "));
         // Fresh positions, after the fence, read from each server itself (the two are separate
         // trees: one discovery would not see both).
         let (l, w) = (crate::mysql::probe(self.conn(), loser).await, crate::mysql::probe(self.conn(), winner).await);
@@ -377,45 +367,34 @@ impl Run {
             return if forward { Status::PromotedWithErrors } else { Status::NeedsOperator };
         }
         if forward {
-            self.master = Some(loser.clone());
-            self.designated = Some(winner.clone());
             self.promoted = true;
             self.report.new_master = Some(winner.to_string());
-            match ops::own_position(self.conn(), loser).await {
-                Ok(p) => self.fenced_position = Some(p),
+            let fenced = match ops::own_position(self.conn(), loser).await {
+                Ok(p) => p,
                 Err(e) => {
                     self.report.errors.push(format!("recover: {e}"));
                     return Status::PromotedWithErrors;
                 }
+            };
+            if let Err(e) = self.step(Phase::RelocateSiblings, async |r: &mut Run| r.relocate_siblings(&t).await).await
+            {
+                self.report.errors.push(e.to_string());
             }
-            for p in [Phase::RelocateSiblings, Phase::RepointOldMaster] {
-                if let Err(e) = self.step(p).await {
-                    self.report.errors.push(e.to_string());
-                }
-            }
+            self.after_promotion(&t, Some(&fenced), false, false).await;
             if self.report.errors.is_empty() {
                 Status::Promoted
             } else {
                 Status::PromotedWithErrors
             }
         } else {
-            // Undo towards the old master: the fenced designated and its siblings go back below it.
-            self.master = Some(winner.clone());
-            self.designated = Some(loser.clone());
-            self.fenced_at = None;
-            self.designated_reset = true;
-            self.moved = self
-                .cluster
-                .as_ref()
-                .map(|c| {
-                    c.members
-                        .iter()
-                        .filter(|m| m.source.as_ref() == Some(loser) && m.key != *winner)
-                        .map(|m| m.key.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            if self.rollback().await {
+            // Undo towards the old master: the fenced designated and the replicas below it go back.
+            let mut plan = UndoPlan { scripts: std::mem::take(&mut self.report.undo.scripts), ..Default::default() };
+            plan.replica_back(loser, winner, true, &t.cluster, Phase::Promote);
+            for m in t.cluster.members.iter().filter(|m| m.source.as_ref() == Some(loser) && m.key != *winner) {
+                plan.replica_back(&m.key, winner, true, &t.cluster, Phase::RelocateSiblings);
+            }
+            self.report.undo = plan;
+            if self.rollback(true).await {
                 Status::RolledBack
             } else {
                 Status::Failed
@@ -454,4 +433,30 @@ impl Run {
         }
         self.finish().await
     }
+}
+
+/// The undo plan of an interrupted takeover that had not promoted, from the live topology: the old
+/// master writable if it is fenced, every replica found below the designated back below the old
+/// master, the designated too if it no longer replicates from it (or stopped again if the
+/// takeover had started its replication); and, from the journal, what the hooks wrote.
+fn undo_from_live(
+    journaled: &UndoPlan,
+    t: &Target,
+    fenced: bool,
+    moved: &[InstanceKey],
+    designated_source: Option<&InstanceKey>,
+) -> UndoPlan {
+    let mut plan = UndoPlan { scripts: journaled.scripts.clone(), ..Default::default() };
+    if fenced {
+        plan.unfence(&t.master);
+    }
+    for s in moved {
+        plan.replica_back(s, &t.master, true, &t.cluster, Phase::RelocateSiblings);
+    }
+    if designated_source != Some(&t.master) {
+        plan.replica_back(&t.designated, &t.master, true, &t.cluster, Phase::Promote);
+    } else if journaled.replicas.iter().any(|s| s.instance == t.designated && s.action == UndoAction::StopReplication) {
+        plan.stop_again(&t.designated, Phase::CheckDesignated);
+    }
+    plan
 }

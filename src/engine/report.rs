@@ -203,6 +203,10 @@ pub struct TakeoverReport {
     /// process dies now, that phase may have run in part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_progress: Option<Phase>,
+    /// How to undo what the takeover changed before promotion, in the order it runs (written
+    /// before each change: see `engine::rollback`). What the rollback did is its phase's detail.
+    #[serde(default, skip_serializing_if = "super::UndoPlan::is_empty")]
+    pub undo: super::UndoPlan,
 }
 
 /// The process that runs a takeover: host name, pid and the process's start time (so that a

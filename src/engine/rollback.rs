@@ -1,66 +1,247 @@
-//! Undoing a takeover that failed before promotion: the old master writable again first, then
-//! the siblings and the designated replica back below it, then what hooks wrote (newest first).
+//! Undoing a takeover that failed before promotion, from an explicit **undo plan**: what to
+//! restore, on which instance, in which order.
+//!
+//! The plan is written before the change it undoes (it is part of the write-ahead journal record),
+//! by the running takeover as it goes, or by recovery from the live topology and the journal. It
+//! runs in three stages:
+//!
+//! 1. `writable`: the fenced old master takes writes again (first: writes resume);
+//! 2. `replicas`: the replicas go back to where they were, all at once;
+//! 3. `scripts`: what hooks wrote (`scripts.allow_writes`), newest first.
+//!
+//! The report shows the plan (`undo`) and what was done (the `rollback` phase).
+
+use serde::{Deserialize, Serialize};
 
 use super::*;
 
+/// One thing to restore on one instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UndoStep {
+    pub instance: InstanceKey,
+    pub action: UndoAction,
+    /// What made the change: a phase, or the hook (`file: phase`).
+    pub because: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum UndoAction {
+    ReadOnly {
+        on: bool,
+    },
+    StopReplication,
+    StartReplication,
+    /// Replicate from `source` again (by GTID), started or not.
+    Repoint {
+        source: InstanceKey,
+        start: bool,
+        #[serde(default)]
+        tls: bool,
+        #[serde(default)]
+        flavor: Option<Flavor>,
+    },
+    /// It cannot be undone (killed connections stay killed); the rollback says so.
+    Impossible {
+        why: String,
+    },
+}
+
+/// The undo plan, in the order it runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UndoPlan {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writable: Vec<UndoStep>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<UndoStep>,
+    /// Newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scripts: Vec<UndoStep>,
+}
+
+impl UndoPlan {
+    pub fn is_empty(&self) -> bool {
+        self.writable.is_empty() && self.replicas.is_empty() && self.scripts.is_empty()
+    }
+
+    /// The fenced master `m` becomes writable again.
+    pub fn unfence(&mut self, m: &InstanceKey) {
+        if !self.writable.iter().any(|s| s.instance == *m) {
+            self.writable.push(UndoStep {
+                instance: m.clone(),
+                action: UndoAction::ReadOnly { on: false },
+                because: Phase::Fence.name().into(),
+            });
+        }
+    }
+
+    /// `r` goes back to replicating from `source` (replacing any earlier step for `r`).
+    pub fn replica_back(&mut self, r: &InstanceKey, source: &InstanceKey, start: bool, c: &Cluster, because: Phase) {
+        self.replicas.retain(|s| s.instance != *r);
+        self.replicas.push(UndoStep {
+            instance: r.clone(),
+            action: UndoAction::Repoint {
+                source: source.clone(),
+                start,
+                tls: uses_tls(c, r),
+                flavor: c.instance(r).map(|i| i.flavor),
+            },
+            because: because.name().into(),
+        });
+    }
+
+    /// Replication the takeover started on `r` is stopped again.
+    pub fn stop_again(&mut self, r: &InstanceKey, because: Phase) {
+        self.replicas.retain(|s| s.instance != *r);
+        self.replicas.push(UndoStep {
+            instance: r.clone(),
+            action: UndoAction::StopReplication,
+            because: because.name().into(),
+        });
+    }
+
+    /// A hook's write, undone before the older ones.
+    pub fn script(&mut self, op: &ScriptOp, c: &Cluster) {
+        let k = &op.instance;
+        let action = match &op.undo {
+            Undo::Nothing => return,
+            Undo::ReadOnly { on } => UndoAction::ReadOnly { on: *on },
+            Undo::StopReplication => UndoAction::StopReplication,
+            Undo::StartReplication => UndoAction::StartReplication,
+            Undo::Repoint { source, start } => UndoAction::Repoint {
+                source: source.clone(),
+                start: *start,
+                tls: uses_tls(c, k),
+                flavor: c.instance(k).map(|i| i.flavor),
+            },
+            Undo::Impossible { why } => UndoAction::Impossible { why: why.clone() },
+        };
+        let because = format!("{} by {}", op.primitive, op.by);
+        self.scripts.insert(0, UndoStep { instance: k.clone(), action, because });
+    }
+
+    /// One line per step, in order (for the report and the logs).
+    pub fn describe(&self) -> Vec<String> {
+        self.writable.iter().chain(&self.replicas).chain(&self.scripts).map(UndoStep::describe).collect()
+    }
+}
+
+impl UndoStep {
+    pub fn describe(&self) -> String {
+        let what = match &self.action {
+            UndoAction::ReadOnly { on: false } => "writable again".to_string(),
+            UndoAction::ReadOnly { on: true } => "read-only again".to_string(),
+            UndoAction::StopReplication => "replication stopped again".to_string(),
+            UndoAction::StartReplication => "replication started again".to_string(),
+            UndoAction::Repoint { source, start, .. } => {
+                format!("replicates from {source} again{}", if *start { "" } else { " (not started)" })
+            }
+            UndoAction::Impossible { why } => format!("cannot be undone: {why}"),
+        };
+        format!("{}: {what} (undoes {})", self.instance, self.because)
+    }
+}
+
+/// Whether `key` replicates over TLS now (a replica moved back keeps it).
+pub(super) fn uses_tls(c: &Cluster, key: &InstanceKey) -> bool {
+    c.instance(key).and_then(|i| i.replication.as_ref()).is_some_and(|r| r.ssl)
+}
+
+/// The position mode an ordinary replica of this flavor uses on a new source.
+pub(super) fn replica_position(flavor: Option<Flavor>) -> SourcePosition {
+    match flavor {
+        Some(Flavor::MySql) => SourcePosition::AutoPosition,
+        _ => SourcePosition::GtidSlavePos,
+    }
+}
+
 impl Run {
-    /// Undoes what the check phases did (starting the designated's replication) after a refusal.
-    pub(super) async fn undo_preparation(&mut self) -> bool {
-        if !self.started_designated_replication && self.hook_writes.is_empty() {
+    /// Runs one undo step.
+    async fn undo_step(&self, step: &UndoStep) -> Result<OpRecord, SqlError> {
+        let k = &step.instance;
+        match &step.action {
+            UndoAction::ReadOnly { on } => {
+                ops::set_read_only(self.conn(), k, *on, self.cfg().takeover.fence_lock_wait_s).await
+            }
+            UndoAction::StopReplication => ops::stop_replication(self.conn(), k).await,
+            UndoAction::StartReplication => ops::start_replication(self.conn(), k).await,
+            UndoAction::Repoint { source, start, tls, flavor } => {
+                let spec = self.replication_spec(source, replica_position(*flavor), *tls);
+                ops::repoint(self.conn(), k, &spec, *start).await
+            }
+            UndoAction::Impossible { why } => {
+                Err(SqlError::Unexpected { instance: k.clone(), what: "undo".into(), detail: why.clone() })
+            }
+        }
+    }
+
+    /// Runs the undo plan (see the module). True when all of it was undone. Nothing to undo after
+    /// a refusal is not a rollback; after a failed change it is still recorded as one.
+    pub(super) async fn rollback(&mut self, always_record: bool) -> bool {
+        if self.report.undo.is_empty() && !always_record {
             return true;
         }
         let start = Instant::now();
+        self.emit(PhaseEvent::Started { id: self.report.id.clone(), phase: Phase::Rollback });
+        let plan = self.report.undo.clone();
         let (mut done, mut failures) = (Vec::new(), Vec::new());
-        self.undo_hook_writes(&mut done, &mut failures).await;
-        if self.started_designated_replication {
-            let d = self.designated.clone().expect("chosen");
-            match ops::stop_replication(self.conn(), &d).await {
+        // 1. Writes resume on the old master.
+        for step in &plan.writable {
+            match self.undo_step(step).await {
                 Ok(op) => {
                     self.ops.push(op);
-                    done.push(format!("stopped replication on {d} again"));
+                    if let Some(fenced_at) = self.fenced_at {
+                        // Writes were unavailable from the fence until the old master took them again.
+                        self.report.write_unavailable_ms = Some(fenced_at.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    done.push(step.describe());
                 }
-                Err(e) => failures.push(format!("could not stop replication on {d} again: {e}")),
+                Err(e) => failures.push(e.to_string()),
             }
         }
-        self.end_rollback(start, done, failures)
-    }
-
-    /// Undoes, newest first, what hooks wrote before promotion (`scripts.allow_writes`); what
-    /// cannot be undone is a warning that says so.
-    pub(super) async fn undo_hook_writes(&mut self, done: &mut Vec<String>, failures: &mut Vec<String>) {
-        while let Some(op) = self.hook_writes.pop() {
-            let k = op.instance.clone();
-            let what = format!("{} by {} on {k}", op.primitive, op.by);
-            let r = match &op.undo {
-                Undo::Nothing => continue,
-                Undo::Impossible { why } => {
-                    let w = format!("cannot undo {what}: {why}");
+        // 2. The replicas, all at once.
+        let results = futures::future::join_all(plan.replicas.iter().map(|s| self.undo_step(s))).await;
+        let designated = self.report.designated.clone().unwrap_or_default();
+        for (step, r) in plan.replicas.iter().zip(results) {
+            let s = &step.instance;
+            match r {
+                Ok(op) => {
+                    self.ops.push(op);
+                    done.push(step.describe());
+                }
+                // A sibling that went down meanwhile cannot be moved back now; that does not make
+                // the rollback a failure (writes go to the old master again), but it is reported.
+                // A sibling that is up but does not answer (STOP SLAVE blocked behind a hung
+                // source) is a failure: it is left below the designated replica, and said so.
+                Err(e) if e.is_down() && s.to_string() != designated => {
+                    let w = format!("{s} is unreachable and was not undone ({}): check it when it returns ({e})", step.describe());
                     warn!("{w}");
                     self.report.warnings.push(w);
-                    continue;
                 }
-                Undo::ReadOnly { on } => {
-                    ops::set_read_only(self.conn(), &k, *on, self.cfg().takeover.fence_lock_wait_s).await
-                }
-                Undo::StopReplication => ops::stop_replication(self.conn(), &k).await,
-                Undo::StartReplication => ops::start_replication(self.conn(), &k).await,
-                Undo::Repoint { source, start } => {
-                    let spec = self.replication_spec(source, self.replica_position(&k), self.uses_tls(&k));
-                    ops::repoint(self.conn(), &k, &spec, *start).await
-                }
-            };
-            match r {
-                Ok(rec) => {
-                    self.ops.push(rec);
-                    done.push(format!("undid {what}"));
-                }
-                Err(e) => failures.push(format!("could not undo {what}: {e}")),
+                Err(e) if s.to_string() != designated => failures.push(format!(
+                    "{e} ({s} may still replicate from {designated}; if that source was hung, the STOP SLAVE sent to {s} \
+                     runs when it resumes: then {})",
+                    step.describe()
+                )),
+                Err(e) => failures.push(e.to_string()),
             }
         }
-    }
-
-    /// Records the rollback phase; true when everything was undone.
-    pub(super) fn end_rollback(&mut self, start: Instant, done: Vec<String>, failures: Vec<String>) -> bool {
+        // 3. What the hooks wrote, newest first.
+        for step in &plan.scripts {
+            if let UndoAction::Impossible { why } = &step.action {
+                let w = format!("cannot undo {} on {}: {why}", step.because, step.instance);
+                warn!("{w}");
+                self.report.warnings.push(w);
+                continue;
+            }
+            match self.undo_step(step).await {
+                Ok(op) => {
+                    self.ops.push(op);
+                    done.push(step.describe());
+                }
+                Err(e) => failures.push(format!("could not undo {} on {}: {e}", step.because, step.instance)),
+            }
+        }
         let ok = failures.is_empty();
         self.rolled_back.extend(done.iter().cloned());
         let detail = if ok { done.join("; ") } else { format!("{}; FAILED: {}", done.join("; "), failures.join("; ")) };
@@ -70,63 +251,54 @@ impl Run {
         self.record(Phase::Rollback, start, if ok { Outcome::Ok } else { Outcome::Failed }, detail);
         ok
     }
+}
 
-    /// Undoes the changes of a failed takeover before promotion: old master writable first (writes
-    /// resume), then siblings and the designated replica back under it. True when all of it worked.
-    pub(super) async fn rollback(&mut self) -> bool {
-        let start = Instant::now();
-        self.emit(PhaseEvent::Started { id: self.report.id.clone(), phase: Phase::Rollback });
-        let master = self.master.clone().expect("checked");
-        let mut failures = Vec::new();
-        let mut done = Vec::new();
-        if let Some(fenced_at) = self.fenced_at {
-            match ops::set_read_only(self.conn(), &master, false, self.cfg().takeover.fence_lock_wait_s).await {
-                Ok(op) => {
-                    self.ops.push(op);
-                    // Writes were unavailable from the fence until the old master took them again.
-                    self.report.write_unavailable_ms = Some(fenced_at.elapsed().as_secs_f64() * 1000.0);
-                    done.push(format!("{master} writable again"));
-                }
-                Err(e) => failures.push(e.to_string()),
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(p: u16) -> InstanceKey {
+        InstanceKey::new("127.0.0.1", p)
+    }
+
+    fn op(primitive: &str, on: u16, undo: Undo) -> ScriptOp {
+        ScriptOp {
+            by: "h.lua: pre_fence".into(),
+            primitive: primitive.into(),
+            instance: k(on),
+            statements: vec![],
+            ms: 0.0,
+            error: None,
+            undo,
         }
-        let mut back: Vec<InstanceKey> = self.moved.clone();
-        if self.designated_reset || self.started_designated_replication {
-            back.push(self.designated.clone().expect("chosen"));
-        }
-        let designated = self.designated.clone();
-        let moves = back.iter().map(|s| {
-            let spec = self.replication_spec(&master, self.replica_position(s), self.uses_tls(s));
-            // The designated replica goes back running only if it was running before.
-            let start =
-                !(Some(s) == designated.as_ref() && self.started_designated_replication && !self.designated_reset);
-            let conn = self.conn();
-            async move { ops::repoint(conn, s, &spec, start).await }
-        });
-        for (s, r) in back.iter().zip(futures::future::join_all(moves).await) {
-            match r {
-                Ok(op) => {
-                    self.ops.push(op);
-                    done.push(format!("{s} replicates from {master} again"));
-                }
-                // A sibling that went down meanwhile cannot be moved back now; that does not make
-                // the rollback a failure (writes go to the old master again), but it is reported.
-                // A sibling that is up but does not answer (STOP SLAVE blocked behind a hung
-                // source) is a failure: it is left below the designated replica, and said so.
-                Err(e) if e.is_down() && Some(s) != designated.as_ref() => {
-                    let w = format!("{s} is unreachable and was not moved back: check that it replicates from {master} when it returns ({e})");
-                    warn!("{w}");
-                    self.report.warnings.push(w);
-                }
-                Err(e) if Some(s) != designated.as_ref() => failures.push(format!(
-                    "{e} ({s} may still replicate from {}; if that source was hung, the STOP SLAVE sent to {s} runs \
-                     when it resumes: repoint {s} to {master} then)",
-                    designated.as_ref().map(|d| d.to_string()).unwrap_or_default()
-                )),
-                Err(e) => failures.push(e.to_string()),
-            }
-        }
-        self.undo_hook_writes(&mut done, &mut failures).await;
-        self.end_rollback(start, done, failures)
+    }
+
+    #[test]
+    fn plan_orders_writable_first_then_replicas_then_hook_writes_newest_first() {
+        let c = Cluster { name: "c".into(), alias: None, master: None, members: vec![], problems: vec![] };
+        let mut p = UndoPlan::default();
+        p.stop_again(&k(2), Phase::CheckDesignated);
+        p.script(&op("read_only", 3, Undo::ReadOnly { on: false }), &c);
+        p.replica_back(&k(3), &k(1), true, &c, Phase::RelocateSiblings);
+        p.unfence(&k(1));
+        p.unfence(&k(1));
+        p.script(&op("stop_replication", 4, Undo::StartReplication), &c);
+        p.script(&op("read_only", 4, Undo::Nothing), &c);
+        // Promotion replaces "stop again" on the designated by "replicate again".
+        p.replica_back(&k(2), &k(1), true, &c, Phase::Promote);
+        let lines = p.describe();
+        assert_eq!(
+            lines,
+            vec![
+                "127.0.0.1:1: writable again (undoes fence)",
+                "127.0.0.1:3: replicates from 127.0.0.1:1 again (undoes relocate_siblings)",
+                "127.0.0.1:2: replicates from 127.0.0.1:1 again (undoes promote)",
+                "127.0.0.1:4: replication started again (undoes stop_replication by h.lua: pre_fence)",
+                "127.0.0.1:3: writable again (undoes read_only by h.lua: pre_fence)",
+            ]
+        );
+        let back: UndoPlan = serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        assert!(UndoPlan::default().is_empty() && !p.is_empty());
     }
 }
