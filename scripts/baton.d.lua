@@ -39,7 +39,8 @@
 ---@field promotion_rule "prefer"|"neutral"|"prefer_not"
 ---@field lag_s integer?                 Seconds_Behind_Master, nil when unknown
 ---@field executed_progress number      bigger is more advanced
----@field exec_pos integer               execution position in the master's binlog
+---@field exec_file_index integer        sequence number of the master's binlog file executed up to (mysql-bin.000042: 42)
+---@field exec_pos integer               execution position in that file
 ---@field newer_than_siblings boolean    a newer version than some sibling
 
 ---@class baton.Member

@@ -1,5 +1,6 @@
 -- The built-in candidate ordering, as a module policies can reuse:
---   promotion rule (prefer < neutral < prefer_not), then the most advanced executed position,
+--   promotion rule (prefer < neutral < prefer_not), then the most advanced executed position
+--   (GTID progress, then the binlog file's sequence number and the position in it),
 --   then the least lag, then a version not newer than the siblings, then host, then port.
 -- It is the same ordering Baton uses when no policy is configured.
 local M = {}
@@ -21,6 +22,7 @@ function M.better(a, b)
   local ra, rb = RULE[a.promotion_rule] or 1, RULE[b.promotion_rule] or 1
   if ra ~= rb then return ra < rb end
   if a.executed_progress ~= b.executed_progress then return a.executed_progress > b.executed_progress end
+  if a.exec_file_index ~= b.exec_file_index then return a.exec_file_index > b.exec_file_index end
   if a.exec_pos ~= b.exec_pos then return a.exec_pos > b.exec_pos end
   if lag(a) ~= lag(b) then return lag(a) < lag(b) end
   if a.newer_than_siblings ~= b.newer_than_siblings then return not a.newer_than_siblings end

@@ -104,7 +104,9 @@ pub struct Candidate {
     /// Transactions executed (sum of GTID sequence numbers per domain on MariaDB, count of the
     /// executed set on MySQL): bigger is more advanced.
     pub executed_progress: f64,
-    /// Relay-log execution position in the master's binlog (for clusters without GTID).
+    /// Relay-log execution position in the master's binlog (for clusters without GTID): the
+    /// file's sequence number (`BinlogCoordinates::file_index`), then the position in it.
+    pub exec_file_index: u64,
     pub exec_pos: u64,
     /// A newer server version than some sibling: those siblings might not replicate from it.
     pub newer_than_siblings: bool,
@@ -125,13 +127,15 @@ pub fn candidates(cluster: &Cluster, master: &InstanceKey, inputs: &PlanInputs) 
     let mut eligible = Vec::new();
     let mut excluded = Vec::new();
     for i in replicas {
+        let exec = i.replication.as_ref().and_then(|r| r.exec_coordinates.as_ref());
         match exclusion(cluster, master, i, inputs) {
             Some(reason) => excluded.push(Excluded { key: i.key.clone(), reason }),
             None => eligible.push(Candidate {
                 promotion_rule: inputs.rule(&i.key),
                 lag_s: i.replication.as_ref().and_then(|r| r.seconds_behind),
                 executed_progress: i.gtid.progress() as f64,
-                exec_pos: i.replication.as_ref().and_then(|r| r.exec_coordinates.as_ref()).map(|c| c.pos).unwrap_or(0),
+                exec_file_index: exec.map(|c| c.file_index()).unwrap_or(0),
+                exec_pos: exec.map(|c| c.pos).unwrap_or(0),
                 newer_than_siblings: i.version_number() > min_version,
                 instance: i.clone(),
             }),
@@ -146,7 +150,7 @@ pub fn candidates(cluster: &Cluster, master: &InstanceKey, inputs: &PlanInputs) 
 /// then the most advanced executed position, then the least lag, then a version not newer than
 /// its siblings (so they can replicate from it), then the key.
 pub fn rank_order(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
-    let exec = |c: &Candidate| (c.instance.gtid.progress(), c.exec_pos);
+    let exec = |c: &Candidate| (c.instance.gtid.progress(), c.exec_file_index, c.exec_pos);
     let lag = |c: &Candidate| c.lag_s.unwrap_or(u64::MAX);
     a.promotion_rule
         .cmp(&b.promotion_rule)
@@ -396,6 +400,27 @@ mod tests {
         let (k, reason) = choose_candidate(&c, &m, &inputs()).unwrap();
         assert_eq!(k, InstanceKey::new("h", 4), "{reason}");
         assert!(reason.contains("ranked ahead of h:3, h:2"), "{reason}");
+    }
+
+    #[test]
+    fn binlog_file_before_position() {
+        // Without GTID progress to tell them apart, a replica a whole binlog file ahead wins even
+        // with a smaller position in that file (and file 1000000 comes after 999999).
+        let at = |port: u16, file: &str, pos: u64| {
+            let mut i = inst(port, Some(1), 100, Some(0));
+            i.replication.as_mut().unwrap().exec_coordinates = Some(BinlogCoordinates { file: file.into(), pos });
+            i
+        };
+        let c = cluster(vec![
+            inst(1, None, 100, None),
+            at(2, "mysql-bin.000001", 9_000_000),
+            at(3, "mysql-bin.000002", 400),
+            at(4, "mysql-bin.1000000", 4),
+            at(5, "mysql-bin.999999", 8_000),
+        ]);
+        let (k, reason) = choose_candidate(&c, &InstanceKey::new("h", 1), &inputs()).unwrap();
+        assert_eq!(k, InstanceKey::new("h", 4), "{reason}");
+        assert!(reason.contains("ranked ahead of h:5, h:3, h:2"), "{reason}");
     }
 
     #[test]

@@ -68,17 +68,23 @@ impl Tracks {
         });
         let (engine, metrics, tracks, tid) = (engine.clone(), metrics.clone(), self.clone(), id.clone());
         let handle = tokio::spawn(async move {
-            let report = engine.takeover_with_id(tid.clone(), req, Some(sink)).await;
+            // However this task ends (a panic, a cancelled task at shutdown), the takeover stops
+            // counting as running here: followers and graceful shutdown do not wait for ever.
+            let _running = Running { tracks, id: tid.clone() };
+            let report = engine.takeover_with_id(tid, req, Some(sink)).await;
             metrics.takeover_finished(&report);
             track.push(TrackEvent::Done(Box::new(report.clone())));
-            let mut running = tracks.running.lock().expect("tracks");
-            running.remove(&tid);
-            if running.is_empty() {
-                tracks.idle.notify_waiters();
-            }
             report
         });
         (id, handle)
+    }
+
+    fn finished(&self, id: &str) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.remove(id);
+        if running.is_empty() {
+            self.idle.notify_waiters();
+        }
     }
 
     /// Waits until no takeover started here is running.
@@ -90,5 +96,17 @@ impl Tracks {
             }
             notified.await;
         }
+    }
+}
+
+/// A takeover started here, counted as running until this is dropped.
+struct Running {
+    tracks: Arc<Tracks>,
+    id: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.tracks.finished(&self.id);
     }
 }

@@ -1,7 +1,7 @@
 //! The policy's arguments as Lua tables, built lazily so that a choice among a thousand
 //! candidates stays under a millisecond: each candidate table starts with the fields policies
-//! rank by (key, promotion_rule, lag_s, executed_progress, exec_pos, newer_than_siblings,
-//! version), copied in bulk as columns; the first access to any other field fills the table with
+//! rank by (key, promotion_rule, lag_s, executed_progress, exec_file_index, exec_pos,
+//! newer_than_siblings, version), copied in bulk as columns; the first access to any other field fills the table with
 //! every probed field of that instance. The cluster table likewise starts with name, alias,
 //! master and excluded, and gets members and problems on first access.
 //! To a script this is invisible: `pairs()` fills the table first too.
@@ -36,11 +36,11 @@ return function(choose, cols, n, fill_candidate, cluster, fill_cluster)
     }
   end
   local mt = fill_once(fill_candidate)
-  local key, rule, lag, progress, pos, newer, version = cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7]
+  local key, rule, lag, progress, pos, newer, version, file = cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8]
   local candidates = {}
   for i = 1, n do
     candidates[i] = setmetatable({ key = key[i], promotion_rule = rule[i], lag_s = lag[i], executed_progress = progress[i],
-      exec_pos = pos[i], newer_than_siblings = newer[i], version = version[i] }, mt)
+      exec_file_index = file[i], exec_pos = pos[i], newer_than_siblings = newer[i], version = version[i] }, mt)
   end
   return choose(setmetatable(cluster, fill_once(fill_cluster)), candidates)
 end
@@ -90,6 +90,7 @@ pub fn policy_args(lua: &Lua, input: Arc<PolicyInput>) -> mlua::Result<(Table, u
         lua.create_sequence_from(c.iter().map(|c| c.exec_pos))?,
         lua.create_sequence_from(c.iter().map(|c| c.newer_than_siblings))?,
         lua.create_sequence_from(c.iter().map(|c| c.instance.version.as_str()))?,
+        lua.create_sequence_from(c.iter().map(|c| c.exec_file_index))?,
     ])?;
     // Found by key (policies may reorder or copy the tables): an index built on first use.
     let inp = input.clone();

@@ -46,6 +46,14 @@ pub struct BinlogCoordinates {
     pub pos: u64,
 }
 
+impl BinlogCoordinates {
+    /// The binary log's sequence number: the numeric extension of its file name (`mysql-bin.000042`
+    /// is 42; the extension widens past 999999, so it is compared as a number, not as text).
+    pub fn file_index(&self) -> u64 {
+        self.file.rsplit_once('.').and_then(|(_, n)| n.parse().ok()).unwrap_or(0)
+    }
+}
+
 impl std::fmt::Display for BinlogCoordinates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.file, self.pos)
