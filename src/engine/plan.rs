@@ -291,6 +291,29 @@ pub fn check_designated(
     let errant =
         cluster.instance(master).and_then(|m| i.gtid.errant_against(&m.gtid, m.server_uuid.as_deref(), m.server_id));
     add("no_errant_gtid", errant.is_none(), errant.map(|e| format!("errant: {e}")).unwrap_or_else(|| "none".into()));
+    // Baton moves replicas by GTID only (nothing builds a file/position takeover): a MySQL member
+    // without gtid_mode=ON is refused here, before anything changes.
+    let off: Vec<String> = cluster
+        .members
+        .iter()
+        .filter_map(|m| m.instance.as_ref())
+        .filter_map(|m| match &m.gtid {
+            crate::topology::GtidState::MySql { mode, .. } if !m.gtid.enabled() => Some(format!("{} (gtid_mode={mode})", m.key)),
+            _ => None,
+        })
+        .collect();
+    add(
+        "gtid_enabled",
+        off.is_empty(),
+        if off.is_empty() {
+            "GTID replication possible on every member".into()
+        } else {
+            format!(
+                "gtid_mode is not ON on {}: Baton moves replicas by GTID only (file/position takeovers are not supported)",
+                off.join(", ")
+            )
+        },
+    );
     let lax = inputs.lax_gtid(cluster, master, i);
     add(
         "gtid_strict_mode",
@@ -478,6 +501,23 @@ mod tests {
         let checks = check_designated(&c, &InstanceKey::new("h", 1), &InstanceKey::new("h", 2), &i);
         let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
         assert_eq!(failed, ["not_banned", "no_errant_gtid"]);
+    }
+
+    #[test]
+    fn mysql_without_gtid_is_refused_up_front() {
+        let mysql = |port: u16, source: Option<u16>, mode: &str| {
+            let mut i = inst(port, source, 100, Some(0));
+            i.flavor = Flavor::MySql;
+            i.gtid = GtidState::MySql { mode: mode.into(), executed: GtidSet::default() };
+            i
+        };
+        let c = cluster(vec![mysql(1, None, "ON"), mysql(2, Some(1), "ON"), mysql(3, Some(1), "OFF_PERMISSIVE")]);
+        let checks = check_designated(&c, &InstanceKey::new("h", 1), &InstanceKey::new("h", 2), &inputs());
+        let g = checks.iter().find(|c| c.name == "gtid_enabled").unwrap();
+        assert!(!g.ok && g.detail.contains("h:3 (gtid_mode=OFF_PERMISSIVE)"), "{g:?}");
+        let c = cluster(vec![mysql(1, None, "ON"), mysql(2, Some(1), "ON")]);
+        let checks = check_designated(&c, &InstanceKey::new("h", 1), &InstanceKey::new("h", 2), &inputs());
+        assert!(checks.iter().find(|c| c.name == "gtid_enabled").unwrap().ok);
     }
 
     #[test]
