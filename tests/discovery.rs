@@ -5,7 +5,7 @@ mod common;
 use baton::discovery;
 use baton::mysql::probe;
 use baton::store::SqliteStore;
-use baton::topology::{GtidMode, GtidState, ProblemKind, ThreadState};
+use baton::topology::{Flavor, GtidMode, GtidState, ProblemKind, ThreadState, Version};
 use common::*;
 
 #[tokio::test]
@@ -50,6 +50,23 @@ async fn probe_fields_match_what_the_server_says() {
     assert!(rep.last_io_error.is_none() && rep.last_sql_error.is_none());
     assert!(ri.probe_ms > 0.0);
     conn.close().await;
+}
+
+/// A long-running Baton believed a server was MySQL 8.4 (say it was upgraded, or replaced, in
+/// place): the probe in the wrong dialect fails, the version is read again, and the probe answers
+/// with the right one; what it learned is kept.
+#[tokio::test]
+async fn a_server_that_changed_in_place_is_probed_in_its_new_dialect() {
+    let t = shared();
+    let conn = t.connector();
+    let m = t.master();
+    probe(&conn, &m).await.unwrap();
+    assert!(conn.learned(&m, Flavor::MySql, Version(8, 4, 0)), "a different belief is a change");
+    assert_eq!(conn.dialect(&m).await.unwrap().flavor(), Flavor::MySql);
+    let i = probe(&conn, &m).await.unwrap();
+    assert_eq!(i.flavor, Flavor::MariaDb);
+    assert_eq!(conn.dialect(&m).await.unwrap().flavor(), Flavor::MariaDb);
+    assert!(!conn.learned(&m, Flavor::MariaDb, i.version_number()), "the new belief was kept");
 }
 
 #[tokio::test]

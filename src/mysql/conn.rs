@@ -263,6 +263,18 @@ impl Connector {
         Ok(dialect::for_server(flavor, version))
     }
 
+    /// Records what `key` is (flavor, version), as a probe just read it. True when that differs
+    /// from what this process believed (an in-place upgrade: its dialect changes from now on).
+    pub fn learned(&self, key: &InstanceKey, flavor: Flavor, version: Version) -> bool {
+        let mut servers = self.servers.lock().expect("server map poisoned");
+        servers.insert(key.clone(), (flavor, version)) != Some((flavor, version))
+    }
+
+    /// Forgets what `key` is: the next statement asks it for its version again.
+    pub fn forget_server(&self, key: &InstanceKey) {
+        self.servers.lock().expect("server map poisoned").remove(key);
+    }
+
     /// Logs in to `key` with other credentials (the replication account, say) and logs out: proves
     /// the account works there before anything depends on it.
     pub async fn try_login(&self, key: &InstanceKey, creds: &Credentials) -> Result<(), SqlError> {
@@ -270,7 +282,8 @@ impl Connector {
         let opts = self.opts_as(key, &creds.user, &creds.password)?;
         match tokio::time::timeout(self.connect_timeout, Conn::new(opts)).await {
             Ok(Ok(c)) => {
-                let _ = c.disconnect().await;
+                // A server that stops answering after the login does not hold the caller.
+                let _ = tokio::time::timeout(self.read_timeout, c.disconnect()).await;
                 Ok(())
             }
             Ok(Err(e)) => Err(SqlError::Connect { instance: key.clone(), source: e }),

@@ -11,7 +11,26 @@ use crate::topology::{
 };
 
 /// Probes `key`: variables, own binlog status, replication status, reporting replicas.
+///
+/// The dialect used is the one this process believes the server speaks; when the probe shows the
+/// server changed (an in-place upgrade: MySQL 8.4 no longer has `SHOW MASTER STATUS`), or a
+/// statement of the probe is refused, the version is read again and the probe runs once more
+/// with the right dialect.
 pub async fn probe(connector: &Connector, key: &InstanceKey) -> Result<Instance, SqlError> {
+    let first = probe_once(connector, key).await;
+    let stale = match &first {
+        Err(SqlError::Query { .. }) => true,
+        Ok(i) => connector.learned(key, Flavor::detect(&i.version, &i.version_comment), i.version_number()),
+        Err(_) => false,
+    };
+    if !stale {
+        return first;
+    }
+    connector.forget_server(key);
+    probe_once(connector, key).await
+}
+
+async fn probe_once(connector: &Connector, key: &InstanceKey) -> Result<Instance, SqlError> {
     let start = Instant::now();
     let dialect = connector.dialect(key).await?;
     let sql = dialect.probe();
