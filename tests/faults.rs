@@ -127,7 +127,7 @@ async fn designated_hangs_during_catch_up() {
             host: m.host.clone(),
             port: m.port,
             user: cfg.replication.user.clone(),
-            password: cfg.replication.password.expose().to_string(),
+            password: cfg.replication.password.clone(),
             position: baton::mysql::SourcePosition::GtidSlavePos,
             tls: false,
         };

@@ -214,14 +214,14 @@ async fn refusals_change_nothing() {
         host: m.host.clone(),
         port: m.port,
         user: "repl".into(),
-        password: long.clone(),
+        password: baton::config::Secret::new(long.clone()),
         position: baton::mysql::SourcePosition::GtidSlavePos,
         tls: false,
     };
     let err = baton::mysql::ops::repoint(&conn, &r3, &spec, true).await.unwrap_err().to_string();
     assert!(err.contains("too long"), "{err}");
     assert!(!err.contains("Zq77777777") && !err.contains("77777777"), "the server's message was not masked: {err}");
-    let ok = baton::mysql::SourceSpec { password: "repl".into(), ..spec };
+    let ok = baton::mysql::SourceSpec { password: baton::config::Secret::new("repl"), ..spec };
     baton::mysql::ops::repoint(&conn, &r3, &ok, true).await.unwrap();
 
     // Wrong replication password: refused before the siblings are moved.

@@ -10,7 +10,7 @@ impl Run {
             host: to.host.clone(),
             port: to.port,
             user: r.user.clone(),
-            password: r.password.expose().to_string(),
+            password: r.password.clone(),
             position,
             tls: tls || r.tls,
         }

@@ -241,7 +241,7 @@ impl Engine {
                     host: t.host.clone(),
                     port: t.port,
                     user: r.user.clone(),
-                    password: r.password.expose().to_string(),
+                    password: r.password.clone(),
                     position,
                     tls: r.tls,
                 };

@@ -210,7 +210,7 @@ pub fn install(lua: &Lua, env: Arc<Env>) -> mlua::Result<()> {
                     host: source.host.clone(),
                     port: source.port,
                     user: r.user.clone(),
-                    password: r.password.expose().to_string(),
+                    password: r.password.clone(),
                     position,
                     tls: r.tls,
                 };

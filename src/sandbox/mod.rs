@@ -366,7 +366,7 @@ impl Sandbox {
             host: master.host.clone(),
             port: master.port,
             user: REPL_USER.0.into(),
-            password: REPL_USER.1.into(),
+            password: crate::config::Secret::new(REPL_USER.1),
             position: SourcePosition::GtidSlavePos,
             tls: false,
         };

@@ -74,10 +74,10 @@ impl Dialect for MariaDb {
                 quote(&spec.host),
                 spec.port,
                 quote(&spec.user),
-                quote(&spec.password),
+                quote(spec.password.expose()),
                 u8::from(spec.tls),
             ),
-            &spec.password,
+            spec.password.expose(),
         )
     }
 
@@ -99,7 +99,7 @@ mod tests {
             host: "db2".into(),
             port: 3307,
             user: "repl".into(),
-            password: "s3cret".into(),
+            password: crate::config::Secret::new("s3cret"),
             position: SourcePosition::GtidCurrentPos,
             tls: false,
         };
@@ -110,6 +110,7 @@ mod tests {
              MASTER_PASSWORD = 's3cret', MASTER_SSL = 0, MASTER_CONNECT_RETRY = 1, MASTER_USE_GTID = current_pos"
         );
         assert!(s.shown.contains("MASTER_PASSWORD = '***'") && !s.shown.contains("s3cret"));
+        assert!(!format!("{spec:?}").contains("s3cret"), "a spec's Debug never shows the password");
         assert_eq!(d.reset_replication().sql, "RESET SLAVE ALL");
     }
 }

@@ -144,7 +144,8 @@ pub struct SourceSpec {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub password: String,
+    /// Never printed (`Debug` shows `***`); only the statement builders expose it.
+    pub password: crate::config::Secret,
     /// How to find the position on the new source.
     pub position: SourcePosition,
     pub tls: bool,

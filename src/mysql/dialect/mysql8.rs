@@ -106,10 +106,10 @@ impl Dialect for MySql {
                 quote(&spec.host),
                 spec.port,
                 quote(&spec.user),
-                quote(&spec.password),
+                quote(spec.password.expose()),
                 u8::from(spec.tls),
             ),
-            &spec.password,
+            spec.password.expose(),
         )
     }
 
@@ -127,7 +127,7 @@ mod tests {
             host: "10.0.0.2".into(),
             port: 3306,
             user: "repl".into(),
-            password: "pw".into(),
+            password: crate::config::Secret::new("pw"),
             position: SourcePosition::AutoPosition,
             tls: true,
         }
