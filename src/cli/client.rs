@@ -39,7 +39,12 @@ fn message(status: reqwest::StatusCode, body: &serde_json::Value) -> String {
 
 impl Api {
     async fn leader(urls: &[String]) -> Result<Api, Error> {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        // Every read is bounded: the event stream sends a keep-alive every 15 s, and the CLI
+        // never waits on a response that stays silent for the whole takeover.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(READ_TIMEOUT_S))
+            .build()?;
         let urls: Vec<String> =
             urls.iter().map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect();
         if urls.len() == 1 {
@@ -71,12 +76,19 @@ impl Api {
     }
 }
 
+/// How long the CLI waits for the next bytes of an answer.
+const READ_TIMEOUT_S: u64 = 60;
+
+/// One path segment, percent-encoded (everything but unreserved characters).
 fn path_part(s: &str) -> String {
-    s.replace('/', "%2F")
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
-/// A takeover (or dry run) on the server. With `live`, the phases are printed as they end,
-/// from the event stream; the report is the `done` event's.
+/// A takeover (or dry run) on the server, followed on its event stream (so that no read waits
+/// for the whole takeover). With `live`, the phases are printed as they end; the report is the
+/// `done` event's.
 pub async fn takeover(urls: &[String], req: &TakeoverRequest, live: bool) -> Result<TakeoverReport, Error> {
     let api = Api::leader(urls).await?;
     let body = json!({
@@ -86,7 +98,7 @@ pub async fn takeover(urls: &[String], req: &TakeoverRequest, live: bool) -> Res
         "expected_master": req.expected_master.as_ref().map(|k| k.to_string()),
         "dry_run": req.dry_run,
         "plan_hash": req.plan_hash,
-        "wait": !live,
+        "wait": false,
     });
     let url = format!("{}/api/v1/clusters/{}/takeover", api.base, path_part(&req.cluster_hint));
     let r = credentials(api.http.post(&url).json(&body)).send().await.map_err(|e| format!("{url}: {e}"))?;
@@ -97,7 +109,7 @@ pub async fn takeover(urls: &[String], req: &TakeoverRequest, live: bool) -> Res
     let report = if answer.get("takeover").is_some() { answer["takeover"].clone() } else { answer.clone() };
     if status == reqwest::StatusCode::ACCEPTED {
         let id = answer["id"].as_str().ok_or("202 without an id")?.to_string();
-        return follow(&api, &id).await;
+        return follow(&api, &id, live).await;
     }
     match serde_json::from_value::<TakeoverReport>(report) {
         Ok(rep) => Ok(rep),
@@ -105,37 +117,28 @@ pub async fn takeover(urls: &[String], req: &TakeoverRequest, live: bool) -> Res
     }
 }
 
-/// Reads the event stream of takeover `id` until its `done` event.
-async fn follow(api: &Api, id: &str) -> Result<TakeoverReport, Error> {
-    let url = format!("{}/api/v1/takeovers/{id}/events", api.base);
+/// Reads the event stream of takeover `id` until its `done` event (printing the phases with `live`).
+async fn follow(api: &Api, id: &str, live: bool) -> Result<TakeoverReport, Error> {
+    use eventsource_stream::Eventsource;
+    let url = format!("{}/api/v1/takeovers/{}/events", api.base, path_part(id));
     let r = credentials(api.http.get(&url)).send().await.map_err(|e| format!("{url}: {e}"))?;
     if !r.status().is_success() {
         let status = r.status();
         return Err(format!("{url}: {}", message(status, &r.json().await.unwrap_or_default())).into());
     }
-    let mut stream = r.bytes_stream();
-    let mut buf = String::new();
-    while let Some(chunk) = stream.next().await {
-        buf.push_str(&String::from_utf8_lossy(&chunk.map_err(|e| format!("{url}: {e}"))?));
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            let (mut event, mut data) = (String::new(), String::new());
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+    let mut events = r.bytes_stream().eventsource();
+    while let Some(ev) = events.next().await {
+        let ev = ev.map_err(|e| format!("{url}: {e}"))?;
+        match ev.event.as_str() {
+            "phase" if live => {
+                if let Ok(ev) = serde_json::from_str::<PhaseEvent>(&ev.data) {
+                    super::takeover::print_event(&ev);
                 }
             }
-            match event.as_str() {
-                "phase" => {
-                    if let Ok(ev) = serde_json::from_str::<PhaseEvent>(&data) {
-                        super::takeover::print_event(&ev);
-                    }
-                }
-                "done" => return Ok(serde_json::from_str(&data).map_err(|e| format!("{url}: the final report: {e}"))?),
-                _ => {}
+            "done" => {
+                return Ok(serde_json::from_str(&ev.data).map_err(|e| format!("{url}: the final report: {e}"))?)
             }
+            _ => {}
         }
     }
     Err(format!("{url}: the event stream ended before the takeover did").into())
@@ -160,9 +163,19 @@ pub async fn audit(
         None => {
             let mut path = format!("/api/v1/takeovers?limit={limit}");
             if let Some(c) = cluster {
-                path.push_str(&format!("&cluster={}", path_part(c).replace(':', "%3A")));
+                path.push_str(&format!("&cluster={}", path_part(c)));
             }
             api.get_json(&path).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_parts_are_percent_encoded() {
+        assert_eq!(super::path_part("db1.example.com:3306"), "db1.example.com%3A3306");
+        assert_eq!(super::path_part("a/b?c#d e%"), "a%2Fb%3Fc%23d%20e%25");
+        assert_eq!(super::path_part("ålias"), "%C3%A5lias");
     }
 }
