@@ -11,6 +11,9 @@
 -- pre_fence: the old master goes OFFLINE_SOFT in the writer hostgroup (ProxySQL stops sending it
 -- new transactions and lets running ones finish) - a failure here vetoes the takeover.
 -- post_promote: the new master becomes the writer, the old one a reader.
+-- on_failure: a takeover that did not promote (rolled back, or failed before promotion) undoes
+-- the drain: the old master is ONLINE in the writer hostgroup again. After a promotion that had
+-- errors, the promotion stands and nothing is undone.
 -- Inert when no admin command is configured.
 local s = baton.settings.proxysql or {}
 
@@ -54,4 +57,12 @@ local function switch(ctx)
   }, "\n"))
 end
 
-return { pre_fence = drain, post_promote = switch }
+local function undo(ctx)
+  if not s.admin or ctx.status == "promoted_with_errors" then return true end
+  local host, port = split(ctx.old_master)
+  return admin(string.format(
+    "UPDATE mysql_servers SET status='ONLINE' WHERE hostgroup_id=%d AND hostname=%s AND port=%d;\n" ..
+    "LOAD MYSQL SERVERS TO RUNTIME;", s.writer_hostgroup or 10, quote(host), port))
+end
+
+return { pre_fence = drain, post_promote = switch, on_failure = undo }

@@ -517,6 +517,17 @@ async fn proxysql_hook_sends_the_writer_switch() {
         "{sql}"
     );
     assert_eq!(sql.matches("LOAD MYSQL SERVERS TO RUNTIME;").count(), 2);
+    // A rolled-back takeover undoes the drain; after a promotion with errors nothing is undone.
+    std::fs::remove_file(&out).unwrap();
+    let failed = |status: &str| HookContext { status: status.into(), ..ctx(HookPhase::OnFailure) };
+    s.run_phase(HookPhase::OnFailure, &failed("promoted_with_errors")).await.result.unwrap();
+    assert!(!out.exists(), "nothing sent after a promotion with errors");
+    s.run_phase(HookPhase::OnFailure, &failed("rolled_back")).await.result.unwrap();
+    let sql = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        sql.trim(),
+        "UPDATE mysql_servers SET status='ONLINE' WHERE hostgroup_id=10 AND hostname='127.0.0.1' AND port=3306;\nLOAD MYSQL SERVERS TO RUNTIME;"
+    );
     // Unconfigured, it does nothing.
     let d2 = Dirs::new();
     d2.write("hooks/proxysql_writer.lua", &hook);
