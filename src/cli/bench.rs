@@ -78,6 +78,11 @@ pub struct TakeoverBench {
     pub http: bool,
     #[arg(long, default_value_t = 4)]
     pub readers: usize,
+    /// Put a real HAProxy (Debian's `haproxy`, driven by the shipped hooks/haproxy_writer.lua
+    /// through socat) in front of the cluster, and run as many writers through it as direct
+    /// ones: the write gap the application sees through the proxy, beside the direct one.
+    #[arg(long)]
+    pub via_haproxy: bool,
     #[arg(long, default_value_t = 24306)]
     pub base_port: u16,
 }
@@ -269,13 +274,42 @@ impl ServeChild {
     }
 }
 
-async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint: String) -> CliResult {
+/// The shipped HAProxy hook, for `--via-haproxy` (the bench runs wherever the binary is).
+const HAPROXY_HOOK: &str = include_str!("../../hooks/haproxy_writer.lua");
+
+async fn takeover_rounds(args: &TakeoverBench, mut cfg: crate::config::Config, hint: String) -> CliResult {
+    if args.via_haproxy && args.http {
+        return Err("--via-haproxy and --http are separate runs".into());
+    }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir)?);
     let connector = Arc::new(Connector::new(&cfg));
-    let engine = Engine::new(Arc::new(cfg.clone()), connector.clone(), store.clone(), Arc::new(NoScripts));
     let first = crate::discovery::discover_hint(&connector, &cfg, store.as_ref(), &hint).await?;
     let members: Vec<InstanceKey> = first.members.iter().map(|m| m.key.clone()).collect();
     let a = first.master.clone().ok_or("no master")?;
+    let haproxy = if args.via_haproxy {
+        let dir = bench_dir("haproxy");
+        let h = crate::sandbox::haproxy::Haproxy::start(&dir, &members, &a).await?;
+        let hooks = dir.join("hooks");
+        std::fs::create_dir_all(&hooks)?;
+        std::fs::write(hooks.join("haproxy_writer.lua"), HAPROXY_HOOK)?;
+        cfg.paths.hooks_dir = hooks;
+        cfg.scripts.allow_shell = true;
+        cfg.scripts.settings = toml::from_str(&format!(
+            "[haproxy]\nadmin = {}\nbackend = \"{}\"",
+            toml::Value::String(h.admin_command()),
+            crate::sandbox::haproxy::BACKEND
+        ))?;
+        Some(h)
+    } else {
+        None
+    };
+    let (engine, _scripts) = if haproxy.is_some() {
+        let env = crate::lua::Env::new(&cfg, store.clone());
+        let host = crate::lua::ScriptHost::start(env.clone()).await?;
+        (Engine::new(env.cfg.clone(), env.connector.clone(), store.clone(), host.clone()), Some(host))
+    } else {
+        (Engine::new(Arc::new(cfg.clone()), connector.clone(), store.clone(), Arc::new(NoScripts)), None)
+    };
     let b = first.replicas_of(&a).first().map(|m| m.key.clone()).ok_or("no replica")?;
     // From now on the cluster is named by its alias (its name changes with every takeover).
     let hint = first.alias.clone().unwrap_or(hint);
@@ -288,18 +322,18 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
     let rss_start = serve.as_ref().and_then(|s| rss_mib(s.pid()));
 
     let base_id = (std::process::id() as i64) % 1000 * 100 + 1;
+    // Direct writers know every member and write to whichever accepts; proxied ones know only
+    // HAProxy's address.
     let mut writers = Vec::new();
-    for n in 0..args.writers.max(1) {
+    let direct = args.writers.max(1);
+    for n in 0..direct * if haproxy.is_some() { 2 } else { 1 } {
+        let to = match &haproxy {
+            Some(h) if n >= direct => vec![h.key()],
+            _ => members.clone(),
+        };
         writers.push(
-            Writer::start(
-                members.clone(),
-                APP_USER.0,
-                APP_USER.1,
-                base_id + n as i64,
-                Duration::from_millis(args.write_interval_ms),
-                1e9,
-            )
-            .await,
+            Writer::start(to, APP_USER.0, APP_USER.1, base_id + n as i64, Duration::from_millis(args.write_interval_ms), 1e9)
+                .await,
         );
     }
     let sampler =
@@ -330,7 +364,7 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let (mut gaps, mut windows, mut calls) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut gaps, mut proxied_gaps, mut windows, mut calls) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut failures = 0;
     let started = Instant::now();
     let mut round = 0usize;
@@ -380,8 +414,12 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
         calls.push(t.elapsed().as_secs_f64() * 1000.0);
         // Let the writers land a few rows on the new master before reading their longest gap.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        for w in &writers {
-            gaps.push(w.take_window_gap());
+        for (n, w) in writers.iter().enumerate() {
+            if n < direct {
+                gaps.push(w.take_window_gap());
+            } else {
+                proxied_gaps.push(w.take_window_gap());
+            }
         }
         if status != "promoted" {
             failures += 1;
@@ -436,7 +474,13 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
         members.len() - 1,
         args.writers.max(1),
         args.write_interval_ms,
-        if args.http { ", through baton serve" } else { "" }
+        if args.http {
+            ", through baton serve"
+        } else if args.via_haproxy {
+            ", as many through HAProxy"
+        } else {
+            ""
+        }
     );
     println!(
         "  write gap per writer per takeover: median {:.1}  p99 {:.1}  max {:.1}  ({} gaps)",
@@ -445,6 +489,15 @@ async fn takeover_rounds(args: &TakeoverBench, cfg: crate::config::Config, hint:
         percentile(&gaps, 100.0),
         gaps.len()
     );
+    if haproxy.is_some() {
+        println!(
+            "  write gap through HAProxy:          median {:.1}  p99 {:.1}  max {:.1}  ({} gaps)",
+            percentile(&proxied_gaps, 50.0),
+            percentile(&proxied_gaps, 99.0),
+            percentile(&proxied_gaps, 100.0),
+            proxied_gaps.len()
+        );
+    }
     println!("{}", line("engine fence-to-writable window", windows));
     println!("{}", line("whole takeover call", calls));
     println!("  rows acknowledged {acked}  lost {lost}  (checked on {} instances)", members.len());
