@@ -78,7 +78,8 @@ async fn the_writer_moves_through_haproxy_and_comes_back_on_rollback() {
     )
     .unwrap();
     let (e, _host2) = lua_engine(&cfg).await;
-    let rep = e.takeover(TakeoverRequest { cluster_hint: new.to_string(), auto: true, ..Default::default() }, None).await;
+    let rep =
+        e.takeover(TakeoverRequest { cluster_hint: new.to_string(), auto: true, ..Default::default() }, None).await;
     status(&rep, Status::RolledBack);
     let pre_fence = rep.phases.iter().find(|p| p.name == baton::engine::Phase::PreFenceHooks).unwrap();
     assert!(pre_fence.detail.contains("vetoed after the drain"), "{}", pre_fence.detail);

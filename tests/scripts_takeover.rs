@@ -140,7 +140,10 @@ async fn pre_takeover_and_pre_fence_vetoes_leave_the_topology_as_it_was() {
     // newest first.
     let plan = rep.undo.describe();
     let n = plan.len();
-    assert!(n >= 2 && plan[n - 2].contains("replication started again") && plan[n - 1].contains("read-only again"), "{plan:?}");
+    assert!(
+        n >= 2 && plan[n - 2].contains("replication started again") && plan[n - 1].contains("read-only again"),
+        "{plan:?}"
+    );
     assert_eq!(shape(&t).await, before, "the hooks' writes were undone with the rest");
     // The audit has them too.
     let audit = SqliteStore::open(&cfg.paths.data_dir).unwrap().takeover(&rep.id).unwrap().unwrap();

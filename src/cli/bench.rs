@@ -332,8 +332,15 @@ async fn takeover_rounds(args: &TakeoverBench, mut cfg: crate::config::Config, h
             _ => members.clone(),
         };
         writers.push(
-            Writer::start(to, APP_USER.0, APP_USER.1, base_id + n as i64, Duration::from_millis(args.write_interval_ms), 1e9)
-                .await,
+            Writer::start(
+                to,
+                APP_USER.0,
+                APP_USER.1,
+                base_id + n as i64,
+                Duration::from_millis(args.write_interval_ms),
+                1e9,
+            )
+            .await,
         );
     }
     let sampler =

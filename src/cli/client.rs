@@ -135,9 +135,7 @@ async fn follow(api: &Api, id: &str, live: bool) -> Result<TakeoverReport, Error
                     super::takeover::print_event(&ev);
                 }
             }
-            "done" => {
-                return Ok(serde_json::from_str(&ev.data).map_err(|e| format!("{url}: the final report: {e}"))?)
-            }
+            "done" => return Ok(serde_json::from_str(&ev.data).map_err(|e| format!("{url}: the final report: {e}"))?),
             _ => {}
         }
     }

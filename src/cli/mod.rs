@@ -2,11 +2,15 @@
 //! prints. The only place that writes to stdout.
 
 mod admin;
+#[cfg(feature = "lab")]
 mod bench;
+#[cfg(feature = "lab")]
 mod bench_http;
+#[cfg(feature = "lab")]
 mod bench_scripts;
 mod client;
 mod instance;
+#[cfg(feature = "lab")]
 mod sandbox;
 mod script;
 mod takeover;
@@ -35,6 +39,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Start, stop or inspect a local MariaDB replication topology.
+    #[cfg(feature = "lab")]
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCmd),
     /// Show the live topology of a cluster.
@@ -77,8 +82,10 @@ pub enum Command {
     Alias(admin::AliasCmd),
     /// Benchmarks (not tests): sandbox start, discovery, takeovers under a writer.
     #[command(subcommand)]
+    #[cfg(feature = "lab")]
     Bench(bench::BenchCmd),
     /// Start a 1+3 sandbox, show it, take it over, show it again.
+    #[cfg(feature = "lab")]
     Demo(bench::DemoArgs),
     /// Run the HTTP service: native API under /api/v1, orchestrator's routes under /api.
     Serve {
@@ -132,6 +139,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> CliResult {
     let load = || Config::load(cli.config.as_deref());
     match cli.command {
+        #[cfg(feature = "lab")]
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
         Command::Topology(args) => topology::run(&load()?, args).await,
         Command::Takeover(args) => takeover::run(&load()?, args).await,
@@ -175,7 +183,9 @@ async fn run(cli: Cli) -> CliResult {
             print!("{toml}");
             Ok(())
         }
+        #[cfg(feature = "lab")]
         Command::Bench(cmd) => bench::run(cmd).await,
+        #[cfg(feature = "lab")]
         Command::Demo(args) => bench::demo(args).await,
         Command::Serve { listen } => {
             crate::http::serve(&load()?, listen.as_deref()).await.map_err(|e| e.to_string().into())

@@ -2,9 +2,19 @@
 //! environment, the process kills itself (SIGKILL, no cleanup, as a crash would) right after
 //! recording that phase (journaled, except inside the write-unavailable window, where nothing
 //! is). The variable is read once per process.
+//!
+//! Only with the feature `lab`: a production build (`--no-default-features`) has empty fault
+//! points, and no environment variable can make it crash or panic.
 
 use super::Phase;
 
+#[cfg(not(feature = "lab"))]
+pub fn crash_point(_: Phase) {}
+
+#[cfg(not(feature = "lab"))]
+pub fn panic_point(_: Phase) {}
+
+#[cfg(feature = "lab")]
 pub fn crash_point(phase: Phase) {
     static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let want = WANT.get_or_init(|| std::env::var("BATON_FAULT_CRASH_AFTER").ok());
@@ -19,6 +29,7 @@ pub fn crash_point(phase: Phase) {
 
 /// With `BATON_FAULT_PANIC_AFTER=<phase>`, the takeover panics right after recording that
 /// phase (the engine must then settle it like any failure). Read once per process.
+#[cfg(feature = "lab")]
 pub fn panic_point(phase: Phase) {
     static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let want = WANT.get_or_init(|| std::env::var("BATON_FAULT_PANIC_AFTER").ok());

@@ -298,7 +298,9 @@ pub fn check_designated(
         .iter()
         .filter_map(|m| m.instance.as_ref())
         .filter_map(|m| match &m.gtid {
-            crate::topology::GtidState::MySql { mode, .. } if !m.gtid.enabled() => Some(format!("{} (gtid_mode={mode})", m.key)),
+            crate::topology::GtidState::MySql { mode, .. } if !m.gtid.enabled() => {
+                Some(format!("{} (gtid_mode={mode})", m.key))
+            }
             _ => None,
         })
         .collect();

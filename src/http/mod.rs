@@ -183,7 +183,7 @@ pub async fn serve(cfg: &Config, listen: Option<&str>) -> Result<(), Box<dyn std
         let engine = state.engine.clone();
         tokio::spawn(async move {
             info!(%id, pid, "waiting for the previous owner of a running takeover to exit");
-            if !crate::sandbox::wait_exit(pid, Duration::from_secs(300)).await {
+            if !crate::process::wait_exit(pid, Duration::from_secs(300)).await {
                 warn!(%id, pid, "the takeover's owner is still running after 5 minutes; settle it with baton takeover recover");
                 return;
             }

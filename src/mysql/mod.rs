@@ -10,6 +10,7 @@ pub mod ops;
 
 pub mod probe;
 pub mod readonly;
+#[cfg(feature = "lab")]
 pub mod workload;
 
 pub use conn::{Connector, RowMap};

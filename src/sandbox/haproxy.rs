@@ -101,7 +101,10 @@ impl Haproxy {
             }
             if Instant::now() > deadline {
                 let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(SandboxError::Init(format!("haproxy did not answer on {} in 10 s: {tail}", h.socket.display())));
+                return Err(SandboxError::Init(format!(
+                    "haproxy did not answer on {} in 10 s: {tail}",
+                    h.socket.display()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -154,7 +154,7 @@ impl Store for SqliteStore {
             // A member belongs to one cluster: forget older clusters that claimed these members
             // (after a takeover the cluster's name changes with its master). An alias is never
             // taken from another cluster here (`discovery::remember` decides who owns it).
-            let tx = write_tx(&db)?;
+            let tx = write_tx(db)?;
             let mut old: Vec<KnownCluster> = {
                 let mut st = tx.prepare("SELECT name, alias, members, claimed_alias, seen_at FROM clusters WHERE name <> ?1")?;
                 let rows = st.query_map([&c.name], cluster_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -198,7 +198,7 @@ impl Store for SqliteStore {
 
     fn move_alias(&self, alias: &str, to: &str) -> Result<bool, StoreError> {
         self.with(|db| {
-            let tx = write_tx(&db)?;
+            let tx = write_tx(db)?;
             if tx.query_row("SELECT COUNT(*) FROM clusters WHERE name = ?1", [to], |r| r.get::<_, i64>(0))? == 0 {
                 return Ok(false);
             }
@@ -272,7 +272,7 @@ impl Store for SqliteStore {
 
     fn lock_cluster(&self, cluster: &str, takeover_id: &str) -> Result<Option<String>, StoreError> {
         self.with(|db| {
-            let tx = write_tx(&db)?;
+            let tx = write_tx(db)?;
             let holder = take_lock(&tx, cluster, takeover_id)?;
             tx.commit()?;
             Ok(holder)
@@ -288,7 +288,7 @@ impl Store for SqliteStore {
 
     fn lock_cluster_journaled(&self, cluster: &str, e: &AuditEntry) -> Result<Option<String>, StoreError> {
         self.with(|db| {
-            let tx = write_tx(&db)?;
+            let tx = write_tx(db)?;
             let holder = take_lock(&tx, cluster, &e.id)?;
             if holder.is_none() {
                 insert_record(&tx, "takeovers", e)?;
@@ -300,7 +300,7 @@ impl Store for SqliteStore {
 
     fn release_locks_of(&self, takeover_id: &str) -> Result<Vec<String>, StoreError> {
         self.with(|db| {
-            let tx = write_tx(&db)?;
+            let tx = write_tx(db)?;
             let clusters: Vec<String> = {
                 let mut st = tx.prepare("SELECT cluster FROM cluster_locks WHERE takeover_id = ?1")?;
                 let rows = st.query_map([takeover_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
@@ -395,7 +395,7 @@ impl Store for SqliteStore {
     fn set_aside_damaged(&self) -> Result<usize, StoreError> {
         let damaged = self.damaged()?;
         self.with(|db| {
-            let tx = write_tx(&db)?;
+            let tx = write_tx(db)?;
             for d in &damaged {
                 tx.execute(
                     &format!("INSERT INTO damaged_records (source, id, record, error, moved_at) SELECT ?1, id, CAST(record AS TEXT), ?2, ?3 FROM {} WHERE id = ?4", d.table),
