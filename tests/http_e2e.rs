@@ -67,22 +67,68 @@ async fn events(base: &str, id: &str) -> (Vec<Value>, Value) {
     let r = reqwest::get(format!("{base}/api/v1/takeovers/{id}/events")).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-    let mut stream = r.bytes_stream();
-    let (mut buf, mut phases) = (String::new(), Vec::new());
+    let mut stream = eventsource_stream::Eventsource::eventsource(r.bytes_stream());
+    let mut phases = Vec::new();
     loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next()).await.expect("an event within 30 s");
-        buf.push_str(&String::from_utf8_lossy(&chunk.expect("stream open").unwrap()));
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            let event = frame.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("").to_string();
-            let data: String = frame.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-            match event.as_str() {
-                "phase" => phases.push(serde_json::from_str(&data).unwrap()),
-                "done" => return (phases, serde_json::from_str(&data).unwrap()),
-                _ => {}
-            }
+        let ev = tokio::time::timeout(Duration::from_secs(30), stream.next()).await.expect("an event within 30 s");
+        let ev = ev.expect("stream open").unwrap();
+        match ev.event.as_str() {
+            "phase" => phases.push(serde_json::from_str(&ev.data).unwrap()),
+            "done" => return (phases, serde_json::from_str(&ev.data).unwrap()),
+            _ => {}
         }
     }
+}
+
+/// `http::run` in-process, on a listener and a shutdown future of the test's: a takeover
+/// interrupted by a crash after the fence (a `baton` process killed there) is settled before the
+/// service answers, and a shutdown waits for a running takeover to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_settles_interrupted_takeovers_at_startup_and_drains_at_shutdown() {
+    let t = fresh(2).await;
+    let cfg = config(&t);
+    let m = t.master();
+    let out = tokio::process::Command::new(baton_bin())
+        .arg("--config")
+        .arg(config_file(&t))
+        .args(["takeover", &m.to_string(), "--auto"])
+        .env_remove("BATON_CONFIG")
+        .env("BATON_FAULT_CRASH_AFTER", "fence")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "killed after the fence");
+    let store = SqliteStore::open(&cfg.paths.data_dir).unwrap();
+    let crashed = store.takeovers(None, 1).unwrap()[0].clone();
+    assert_eq!(crashed.status, "running");
+    assert!(rows(&t.connector(), &m, "SELECT @@read_only AS ro").await[0].flag(&["ro"]), "left fenced");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run_cfg = cfg.clone();
+    let server = tokio::spawn(async move {
+        baton::http::run(&run_cfg, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap()
+    });
+    // Answering means startup recovery is over: the fenced master is writable again.
+    let (status, _) = get(&base, "/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(store.takeover(&crashed.id).unwrap().unwrap().status, "rolled_back");
+    assert_eq!(assert_one_master(&t, &[]).await, m);
+
+    // A takeover answered at once, then a shutdown: the service returns only once it is over.
+    let (status, started) =
+        post(&base, &format!("/api/v1/clusters/{m}/takeover"), json!({ "auto": true, "wait": false })).await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), server).await.expect("drained within 60 s").unwrap();
+    assert_eq!(store.takeover(&id).unwrap().unwrap().status, "promoted");
+    assert_ne!(assert_one_master(&t, &[]).await, m);
 }
 
 #[tokio::test]

@@ -156,12 +156,32 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
 pub async fn serve(cfg: &Config, listen: Option<&str>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let listen = listen.unwrap_or(&cfg.http.listen);
     let addr: SocketAddr = listen.parse().map_err(|e| format!("http.listen '{listen}': {e}"))?;
+    // Refuse before binding what `run` would refuse after.
+    check_auth(cfg, addr)?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    run(cfg, listener, shutdown()).await
+}
+
+fn check_auth(cfg: &Config, addr: SocketAddr) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if cfg.http.auth == AuthMode::None && !addr.ip().is_loopback() {
         return Err(format!(
             "http.auth = \"none\" is allowed only on a loopback address, not {addr}: configure basic or token auth"
         )
         .into());
     }
+    Ok(())
+}
+
+/// The service on `listener` until `shutdown` resolves (as mini-redis's `server::run`): settles
+/// interrupted takeovers, watches the scripts, serves, then lets running takeovers finish (a
+/// takeover is never cut short by a shutdown) before it returns.
+pub async fn run(
+    cfg: &Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let addr = listener.local_addr()?;
+    check_auth(cfg, addr)?;
     let state = AppState::new(cfg).await?;
     // Records that cannot be read are skipped everywhere; say which, so an operator can look.
     for d in state.engine.store.damaged()? {
@@ -206,14 +226,13 @@ pub async fn serve(cfg: &Config, listen: Option<&str>) -> Result<(), Box<dyn std
             metrics.script_reload(matches!(ev, ReloadEvent::Loaded { .. }));
         }
     });
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     info!(%addr, auth = ?cfg.http.auth, orchestrator_routes = cfg.http.orchestrator_routes, "baton serve listening");
     let tracks = state.tracks.clone();
     let limits = listen::ConnLimits {
         max_connections: cfg.http.max_connections,
         header_read_timeout: Duration::from_millis(cfg.http.header_read_timeout_ms),
     };
-    listen::serve(listener, router(state), limits, shutdown()).await;
+    listen::serve(listener, router(state), limits, shutdown).await;
     // A takeover started with wait=false is never cut short by a shutdown.
     tracks.wait_idle().await;
     Ok(())
