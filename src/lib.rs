@@ -25,8 +25,6 @@
 //!
 //! `docs/ARCHITECTURE.md` has the bird's-eye view and the invariants.
 
-#![recursion_limit = "512"]
-
 pub mod cli;
 pub mod config;
 pub mod discovery;

@@ -12,15 +12,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use serde_json::{json, Value};
 
 use super::error::{key_from_parts, ApiError};
 use super::native::{discover, hint};
+use super::orc_shapes as shapes;
 use super::AppState;
 use super::Caller;
 use crate::engine::{CommandError, InstanceCommand, PlanInputs, Status, TakeoverReport, TakeoverRequest};
 use crate::store::{expiry_after, now_unix, Downtime, PromotionRule, RuleEntry};
-use crate::topology::{BinlogCoordinates, Cluster, Flavor, GtidMode, GtidState, InstanceKey, Member, ThreadState};
+use crate::topology::{Cluster, InstanceKey};
 
 pub fn routes() -> Router<AppState> {
     let mut r = Router::new()
@@ -100,8 +100,17 @@ pub fn routes() -> Router<AppState> {
 
 // ---- the envelope -----------------------------------------------------------------------------
 
-fn ok(message: impl Into<String>, details: Value) -> Response {
-    Json(json!({ "Code": "OK", "Message": message.into(), "Details": details })).into_response()
+/// orchestrator's command answer.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Answer<T: serde::Serialize> {
+    code: &'static str,
+    message: String,
+    details: T,
+}
+
+fn ok(message: impl Into<String>, details: impl serde::Serialize) -> Response {
+    Json(Answer { code: "OK", message: message.into(), details }).into_response()
 }
 
 /// orchestrator's error answer. Bad input is a 400, anything else a 500 (what orchestrator sends).
@@ -120,8 +129,7 @@ impl IntoResponse for OrcError {
             ApiError::Unauthorized | ApiError::Forbidden(_) => self.0.status(),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (status, Json(json!({ "Code": "ERROR", "Message": self.0.to_string(), "Details": Value::Null })))
-            .into_response()
+        (status, Json(Answer { code: "ERROR", message: self.0.to_string(), details: () })).into_response()
     }
 }
 
@@ -198,279 +206,6 @@ pub async fn unsupported(uri: axum::http::Uri) -> Response {
     OrcError(ApiError::Internal(message)).into_response()
 }
 
-// ---- shapes -----------------------------------------------------------------------------------
-
-fn key(k: Option<&InstanceKey>) -> Value {
-    match k {
-        Some(k) => json!({ "Hostname": k.host, "Port": k.port }),
-        None => json!({ "Hostname": "", "Port": 0 }),
-    }
-}
-
-fn parse_key(s: &str) -> Option<InstanceKey> {
-    s.parse().ok()
-}
-
-fn coords(c: Option<&BinlogCoordinates>, kind: u8) -> Value {
-    match c {
-        Some(c) => json!({ "LogFile": c.file, "LogPos": c.pos, "Type": kind }),
-        None => json!({ "LogFile": "", "LogPos": 0, "Type": kind }),
-    }
-}
-
-fn null_int(v: Option<u64>) -> Value {
-    json!({ "Int64": v.unwrap_or(0), "Valid": v.is_some() })
-}
-
-/// Unix seconds as `2026-11-26T00:23:22Z`.
-pub fn rfc3339(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
-fn thread_state(t: Option<ThreadState>) -> i32 {
-    match t {
-        None => -1,
-        Some(ThreadState::Yes) => 1,
-        Some(ThreadState::No) => 0,
-        Some(_) => 2,
-    }
-}
-
-/// An orchestrator `Instance` for one member of `cluster`.
-fn instance_json(m: &Member, c: &Cluster, inputs: &PlanInputs) -> Value {
-    let rule = inputs.rule(&m.key);
-    let downtime = inputs.downtimes.get(&m.key);
-    let problems: Vec<String> = c.problems.iter().filter(|p| p.instance == m.key).map(|p| p.message.clone()).collect();
-    let replicas: Vec<Value> = c.replicas_of(&m.key).iter().map(|r| key(Some(&r.key))).collect();
-    let Some(i) = &m.instance else {
-        return json!({
-            "Key": key(Some(&m.key)), "MasterKey": key(m.source.as_ref()), "ClusterName": c.name,
-            "SuggestedClusterAlias": c.alias.clone().unwrap_or_default(), "ReplicationDepth": m.depth.unwrap_or(0),
-            "IsLastCheckValid": false, "IsUpToDate": false, "IsRecentlyChecked": true, "Problems": problems,
-            "PromotionRule": rule.to_string(), "IsDowntimed": downtime.is_some(),
-        });
-    };
-    let r = i.replication.as_ref();
-    let lag = r.and_then(|r| r.seconds_behind);
-    let (gtid_mode, executed) = match &i.gtid {
-        GtidState::MySql { mode, executed } => (mode.to_string(), executed.to_string()),
-        GtidState::MariaDb { .. } => (String::new(), String::new()),
-    };
-    let mariadb_gtid = r.is_some_and(|r| i.flavor == Flavor::MariaDb && r.gtid_mode != GtidMode::No);
-    let oracle_gtid = r.is_some_and(|r| i.flavor == Flavor::MySql && r.gtid_mode != GtidMode::No);
-    let error =
-        |e: Option<&crate::topology::ThreadError>| e.map(|e| format!("{}: {}", e.errno, e.message)).unwrap_or_default();
-    json!({
-        "Key": key(Some(&i.key)),
-        "InstanceAlias": "",
-        "Uptime": 0,
-        "ServerID": i.server_id,
-        "ServerUUID": i.server_uuid.clone().unwrap_or_default(),
-        "Version": i.version,
-        "VersionComment": i.version_comment,
-        "FlavorName": if i.flavor == Flavor::MySql { "MySQL" } else { "MariaDB" },
-        "ReadOnly": i.read_only,
-        "Binlog_format": i.binlog_format,
-        "BinlogRowImage": "",
-        "LogBinEnabled": i.log_bin,
-        "LogSlaveUpdatesEnabled": i.log_slave_updates,
-        "LogReplicationUpdatesEnabled": i.log_slave_updates,
-        "SelfBinlogCoordinates": coords(i.binlog.as_ref(), 0),
-        "MasterKey": key(r.map(|r| &r.source)),
-        "MasterUUID": "",
-        "AncestryUUID": "",
-        "IsDetachedMaster": false,
-        "Slave_SQL_Running": r.is_some_and(|r| r.sql_thread.running()),
-        "ReplicationSQLThreadRuning": r.is_some_and(|r| r.sql_thread.running()),
-        "Slave_IO_Running": r.is_some_and(|r| r.io_thread.running()),
-        "ReplicationIOThreadRuning": r.is_some_and(|r| r.io_thread.running()),
-        "ReplicationSQLThreadState": thread_state(r.map(|r| r.sql_thread)),
-        "ReplicationIOThreadState": thread_state(r.map(|r| r.io_thread)),
-        "HasReplicationFilters": false,
-        "GTIDMode": gtid_mode,
-        "SupportsOracleGTID": i.flavor == Flavor::MySql,
-        "UsingOracleGTID": oracle_gtid,
-        "UsingMariaDBGTID": mariadb_gtid,
-        "UsingPseudoGTID": false,
-        "ReadBinlogCoordinates": coords(r.and_then(|r| r.read_coordinates.as_ref()), 0),
-        "ExecBinlogCoordinates": coords(r.and_then(|r| r.exec_coordinates.as_ref()), 0),
-        "IsDetached": false,
-        "RelaylogCoordinates": coords(None, 1),
-        "LastSQLError": error(r.and_then(|r| r.last_sql_error.as_ref())),
-        "LastIOError": error(r.and_then(|r| r.last_io_error.as_ref())),
-        "SecondsBehindMaster": null_int(lag),
-        "SQLDelay": r.map(|r| r.sql_delay).unwrap_or(0),
-        "ExecutedGtidSet": executed,
-        "GtidPurged": "",
-        "GtidErrant": "",
-        "SlaveLagSeconds": null_int(lag.or(r.is_none().then_some(0))),
-        "ReplicationLagSeconds": null_int(lag.or(r.is_none().then_some(0))),
-        "SlaveHosts": replicas.clone(),
-        "Replicas": replicas,
-        "ClusterName": c.name,
-        "SuggestedClusterAlias": c.alias.clone().unwrap_or_default(),
-        "DataCenter": "",
-        "Region": "",
-        "PhysicalEnvironment": "",
-        "ReplicationDepth": m.depth.unwrap_or(0),
-        "IsCoMaster": false,
-        "HasReplicationCredentials": r.is_some(),
-        "ReplicationCredentialsAvailable": false,
-        "SemiSyncAvailable": false,
-        "SemiSyncPriority": 0,
-        "SemiSyncMasterEnabled": false,
-        "SemiSyncReplicaEnabled": false,
-        "SemiSyncMasterTimeout": 0,
-        "SemiSyncMasterWaitForReplicaCount": 0,
-        "SemiSyncMasterStatus": false,
-        "SemiSyncMasterClients": 0,
-        "SemiSyncReplicaStatus": false,
-        "LastSeenTimestamp": rfc3339(now_unix()),
-        "IsLastCheckValid": true,
-        "IsUpToDate": true,
-        "IsRecentlyChecked": true,
-        "SecondsSinceLastSeen": null_int(Some(0)),
-        "CountMySQLSnapshots": 0,
-        "IsCandidate": rule == PromotionRule::Prefer,
-        "PromotionRule": rule.to_string(),
-        "IsDowntimed": downtime.is_some(),
-        "DowntimeReason": downtime.map(|d| d.reason.clone()).unwrap_or_default(),
-        "DowntimeOwner": downtime.map(|d| d.owner.clone()).unwrap_or_default(),
-        "DowntimeEndTimestamp": downtime.map(|d| rfc3339(d.until)).unwrap_or_default(),
-        "ElapsedDowntime": 0,
-        "UnresolvedHostname": "",
-        "AllowTLS": r.is_some_and(|r| r.ssl),
-        "Problems": problems,
-        "LastDiscoveryLatency": (i.probe_ms * 1e6) as u64,
-        "ReplicationGroupName": "",
-        "ReplicationGroupIsSinglePrimary": false,
-        "ReplicationGroupMemberState": "",
-        "ReplicationGroupMemberRole": "",
-        "ReplicationGroupMembers": [],
-        "ReplicationGroupPrimaryInstanceKey": key(None),
-    })
-}
-
-fn cluster_info(name: &str, alias: Option<&str>, count: usize) -> Value {
-    json!({
-        "ClusterName": name,
-        "ClusterAlias": alias.unwrap_or_default(),
-        "ClusterDomain": "",
-        "CountInstances": count,
-        "HeuristicLag": 0,
-        "HasAutomatedMasterRecovery": false,
-        "HasAutomatedIntermediateMasterRecovery": false,
-    })
-}
-
-fn keys_json(list: &[String]) -> Value {
-    Value::Array(list.iter().map(|k| key(parse_key(k).as_ref())).collect())
-}
-
-/// An orchestrator `TopologyRecovery` for one takeover report.
-fn recovery_json(r: &TakeoverReport) -> Value {
-    let old = r.old_master.as_deref().and_then(parse_key);
-    let new = r.new_master.as_deref().and_then(parse_key);
-    let promoted = matches!(r.status, Status::Promoted | Status::PromotedWithErrors);
-    let end = r.started_at + r.total_ms as i64;
-    let analysis = json!({
-        "AnalyzedInstanceKey": key(old.as_ref()),
-        "AnalyzedInstanceMasterKey": key(None),
-        "ClusterDetails": cluster_info(&r.cluster, r.alias.as_deref(), r.replicas.len() + 1),
-        "AnalyzedInstanceDataCenter": "",
-        "AnalyzedInstanceRegion": "",
-        "AnalyzedInstancePhysicalEnvironment": "",
-        "AnalyzedInstanceBinlogCoordinates": coords(None, 0),
-        "IsMaster": true,
-        "IsReplicationGroupMember": false,
-        "IsCoMaster": false,
-        "LastCheckValid": true,
-        "LastCheckPartialSuccess": true,
-        "CountReplicas": r.replicas.len(),
-        "CountValidReplicas": r.replicas.len() - r.lost_replicas.len().min(r.replicas.len()),
-        "CountValidReplicatingReplicas": r.replicas.len() - r.lost_replicas.len().min(r.replicas.len()),
-        "CountReplicasFailingToConnectToMaster": 0,
-        "CountDowntimedReplicas": r.lost_replicas.len(),
-        "ReplicationDepth": 0,
-        "Replicas": keys_json(&r.replicas),
-        "SlaveHosts": keys_json(&r.replicas),
-        "IsFailingToConnectToMaster": false,
-        "Analysis": "DeadMaster",
-        "Description": "",
-        "StructureAnalysis": Value::Null,
-        "IsDowntimed": false,
-        "IsReplicasDowntimed": false,
-        "DowntimeEndTimestamp": "",
-        "DowntimeRemainingSeconds": 0,
-        "IsBinlogServer": false,
-        "PseudoGTIDImmediateTopology": false,
-        "OracleGTIDImmediateTopology": false,
-        "MariaDBGTIDImmediateTopology": true,
-        "BinlogServerImmediateTopology": false,
-        "SemiSyncMasterEnabled": false,
-        "SemiSyncMasterStatus": false,
-        "SemiSyncMasterWaitForReplicaCount": 0,
-        "SemiSyncMasterClients": 0,
-        "CountSemiSyncReplicasEnabled": 0,
-        "CountLoggingReplicas": r.replicas.len(),
-        "CountStatementBasedLoggingReplicas": 0,
-        "CountMixedBasedLoggingReplicas": 0,
-        "CountRowBasedLoggingReplicas": r.replicas.len(),
-        "CountDistinctMajorVersionsLoggingReplicas": 1,
-        "CountDelayedReplicas": 0,
-        "CountLaggingReplicas": 0,
-        "IsActionableRecovery": true,
-        "ProcessingNodeHostname": "",
-        "ProcessingNodeToken": "",
-        "CountAdditionalAgreeingNodes": 0,
-        "StartActivePeriod": "",
-        "SkippableDueToDowntime": false,
-        "GTIDMode": "",
-        "MinReplicaGTIDMode": "",
-        "MaxReplicaGTIDMode": "",
-        "MaxReplicaGTIDErrant": "",
-        "CommandHint": "graceful-master-takeover",
-        "IsReadOnly": false,
-    });
-    json!({
-        "Id": r.started_at,
-        "UID": r.id,
-        "AnalysisEntry": analysis,
-        "SuccessorKey": if promoted { key(new.as_ref()) } else { Value::Null },
-        "SuccessorAlias": "",
-        "SuccessorBinlogCoordinates": coords(None, 0),
-        "IsActive": r.status == Status::Running,
-        "IsSuccessful": promoted,
-        "LostReplicas": keys_json(&r.lost_replicas),
-        "ParticipatingInstanceKeys": keys_json(&[r.old_master.clone(), r.new_master.clone()].into_iter().flatten().collect::<Vec<_>>()),
-        "AllErrors": r.errors,
-        "RecoveryStartTimestamp": rfc3339(r.started_at / 1000),
-        "RecoveryEndTimestamp": if r.status == Status::Running { String::new() } else { rfc3339(end / 1000) },
-        "ProcessingNodeHostname": "",
-        "ProcessingNodeToken": "",
-        "Acknowledged": false,
-        "AcknowledgedAt": "",
-        "AcknowledgedBy": "",
-        "AcknowledgedComment": "",
-        "LastDetectionId": 0,
-        "RelatedRecoveryId": 0,
-        "Type": "MasterRecovery",
-        "RecoveryType": "MasterRecoveryGTID",
-    })
-}
-
 // ---- handlers ---------------------------------------------------------------------------------
 
 /// `{a}`, `{host}/{port}`, `{hint}/{dhost}/{dport}`, `{host}/{port}/{dhost}/{dport}`.
@@ -487,10 +222,9 @@ async fn takeover(State(s): State<AppState>, Path(parts): Path<Vec<String>>, aut
     let report = handle.await.map_err(|e| ApiError::Internal(format!("takeover task: {e}")))?;
     let command = if auto { "graceful-master-takeover-auto" } else { "graceful-master-takeover" };
     match report.status {
-        Status::Promoted => Ok(ok(format!("{command}: successor promoted"), recovery_json(&report))),
+        Status::Promoted => Ok(ok(format!("{command}: successor promoted"), shapes::recovery(&report))),
         Status::PromotedWithErrors => {
-            let body =
-                json!({ "Code": "ERROR", "Message": report.errors.join("; "), "Details": recovery_json(&report) });
+            let body = Answer { code: "ERROR", message: report.errors.join("; "), details: shapes::recovery(&report) };
             Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response())
         }
         _ => {
@@ -501,7 +235,7 @@ async fn takeover(State(s): State<AppState>, Path(parts): Path<Vec<String>>, aut
 }
 
 async fn health() -> Response {
-    ok("Application node is healthy", json!({ "Healthy": true, "IsActiveNode": true, "Error": Value::Null }))
+    ok("Application node is healthy", shapes::Health { healthy: true, is_active_node: true, error: None })
 }
 
 async fn clusters(State(s): State<AppState>) -> OrcResult {
@@ -510,10 +244,10 @@ async fn clusters(State(s): State<AppState>) -> OrcResult {
 }
 
 async fn clusters_info(State(s): State<AppState>) -> OrcResult {
-    let list: Vec<Value> = super::native::live_clusters(&s)
+    let list: Vec<shapes::ClusterInfo> = super::native::live_clusters(&s)
         .await?
         .iter()
-        .map(|c| cluster_info(&c.name, c.alias.as_deref(), c.members.len()))
+        .map(|c| shapes::cluster_info(&c.name, c.alias.as_deref(), c.members.len()))
         .collect();
     Ok(Json(list).into_response())
 }
@@ -525,7 +259,7 @@ async fn live(s: &AppState, caller: Caller, h: &str) -> Result<(Cluster, PlanInp
 
 async fn cluster(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
     let (c, inp) = live(&s, caller, &h).await?;
-    Ok(Json(c.members.iter().map(|m| instance_json(m, &c, &inp)).collect::<Vec<_>>()).into_response())
+    Ok(Json(c.members.iter().map(|m| shapes::instance(m, &c, &inp)).collect::<Vec<_>>()).into_response())
 }
 
 async fn cluster_info_of(
@@ -534,7 +268,7 @@ async fn cluster_info_of(
     Path(h): Path<String>,
 ) -> OrcResult {
     let (c, _) = live(&s, caller, &h).await?;
-    Ok(Json(cluster_info(&c.name, c.alias.as_deref(), c.members.len())).into_response())
+    Ok(Json(shapes::cluster_info(&c.name, c.alias.as_deref(), c.members.len())).into_response())
 }
 
 async fn instance(
@@ -545,7 +279,7 @@ async fn instance(
     let k = key_from_parts(&host, &port)?;
     let (c, inp) = live(&s, caller, &k.to_string()).await?;
     let m = c.member(&k).ok_or_else(|| ApiError::NotFound(format!("{k} is not a member of {}", c.name)))?;
-    Ok(Json(instance_json(m, &c, &inp)).into_response())
+    Ok(Json(shapes::instance(m, &c, &inp)).into_response())
 }
 
 async fn master(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
@@ -555,7 +289,7 @@ async fn master(State(s): State<AppState>, Extension(caller): Extension<Caller>,
         .as_ref()
         .and_then(|k| c.member(k))
         .ok_or_else(|| ApiError::NotFound(format!("cluster {} has no single master", c.name)))?;
-    Ok(Json(instance_json(m, &c, &inp)).into_response())
+    Ok(Json(shapes::instance(m, &c, &inp)).into_response())
 }
 
 async fn instance_replicas(
@@ -565,13 +299,13 @@ async fn instance_replicas(
 ) -> OrcResult {
     let k = key_from_parts(&host, &port)?;
     let (c, inp) = live(&s, caller, &k.to_string()).await?;
-    Ok(Json(c.replicas_of(&k).iter().map(|m| instance_json(m, &c, &inp)).collect::<Vec<_>>()).into_response())
+    Ok(Json(c.replicas_of(&k).iter().map(|m| shapes::instance(m, &c, &inp)).collect::<Vec<_>>()).into_response())
 }
 
 async fn topology(State(s): State<AppState>, Extension(caller): Extension<Caller>, Path(h): Path<String>) -> OrcResult {
     let (c, _) = live(&s, caller, &h).await?;
     let tree = crate::topology::render::tree(&c);
-    Ok(ok(format!("Topology for cluster {}", c.name), json!(tree.trim_end())))
+    Ok(ok(format!("Topology for cluster {}", c.name), tree.trim_end()))
 }
 
 async fn topology_tabulated(
@@ -581,7 +315,7 @@ async fn topology_tabulated(
 ) -> OrcResult {
     let (c, _) = live(&s, caller, &h).await?;
     let table = crate::topology::render::tabulated(&c);
-    Ok(ok(format!("Topology for cluster {}", c.name), json!(table.trim_end())))
+    Ok(ok(format!("Topology for cluster {}", c.name), table.trim_end()))
 }
 
 /// Every remembered cluster, discovered live (a few at a time); clusters that cannot be reached
@@ -602,20 +336,20 @@ async fn all_live(s: &AppState, caller: Caller) -> Result<Vec<Cluster>, ApiError
 
 async fn all_instances(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> OrcResult {
     let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
-    let all: Vec<Value> = all_live(&s, caller)
+    let all: Vec<shapes::Instance> = all_live(&s, caller)
         .await?
         .iter()
-        .flat_map(|c| c.members.iter().map(|m| instance_json(m, c, &inputs)).collect::<Vec<_>>())
+        .flat_map(|c| c.members.iter().map(|m| shapes::instance(m, c, &inputs)).collect::<Vec<_>>())
         .collect();
     Ok(Json(all).into_response())
 }
 
 async fn masters(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> OrcResult {
     let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
-    let all: Vec<Value> = all_live(&s, caller)
+    let all: Vec<shapes::Instance> = all_live(&s, caller)
         .await?
         .iter()
-        .filter_map(|c| c.master.as_ref().and_then(|k| c.member(k)).map(|m| instance_json(m, c, &inputs)))
+        .filter_map(|c| c.master.as_ref().and_then(|k| c.member(k)).map(|m| shapes::instance(m, c, &inputs)))
         .collect();
     Ok(Json(all).into_response())
 }
@@ -627,11 +361,11 @@ async fn cluster_osc_replicas(
     Path(h): Path<String>,
 ) -> OrcResult {
     let (c, inputs) = live(&s, caller, &h).await?;
-    let replicas: Vec<Value> = c
+    let replicas: Vec<shapes::Instance> = c
         .members
         .iter()
         .filter(|m| Some(&m.key) != c.master.as_ref() && m.instance.is_some())
-        .map(|m| instance_json(m, &c, &inputs))
+        .map(|m| shapes::instance(m, &c, &inputs))
         .collect();
     Ok(Json(replicas).into_response())
 }
@@ -644,45 +378,12 @@ async fn replication_analysis(s: &AppState, caller: Caller, hint_text: Option<&s
         Some(h) => vec![live(s, caller, h).await?.0],
         None => all_live(s, caller).await?,
     };
-    let mut entries = Vec::new();
-    for c in &clusters {
-        for p in &c.problems {
-            let is_master = c.master.as_ref() == Some(&p.instance);
-            entries.push(json!({
-                "AnalyzedInstanceKey": key(Some(&p.instance)),
-                "AnalyzedInstanceMasterKey": key(c.member(&p.instance).and_then(|m| m.source.as_ref())),
-                "ClusterDetails": cluster_info(&c.name, c.alias.as_deref(), c.members.len()),
-                "IsMaster": is_master,
-                "CountReplicas": c.replicas_of(&p.instance).len(),
-                "Analysis": analysis_code(p.kind, is_master),
-                "Description": p.message,
-                "StructureAnalysis": Value::Array(vec![]),
-                "IsDowntimed": false,
-            }));
-        }
-    }
-    Ok(ok("Analysis", Value::Array(entries)))
+    let entries: Vec<shapes::ProblemEntry> =
+        clusters.iter().flat_map(|c| c.problems.iter().map(move |p| shapes::problem_entry(c, p))).collect();
+    Ok(ok("Analysis", entries))
 }
 
-fn analysis_code(kind: crate::topology::ProblemKind, is_master: bool) -> &'static str {
-    use crate::topology::ProblemKind::*;
-    match kind {
-        Unreachable if is_master => "UnreachableMaster",
-        Unreachable => "UnreachableReplica",
-        NoMaster => "NoWriteableMaster",
-        MultipleMasters => "MultipleWriteableMasters",
-        CoMaster => "CoMaster",
-        ReplicationStopped => "ReplicationStopped",
-        ReplicationBroken => "ReplicationBroken",
-        Lagging => "ReplicaLagging",
-        SecondWritable => "ReplicaIsWritable",
-        SourceOutsideCluster => "SourceOutsideCluster",
-        ErrantGtid => "ErrantGTID",
-        AliasConflict => "AliasConflict",
-    }
-}
-
-fn recoveries(s: &AppState, cluster: Option<&str>) -> Result<Vec<Value>, ApiError> {
+fn recoveries(s: &AppState, cluster: Option<&str>) -> Result<Vec<shapes::Recovery>, ApiError> {
     let entries = s.engine.store.takeovers(None, 1000)?;
     Ok(entries
         .into_iter()
@@ -692,7 +393,7 @@ fn recoveries(s: &AppState, cluster: Option<&str>) -> Result<Vec<Value>, ApiErro
             cluster
                 .is_none_or(|c| r.cluster == c || r.alias.as_deref() == Some(c) || r.new_master.as_deref() == Some(c))
         })
-        .map(|r| recovery_json(&r))
+        .map(|r| shapes::recovery(&r))
         .collect())
 }
 
@@ -706,19 +407,7 @@ async fn audit_recovery_of(State(s): State<AppState>, Path(h): Path<String>) -> 
 
 async fn audit_recovery_steps(State(s): State<AppState>, Path(uid): Path<String>) -> OrcResult {
     let r = super::native::stored_report(&s, &uid)?;
-    let steps: Vec<Value> = r
-        .phases
-        .iter()
-        .enumerate()
-        .map(|(n, p)| {
-            json!({
-                "Id": n + 1,
-                "RecoveryUID": r.id,
-                "AuditAt": rfc3339((r.started_at + p.start_ms as i64) / 1000),
-                "Message": format!("{}: {:?} in {:.1} ms: {}", p.name.name(), p.outcome, p.duration_ms, p.detail),
-            })
-        })
-        .collect();
+    let steps = shapes::recovery_steps(&r);
     Ok(Json(steps).into_response())
 }
 
@@ -731,7 +420,7 @@ async fn register_candidate(
     // orchestrator's candidate registrations expire (CandidateInstanceExpireMinutes, 60 by default).
     let entry = RuleEntry { instance: k.clone(), rule, until: Some(now_unix() + 3600) };
     s.engine.store.set_promotion_rule(&entry).map_err(ApiError::from)?;
-    Ok(ok("Registered candidate", key(Some(&k))))
+    Ok(ok("Registered candidate", shapes::key(Some(&k))))
 }
 
 /// `3600`, `90s`, `30m`, `2h`, `1d`, in seconds, checked by `expiry_after` when used.
@@ -761,13 +450,13 @@ async fn begin_downtime(State(s): State<AppState>, Path(parts): Path<Vec<String>
     let until = expiry_after("duration", secs).map_err(ApiError::BadRequest)?;
     let d = Downtime { instance: k.clone(), owner: owner.clone(), reason: reason.clone(), until };
     s.engine.store.begin_downtime(&d).map_err(ApiError::from)?;
-    Ok(ok("Downtime begun", key(Some(&k))))
+    Ok(ok("Downtime begun", shapes::key(Some(&k))))
 }
 
 async fn end_downtime(State(s): State<AppState>, Path((host, port)): Path<(String, String)>) -> OrcResult {
     let k = key_from_parts(&host, &port)?;
     s.engine.store.end_downtime(&k).map_err(ApiError::from)?;
-    Ok(ok("Downtime ended", key(Some(&k))))
+    Ok(ok("Downtime ended", shapes::key(Some(&k))))
 }
 
 // ---- instance commands ------------------------------------------------------------------------
@@ -800,7 +489,7 @@ async fn instance_command(s: AppState, caller: Caller, parts: Vec<String>, name:
     })?;
     let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
     let m = c.member(&k).ok_or_else(|| ApiError::NotFound(format!("{k} is not a member of {}", c.name)))?;
-    Ok(ok(format!("{name}: {k}"), instance_json(m, &c, &inputs)))
+    Ok(ok(format!("{name}: {k}"), shapes::instance(m, &c, &inputs)))
 }
 
 /// `relocate-replicas/{h}/{p}/{below h}/{below p}`: every direct replica of the instance goes
@@ -839,11 +528,11 @@ async fn relocate_replicas(
         .into());
     }
     let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
-    let details: Vec<Value> = match &last {
-        Some(c) => moved.iter().filter_map(|k| c.member(k)).map(|m| instance_json(m, c, &inputs)).collect(),
+    let details: Vec<shapes::Instance> = match &last {
+        Some(c) => moved.iter().filter_map(|k| c.member(k)).map(|m| shapes::instance(m, c, &inputs)).collect(),
         None => Vec::new(),
     };
-    Ok(ok(format!("Relocated {} replicas of {k} below {target}", moved.len()), Value::Array(details)))
+    Ok(ok(format!("Relocated {} replicas of {k} below {target}", moved.len()), details))
 }
 
 /// `forget/{h}/{p}`: drop an instance from its remembered cluster; `forget-cluster/{hint}`: drop
@@ -853,7 +542,7 @@ async fn forget(State(s): State<AppState>, Path((host, port)): Path<(String, Str
     if !s.engine.store.forget_member(&k).map_err(ApiError::from)? {
         return Err(ApiError::NotFound(format!("{k} is not a member of a remembered cluster")).into());
     }
-    Ok(ok(format!("Forgotten: {k}"), key(Some(&k))))
+    Ok(ok(format!("Forgotten: {k}"), shapes::key(Some(&k))))
 }
 
 async fn forget_cluster(State(s): State<AppState>, Path(h): Path<String>) -> OrcResult {
@@ -861,7 +550,7 @@ async fn forget_cluster(State(s): State<AppState>, Path(h): Path<String>) -> Orc
     if !s.engine.store.forget_cluster(&h).map_err(ApiError::from)? {
         return Err(ApiError::NotFound(format!("no remembered cluster is named or aliased {h}")).into());
     }
-    Ok(ok(format!("Forgotten cluster: {h}"), Value::Null))
+    Ok(ok(format!("Forgotten cluster: {h}"), ()))
 }
 
 /// `discover/{h}/{p}`: discover and remember the cluster of any member (an admin action: it may
@@ -874,7 +563,7 @@ async fn discover_instance(
     let k = key_from_parts(&host, &port)?;
     let (c, inputs) = live(&s, caller, &k.to_string()).await?;
     let m = c.member(&k).ok_or_else(|| ApiError::NotFound(format!("{k} is not a member of {}", c.name)))?;
-    Ok(ok(format!("Instance discovered: {k}"), instance_json(m, &c, &inputs)))
+    Ok(ok(format!("Instance discovered: {k}"), shapes::instance(m, &c, &inputs)))
 }
 
 #[cfg(test)]
@@ -883,9 +572,9 @@ mod tests {
 
     #[test]
     fn dates_and_durations() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_652_602), "2026-11-26T00:23:22Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(shapes::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(shapes::rfc3339(1_795_652_602), "2026-11-26T00:23:22Z");
+        assert_eq!(shapes::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(duration_s("90").unwrap(), 90);
         assert_eq!(duration_s("30m").unwrap(), 1800);
         assert_eq!(duration_s("2h").unwrap(), 7200);

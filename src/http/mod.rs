@@ -17,6 +17,7 @@ pub mod error;
 pub mod listen;
 pub mod metrics;
 pub mod native;
+pub mod orc_shapes;
 pub mod track;
 
 use std::net::SocketAddr;
