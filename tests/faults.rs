@@ -225,9 +225,10 @@ async fn old_master_hangs_while_fenced() {
     assert!(rep.errors.iter().any(|e| e.contains("fence")), "{:?}", rep.errors);
     // The queued statements ran once it resumed. A rollback that timed out left the siblings where
     // the takeover moved them: below the designated replica (a valid chain, reported).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let c = live_cluster(&t).await;
-    assert_eq!(c.writable_members(), vec![&m], "{c:#?}");
+    wait_until("the old master writable, alone", Duration::from_secs(10), || async {
+        live_cluster(&t).await.writable_members() == vec![&m]
+    })
+    .await;
     let stats = w.stop().await;
     if rep.status == Status::RolledBack {
         assert_eq!(assert_one_master(&t, &[]).await, m);

@@ -68,7 +68,10 @@ async fn the_writer_moves_through_haproxy_and_comes_back_on_rollback() {
     assert!(n > 0.0, "the writer acknowledged writes");
     // Writes flow again, to the new master, through HAProxy.
     let before = rows_acked(&t, &new, 301).await;
-    wait_until(|| async { rows_acked(&t, &new, 301).await > before }).await;
+    wait_until("writes through HAProxy", Duration::from_secs(10), || async {
+        rows_acked(&t, &new, 301).await > before
+    })
+    .await;
 
     // 2. A takeover that rolls back after the drain (another hook vetoes later in pre_fence): the
     // old master (now `new`) is ready again, the writer writes there.
@@ -85,7 +88,10 @@ async fn the_writer_moves_through_haproxy_and_comes_back_on_rollback() {
     assert!(pre_fence.detail.contains("vetoed after the drain"), "{}", pre_fence.detail);
     assert_eq!(h.ready_servers().await.unwrap(), vec![new.clone()], "on_failure undid the drain");
     let before = rows_acked(&t, &new, 301).await;
-    wait_until(|| async { rows_acked(&t, &new, 301).await > before }).await;
+    wait_until("writes through HAProxy", Duration::from_secs(10), || async {
+        rows_acked(&t, &new, 301).await > before
+    })
+    .await;
 
     let stats = w.stop().await;
     let master = assert_one_master(&t, &[]).await;
@@ -98,17 +104,4 @@ async fn rows_acked(t: &common::Topology, k: &baton::topology::InstanceKey, writ
     let n = baton::mysql::workload::rows_of(&conn, k, writer).await.unwrap().len();
     conn.close().await;
     n
-}
-
-/// Polls `f` until it holds, for at most 10 s.
-async fn wait_until<F, Fut>(f: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "not within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

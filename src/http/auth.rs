@@ -7,7 +7,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the tests pause and advance it.
+use tokio::time::Instant;
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use axum::http::{HeaderMap, Method};
@@ -223,3 +226,50 @@ impl Auth {
 /// The hash of a password nobody has, verified for unknown users.
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Hcc3kG7gUHCMXlZ45VrcYBnuKbK+kzbZ4JzMNIhbDc";
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::HttpUser;
+
+    fn basic(user: &str, password: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        h.insert("authorization", format!("Basic {v}").parse().unwrap());
+        h
+    }
+
+    /// With the clock paused: a verified password is remembered for 5 minutes, and an address past
+    /// its free failures backs off 1, 2, 4 ... s, then is checked again.
+    #[tokio::test(start_paused = true)]
+    async fn the_verified_cache_expires_and_the_back_off_ends() {
+        let mut users = BTreeMap::new();
+        users.insert("ops".to_string(), HttpUser { password_hash: hash_password("right").unwrap(), role: Role::Admin });
+        let auth = Auth::new(&HttpConfig { auth: AuthMode::Basic, users, ..Default::default() });
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let check = |pw: &'static str| {
+            let auth = &auth;
+            async move { auth.check(&basic("ops", pw), Role::Read, Some(ip)).await }
+        };
+
+        assert_eq!(check("right").await.unwrap(), Role::Admin);
+        assert_eq!(auth.verified.lock().unwrap().len(), 1, "remembered");
+        tokio::time::advance(VERIFIED_FOR + Duration::from_secs(1)).await;
+        assert!(matches!(check("wrong").await, Err(ApiError::Unauthorized)));
+        assert!(auth.verified.lock().unwrap().is_empty(), "forgotten after 5 minutes");
+
+        // Failures: the free ones are 401s, the next one starts a back-off.
+        for _ in 1..FREE_FAILURES {
+            assert!(matches!(check("wrong").await, Err(ApiError::Unauthorized)));
+        }
+        assert!(matches!(check("right").await, Err(ApiError::TooManyRequests(_))), "even the right password waits");
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        assert!(matches!(check("wrong").await, Err(ApiError::Unauthorized)), "checked again after 1 s");
+        assert!(matches!(check("right").await, Err(ApiError::TooManyRequests(_))), "now 2 s");
+        tokio::time::advance(Duration::from_millis(2100)).await;
+        assert_eq!(check("right").await.unwrap(), Role::Admin, "and a success clears the failures");
+        assert!(auth.failures.lock().unwrap().is_empty());
+    }
+}

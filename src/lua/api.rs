@@ -435,3 +435,69 @@ async fn http_post(
     let body = resp.text().await.map_err(|e| format!("POST {url}: reading the answer: {e}"))?;
     Ok(HttpOutput { status: status.as_u16(), ok: status.is_success(), body })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use mlua::{Lua, Value};
+
+    use super::*;
+    use crate::store::SqliteStore;
+
+    /// `scripts/baton.d.lua` (what editors show script authors) declares exactly what `install`
+    /// puts in the `baton` table: every function as `function baton.NAME(`, every other field as a
+    /// `---@field` of `baton`, every function of a sub-table as a `---@field` of its class.
+    #[test]
+    fn baton_d_lua_is_in_step_with_the_api() {
+        let decl = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/baton.d.lua")).unwrap();
+        // The fields each `---@class NAME` declares.
+        let mut classes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut class = String::new();
+        let mut declared_functions = BTreeSet::new();
+        for line in decl.lines() {
+            if let Some(rest) = line.strip_prefix("---@class ") {
+                class = rest.split([':', ' ']).next().unwrap().to_string();
+                classes.entry(class.clone()).or_default();
+            } else if let Some(rest) = line.strip_prefix("---@field ") {
+                classes.entry(class.clone()).or_default().insert(rest.split(' ').next().unwrap().to_string());
+            } else if let Some(rest) = line.strip_prefix("function baton.") {
+                declared_functions.insert(rest.split('(').next().unwrap().to_string());
+            }
+        }
+        let lua = Lua::new();
+        let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        install(&lua, Env::new(&crate::config::Config::default(), store)).unwrap();
+        let baton: Table = lua.globals().get("baton").unwrap();
+        let mut installed_functions = BTreeSet::new();
+        let mut missing = Vec::new();
+        for pair in baton.pairs::<String, Value>() {
+            let (name, v) = pair.unwrap();
+            match v {
+                Value::Function(_) => {
+                    installed_functions.insert(name);
+                }
+                Value::Table(t) if name != "settings" => {
+                    let fields = classes.get(&format!("baton.{name}")).cloned().unwrap_or_default();
+                    for sub in t.pairs::<String, Value>() {
+                        let (sub, _) = sub.unwrap();
+                        if !fields.contains(&sub) {
+                            missing.push(format!("---@field {sub} in ---@class baton.{name}"));
+                        }
+                    }
+                    if !classes["baton"].contains(&name) {
+                        missing.push(format!("---@field {name} in ---@class baton"));
+                    }
+                }
+                _ if !classes["baton"].contains(&name) => missing.push(format!("---@field {name} in ---@class baton")),
+                _ => {}
+            }
+        }
+        for f in installed_functions.difference(&declared_functions) {
+            missing.push(format!("function baton.{f}("));
+        }
+        assert!(missing.is_empty(), "scripts/baton.d.lua lacks: {missing:?}");
+        let stale: Vec<&String> = declared_functions.difference(&installed_functions).collect();
+        assert!(stale.is_empty(), "scripts/baton.d.lua declares functions the API does not have: {stale:?}");
+    }
+}

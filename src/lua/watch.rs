@@ -23,6 +23,16 @@ impl Drop for WatchHandle {
     }
 }
 
+/// Debounce: returns once no event came for `debounce` (false when the watcher is gone).
+async fn quiet(rx: &mut mpsc::UnboundedReceiver<()>, debounce: Duration) -> bool {
+    loop {
+        tokio::select! {
+            more = rx.recv() => if more.is_none() { return false },
+            _ = tokio::time::sleep(debounce) => return true,
+        }
+    }
+}
+
 /// Starts watching the configured directories (those that exist) and SIGHUP.
 pub fn watch(host: Arc<ScriptHost>) -> Result<WatchHandle, ScriptError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
@@ -54,12 +64,8 @@ pub fn watch(host: Arc<ScriptHost>) -> Result<WatchHandle, ScriptError> {
                     if changed.is_none() {
                         return;
                     }
-                    // Debounce: reload once the directories were quiet for `debounce`.
-                    loop {
-                        tokio::select! {
-                            more = rx.recv() => if more.is_none() { return },
-                            _ = tokio::time::sleep(debounce) => break,
-                        }
+                    if !quiet(&mut rx, debounce).await {
+                        return;
                     }
                     debug!("scripts changed on disk");
                     let _ = host.reload().await;
@@ -82,4 +88,32 @@ fn is_lua_change(ev: &notify::Event) -> bool {
             p.extension().is_some_and(|e| e == "lua")
                 && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With the clock paused: a burst of events reloads once, `debounce` after the last one.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_reloads_once_after_the_last_event() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = tokio::time::Instant::now();
+        let waiter = tokio::spawn(async move {
+            let quiet_at = quiet(&mut rx, Duration::from_millis(200)).await.then(tokio::time::Instant::now);
+            (quiet_at, rx)
+        });
+        for _ in 0..3 {
+            tx.send(()).unwrap();
+            tokio::task::yield_now().await; // the watcher sees the event now
+            tokio::time::advance(Duration::from_millis(150)).await;
+        }
+        let (quiet_at, _rx) = waiter.await.unwrap();
+        // Events at 0, 150 and 300 ms: quiet from 300 + 200 ms.
+        assert_eq!(quiet_at.unwrap() - start, Duration::from_millis(500));
+        // A closed watcher ends the wait at once.
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        drop(tx);
+        assert!(!quiet(&mut rx, Duration::from_secs(3600)).await);
+    }
 }

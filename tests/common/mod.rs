@@ -266,3 +266,17 @@ pub async fn shape(t: &Topology) -> Vec<(String, Option<String>, bool, bool)> {
     v.sort();
     v
 }
+
+/// Polls `f` until it holds, for at most `limit` (no sleep stands in for synchronisation).
+#[allow(dead_code)]
+pub async fn wait_until<F, Fut>(what: &str, limit: std::time::Duration, f: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
