@@ -69,6 +69,10 @@ pub struct TopologyConfig {
     /// by `host:port`, and `*` for every other server. A server that asks for the password in
     /// full gets it encrypted with its pinned key; without one Baton refuses to send it.
     pub pinned_rsa_keys: BTreeMap<String, PathBuf>,
+    /// Baton's own connections to an instance (`host:port`, as the topology names it) go to
+    /// another address: an SSH tunnel, a bastion's port forward, a TCP proxy. The instance keeps
+    /// its name everywhere else (replication is pointed at it, TLS verifies it).
+    pub dial: BTreeMap<String, String>,
     /// Bound on establishing one connection.
     pub connect_timeout_ms: u64,
     /// Bound on one query's answer (waits that the server bounds itself get their own limit).
@@ -119,6 +123,9 @@ pub struct TakeoverConfig {
     /// Refuse a takeover while Baton's clock is off from the master's by more than this many
     /// seconds: promotion rules and downtime expire by Baton's clock.
     pub max_clock_skew_s: u64,
+    /// A rollback keeps trying to make the fenced old master writable again for this long (ms)
+    /// when it cannot reach it (a network blip): writes come back as soon as it answers.
+    pub unfence_retry_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,6 +316,7 @@ impl Default for TopologyConfig {
             tls_skip_verify: false,
             tls_ca: None,
             pinned_rsa_keys: BTreeMap::new(),
+            dial: BTreeMap::new(),
             connect_timeout_ms: 1000,
             read_timeout_ms: 5000,
             pool_max: 4,
@@ -338,6 +346,7 @@ impl Default for TakeoverConfig {
             promotion_ignore_hostname_filters: Vec::new(),
             allow_lax_gtid: false,
             max_clock_skew_s: 60,
+            unfence_retry_ms: 30_000,
         }
     }
 }
@@ -512,6 +521,11 @@ impl Config {
             }
             let pem = std::fs::read(path).map_err(|e| bad(&key, &format!("{}: {e}", path.display())))?;
             crate::mysql::guard::check_public_key(&pem).map_err(|e| bad(&key, &format!("{}: {e}", path.display())))?;
+        }
+        for (instance, via) in &self.topology.dial {
+            let key = format!("topology.dial.\"{instance}\"");
+            instance.parse::<InstanceKey>().map_err(|e| bad(&key, &format!("'{instance}' is not host:port: {e}")))?;
+            via.parse::<InstanceKey>().map_err(|e| bad(&key, &format!("'{via}' is not host:port: {e}")))?;
         }
         for pattern in &self.discovery.allowed {
             crate::discovery::Reach::parse_pattern(pattern).map_err(|e| bad("discovery.allowed", &e))?;

@@ -26,6 +26,7 @@ fn fast(cfg: &Config) -> Config {
     c.topology.connect_timeout_ms = 500;
     c.takeover.catchup_timeout_ms = 1500;
     c.takeover.fence_lock_wait_s = 1;
+    c.takeover.unfence_retry_ms = 2000;
     c
 }
 

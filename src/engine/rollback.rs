@@ -175,6 +175,24 @@ impl Run {
         }
     }
 
+    /// `undo_step`, tried again while the instance cannot be reached, until
+    /// `takeover.unfence_retry_ms` has passed (each try bounded by the connect and read timeouts).
+    async fn undo_step_retrying(&self, step: &UndoStep) -> Result<OpRecord, SqlError> {
+        let deadline = Instant::now() + Duration::from_millis(self.cfg().takeover.unfence_retry_ms);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.undo_step(step).await {
+                Err(e) if (e.is_unreachable() || e.connection_lost()) && Instant::now() + pause < deadline => {
+                    warn!(instance = %step.instance, error = %e, "cannot reach it to undo the fence yet: trying again");
+                    // The server cannot wait for Baton here: it is out of reach.
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Runs the undo plan (see the module). True when all of it was undone. Nothing to undo after
     /// a refusal is not a rollback; after a failed change it is still recorded as one.
     pub(super) async fn rollback(&mut self, always_record: bool) -> bool {
@@ -185,9 +203,10 @@ impl Run {
         self.emit(PhaseEvent::Started { id: self.report.id.clone(), phase: Phase::Rollback });
         let plan = self.report.undo.clone();
         let (mut done, mut failures) = (Vec::new(), Vec::new());
-        // 1. Writes resume on the old master.
+        // 1. Writes resume on the old master. It may be unreachable for a moment (a network blip
+        // right after the fence): tried again until `unfence_retry_ms` has passed.
         for step in &plan.writable {
-            match self.undo_step(step).await {
+            match self.undo_step_retrying(step).await {
                 Ok(op) => {
                     self.ops.push(op);
                     if let Some(fenced_at) = self.fenced_at {

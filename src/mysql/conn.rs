@@ -78,6 +78,8 @@ pub struct Connector {
     /// TLS to the instances (verified), or None: plain TCP through the guard.
     tls: Option<SslOpts>,
     guard: Guard,
+    /// `topology.dial`: where to connect for an instance reached through another address.
+    dial: HashMap<InstanceKey, InstanceKey>,
     connect_timeout: Duration,
     read_timeout: Duration,
     pool_max: usize,
@@ -104,10 +106,14 @@ impl Connector {
             .iter()
             .filter_map(|(k, p)| Some((k.clone(), std::fs::read(p).ok()?)))
             .collect();
+        // Validated at load: both sides are host:port.
+        let dial: HashMap<InstanceKey, InstanceKey> =
+            cfg.topology.dial.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?))).collect();
         Connector {
             credentials,
             tls,
-            guard: Guard::new(cfg.connect_timeout(), pinned),
+            guard: Guard::new(cfg.connect_timeout(), pinned, dial.clone()),
+            dial,
             connect_timeout: cfg.connect_timeout(),
             read_timeout: cfg.read_timeout(),
             pool_max: cfg.topology.pool_max,
@@ -131,7 +137,15 @@ impl Connector {
             .prefer_socket(false)
             .tcp_nodelay(true);
         Ok(match &self.tls {
-            Some(ssl) => opts.ip_or_hostname(key.host.clone()).tcp_port(key.port).ssl_opts(ssl.clone()),
+            Some(ssl) => match self.dial.get(key) {
+                // Through another address, the certificate is still checked against the
+                // instance's own name.
+                Some(via) => opts
+                    .ip_or_hostname(via.host.clone())
+                    .tcp_port(via.port)
+                    .ssl_opts(ssl.clone().with_danger_tls_hostname_override(Some(key.host.clone()))),
+                None => opts.ip_or_hostname(key.host.clone()).tcp_port(key.port).ssl_opts(ssl.clone()),
+            },
             None => {
                 let addr = self.guard.relay(key, user, password).map_err(|e| SqlError::Unexpected {
                     instance: key.clone(),
@@ -170,11 +184,15 @@ impl Connector {
         }
     }
 
-    /// A connection to `key`, within the connect timeout.
+    /// A connection to `key`, within the connect timeout. A pooled connection that turns out
+    /// broken (reset while idle) costs the pool: a fresh connection is made instead.
     pub async fn conn(&self, key: &InstanceKey) -> Result<Conn, SqlError> {
         let pool = self.pool(key)?;
         match tokio::time::timeout(self.connect_timeout, pool.get_conn()).await {
             Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) if super::lost(&e) => {
+                self.reconnect(key, &SqlError::Connect { instance: key.clone(), source: e }).await
+            }
             Ok(Err(e)) => Err(SqlError::Connect { instance: key.clone(), source: e }),
             Err(_) => {
                 Err(SqlError::ConnectTimeout { instance: key.clone(), ms: self.connect_timeout.as_millis() as u64 })
@@ -209,7 +227,33 @@ impl Connector {
         sql: &str,
         limit: Duration,
     ) -> Result<Vec<Vec<RowMap>>, SqlError> {
-        let mut conn = self.conn(key).await?;
+        let conn = self.conn(key).await?;
+        match self.sets_on(conn, key, sql, limit).await {
+            Err(e) if e.connection_lost() => {
+                let conn = self.reconnect(key, &e).await?;
+                self.sets_on(conn, key, sql, limit).await
+            }
+            r => r,
+        }
+    }
+
+    /// After a connection broke under a statement: the instance's pooled connections (likely
+    /// broken the same way) are dropped, and a fresh connection is returned for one more try.
+    /// Every statement Baton runs may run twice: each is idempotent (read_only, replication
+    /// stop/start/repoint, waits, reads).
+    pub async fn reconnect(&self, key: &InstanceKey, lost: &SqlError) -> Result<Conn, SqlError> {
+        tracing::warn!(instance = %key, error = %lost, "the connection broke: retrying once on a new one");
+        self.pools.lock().expect("pool map poisoned").remove(key);
+        self.dedicated(key).await
+    }
+
+    async fn sets_on(
+        &self,
+        mut conn: Conn,
+        key: &InstanceKey,
+        sql: &str,
+        limit: Duration,
+    ) -> Result<Vec<Vec<RowMap>>, SqlError> {
         self.bounded(key, sql, limit, async {
             let mut result = conn.query_iter(sql).await?;
             let mut sets = Vec::new();

@@ -43,6 +43,7 @@ pub struct Guard {
     connect_timeout: Duration,
     /// PEM public keys by `host:port`, and `*` for every other server.
     pinned: Arc<HashMap<String, Vec<u8>>>,
+    dial: HashMap<InstanceKey, InstanceKey>,
     relays: Mutex<HashMap<(InstanceKey, String), Relay>>,
 }
 
@@ -60,8 +61,14 @@ impl Drop for Guard {
 }
 
 impl Guard {
-    pub fn new(connect_timeout: Duration, pinned: HashMap<String, Vec<u8>>) -> Guard {
-        Guard { connect_timeout, pinned: Arc::new(pinned), relays: Mutex::new(HashMap::new()) }
+    /// `dial`: the address to connect to for an instance, when it is not the instance's own
+    /// (`topology.dial`).
+    pub fn new(
+        connect_timeout: Duration,
+        pinned: HashMap<String, Vec<u8>>,
+        dial: HashMap<InstanceKey, InstanceKey>,
+    ) -> Guard {
+        Guard { connect_timeout, pinned: Arc::new(pinned), dial, relays: Mutex::new(HashMap::new()) }
     }
 
     /// The loopback address whose relay reaches `key` for `user` (made on first use). Must be
@@ -78,7 +85,7 @@ impl Guard {
         let listener = TcpListener::from_std(std_listener)?;
         let pinned = self.pinned.get(&key.to_string()).or_else(|| self.pinned.get("*")).cloned();
         let ctx = Arc::new(RelayCtx {
-            target: key.clone(),
+            target: self.dial.get(key).unwrap_or(key).clone(),
             password: password.clone(),
             pinned,
             connect_timeout: self.connect_timeout,

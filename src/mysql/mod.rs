@@ -77,6 +77,15 @@ impl SqlError {
         }
     }
 
+    /// The connection broke under a statement (reset, closed): the server may be fine, and a
+    /// fresh connection may run it.
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            SqlError::Query { source, .. } => lost(source),
+            _ => false,
+        }
+    }
+
     /// The server could not be reached at all (as opposed to: it answered with an error).
     pub fn is_unreachable(&self) -> bool {
         match self {
@@ -85,4 +94,9 @@ impl SqlError {
             _ => false,
         }
     }
+}
+
+/// A connection that broke (reset, closed under a request), as opposed to a server's answer.
+pub(crate) fn lost(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Io(_) | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed))
 }

@@ -36,12 +36,38 @@ async fn run(
     limit: Duration,
 ) -> Result<OpRecord, SqlError> {
     let start = Instant::now();
-    let mut c = conn.conn(key).await?;
-    for s in &stmts {
-        use mysql_async::prelude::Queryable;
-        conn.bounded(key, &s.shown, limit, c.query_drop(s.sql.as_str())).await.map_err(|e| e.masked(s))?;
+    let c = conn.conn(key).await?;
+    // A connection that broke under the statements: all of them once more, on a new one (the
+    // session settings among them must be on the connection that runs the rest).
+    match run_on(conn, c, key, &stmts, limit).await {
+        Err(e) if e.connection_lost() => {
+            let c = conn.reconnect(key, &e).await?;
+            run_on(conn, c, key, &stmts, limit).await?;
+        }
+        r => r?,
     }
     Ok(OpRecord::new(key, &stmts, start.elapsed()))
+}
+
+async fn run_on(
+    conn: &Connector,
+    mut c: mysql_async::Conn,
+    key: &InstanceKey,
+    stmts: &[Statement],
+    limit: Duration,
+) -> Result<(), SqlError> {
+    use mysql_async::prelude::Queryable;
+    for s in stmts {
+        // A broken connection carries no server message to mask (and `shown` is masked already).
+        conn.bounded(key, &s.shown, limit, c.query_drop(s.sql.as_str())).await.map_err(|e| {
+            if e.connection_lost() {
+                e
+            } else {
+                e.masked(s)
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// `read_only` (and `super_read_only` on MySQL) on or off. `lock_wait_s` bounds how long the

@@ -2,6 +2,9 @@
 //! only read, fresh ones for tests that change replication. Ports are chosen at run time.
 #![allow(dead_code)]
 
+#[allow(dead_code)]
+pub mod netfault;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

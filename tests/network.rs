@@ -1,0 +1,275 @@
+//! Network faults, drilled: Baton reaches every `mariadbd` through a TCP fault proxy
+//! (`common::netfault`, dialed through `topology.dial`), while replication and the application's
+//! writer connect directly. Under a writer, each drill ends with the reliability drill's
+//! assertions: no acknowledged write lost, never two writable instances, a writable master at
+//! the end. docs/RELIABILITY.md has the rows.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::config::Config;
+use baton::engine::{Engine, EventSink, NoScripts, Phase, PhaseEvent, Status, TakeoverReport, TakeoverRequest};
+use baton::mysql::workload::{Sampler, Writer};
+use baton::mysql::Connector;
+use baton::sandbox::APP_USER;
+use baton::store::{SqliteStore, Store};
+use baton::topology::InstanceKey;
+use common::netfault::{Fault, FaultProxy};
+use common::*;
+
+/// A topology whose members Baton reaches through fault proxies.
+struct Net {
+    t: Topology,
+    proxies: HashMap<InstanceKey, Arc<FaultProxy>>,
+    cfg: Config,
+}
+
+async fn net(replicas: usize) -> Net {
+    let t = fresh(replicas).await;
+    let mut cfg = t.cfg();
+    cfg.topology.read_timeout_ms = 1500;
+    cfg.topology.connect_timeout_ms = 500;
+    cfg.takeover.catchup_timeout_ms = 1500;
+    cfg.takeover.fence_lock_wait_s = 1;
+    cfg.takeover.unfence_retry_ms = 10_000;
+    let mut proxies = HashMap::new();
+    for k in t.sandbox.keys() {
+        let p = Arc::new(FaultProxy::start(format!("{}:{}", k.host, k.port).parse().unwrap()).await);
+        cfg.topology.dial.insert(k.to_string(), p.addr.to_string());
+        proxies.insert(k, p);
+    }
+    cfg.validate().unwrap();
+    Net { t, proxies, cfg }
+}
+
+impl Net {
+    fn engine(&self, cfg: &Config) -> Engine {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir).unwrap());
+        Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(cfg)), store, Arc::new(NoScripts))
+    }
+
+    fn proxy(&self, k: &InstanceKey) -> Arc<FaultProxy> {
+        self.proxies[k].clone()
+    }
+
+    fn heal(&self) {
+        for p in self.proxies.values() {
+            p.set(Fault::Pass);
+        }
+    }
+
+    fn request(&self, d: &InstanceKey) -> TakeoverRequest {
+        TakeoverRequest {
+            cluster_hint: self.t.master().to_string(),
+            designated: Some(d.clone()),
+            start_replication: true,
+            ..Default::default()
+        }
+    }
+
+    async fn writer(&self, id: i64) -> (Writer, Sampler) {
+        let keys = self.t.sandbox.keys();
+        let w = Writer::start(keys.clone(), APP_USER.0, APP_USER.1, id, Duration::from_millis(3), 1e9).await;
+        let s = Sampler::start(
+            keys,
+            &self.cfg.topology.user,
+            self.cfg.topology.password.expose(),
+            Duration::from_millis(5),
+        )
+        .await;
+        (w, s)
+    }
+
+    /// The drill's end: the network healed, one writable master (`want` when given), every
+    /// acknowledged row on every instance, and never two writable instances meanwhile.
+    async fn end(&self, w: Writer, s: Sampler, id: i64, want: Option<&InstanceKey>) -> InstanceKey {
+        self.heal();
+        let stats = w.stop().await;
+        let (_, two_writable) = s.stop().await;
+        assert_eq!(two_writable, 0, "two writable instances were seen");
+        let master = assert_one_master_tree(&self.t).await;
+        if let Some(want) = want {
+            assert_eq!(&master, want);
+        }
+        assert_rows_everywhere(&self.t, &master, id, &stats.acked).await;
+        master
+    }
+}
+
+/// Runs `f` once, when `phase` starts (`finished` false) or ends (true).
+fn at(phase: Phase, finished: bool, f: impl Fn() + Send + Sync + 'static) -> EventSink {
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    Arc::new(move |ev: &PhaseEvent| {
+        let hit = match ev {
+            PhaseEvent::Started { phase: p, .. } => !finished && *p == phase,
+            PhaseEvent::Finished { record, .. } => finished && record.name == phase,
+        };
+        if hit && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            f();
+        }
+    })
+}
+
+#[track_caller]
+fn status(r: &TakeoverReport, want: &[Status]) {
+    assert!(want.contains(&r.status), "{:?}: {:?}\n{:#?}", r.status, r.errors, r.phases);
+}
+
+/// N1. Baton cut off from the old master right after the fence, for 1.5 s. Expected: catch-up
+/// cannot read the fenced position, nothing is promoted; the rollback keeps trying to make the old
+/// master writable and does so once the network is back: rolled back, writes resume on it.
+#[tokio::test]
+async fn cut_off_from_the_old_master_after_the_fence() {
+    let n = net(2).await;
+    let (m, d) = (n.t.master(), n.t.replicas()[0].clone());
+    let (w, s) = n.writer(401).await;
+    let p = n.proxy(&m);
+    let sink = at(Phase::Fence, true, move || {
+        p.set(Fault::Blackhole);
+        let p = p.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            p.set(Fault::Pass);
+        });
+    });
+    let rep = n.engine(&n.cfg).takeover(n.request(&d), Some(sink)).await;
+    status(&rep, &[Status::RolledBack]);
+    assert!(rep.errors[0].contains("catch_up"), "{:?}", rep.errors);
+    let rollback = rep.phase(Phase::Rollback).unwrap();
+    assert!(rollback.detail.contains(&format!("{m}: writable again")), "{}", rollback.detail);
+    n.end(w, s, 401, Some(&m)).await;
+}
+
+/// N2. Cut off from the designated replica during catch-up. Expected: the wait fails within its
+/// bound; rollback (old master writable, the sibling back below it); the designated replica was
+/// never changed.
+#[tokio::test]
+async fn cut_off_from_the_designated_during_catch_up() {
+    let n = net(2).await;
+    let (m, d) = (n.t.master(), n.t.replicas()[0].clone());
+    let (w, s) = n.writer(402).await;
+    let p = n.proxy(&d);
+    let rep = n
+        .engine(&n.cfg)
+        .takeover(n.request(&d), Some(at(Phase::CatchUp, false, move || p.set(Fault::Blackhole))))
+        .await;
+    status(&rep, &[Status::RolledBack]);
+    assert!(rep.errors[0].contains("catch_up"), "{:?}", rep.errors);
+    n.end(w, s, 402, Some(&m)).await;
+}
+
+/// N3. Cut off from a sibling during relocation. Expected: its relocation fails, the takeover
+/// stops before the fence (the master never stopped taking writes) and moves back what it moved;
+/// the unreachable sibling cannot be moved back now: rolled back or failed, saying so. Its
+/// statements never arrived: it still replicates from the master.
+#[tokio::test]
+async fn cut_off_from_a_sibling_during_relocation() {
+    let n = net(3).await;
+    let (m, d, sib) = (n.t.master(), n.t.replicas()[0].clone(), n.t.replicas()[1].clone());
+    let (w, s) = n.writer(403).await;
+    let p = n.proxy(&sib);
+    let rep = n
+        .engine(&n.cfg)
+        .takeover(n.request(&d), Some(at(Phase::RelocateSiblings, false, move || p.set(Fault::Blackhole))))
+        .await;
+    status(&rep, &[Status::RolledBack, Status::Failed]);
+    assert!(rep.errors.iter().any(|e| e.contains(&sib.to_string())), "{:?}", rep.errors);
+    assert!(rep.write_unavailable_ms.is_none(), "never fenced");
+    n.end(w, s, 403, Some(&m)).await;
+}
+
+/// N4. Cut off from a sibling during the rollback (the rollback itself caused by the designated
+/// replica being cut off during catch-up). Expected: the old master is writable again first; the
+/// sibling cannot be moved back and stays below the designated replica (a valid chain), and the
+/// report says so (a warning when no connection could be made). Every write reaches it through
+/// the chain.
+#[tokio::test]
+async fn cut_off_from_a_sibling_during_rollback() {
+    let n = net(3).await;
+    let (m, d, sib) = (n.t.master(), n.t.replicas()[0].clone(), n.t.replicas()[1].clone());
+    let (w, s) = n.writer(404).await;
+    let (pd, ps) = (n.proxy(&d), n.proxy(&sib));
+    let to_d = at(Phase::CatchUp, false, move || pd.set(Fault::Blackhole));
+    let to_sib = at(Phase::Rollback, false, move || ps.set(Fault::Blackhole));
+    let sink: EventSink = Arc::new(move |ev: &PhaseEvent| {
+        to_d(ev);
+        to_sib(ev);
+    });
+    let rep = n.engine(&n.cfg).takeover(n.request(&d), Some(sink)).await;
+    // Unreachable (no connection): a warning, the rollback stands; no answer on an open
+    // connection: a failure of the rollback. Either way the report names the sibling.
+    status(&rep, &[Status::RolledBack, Status::Failed]);
+    let rollback = rep.phase(Phase::Rollback).unwrap();
+    assert!(rollback.detail.contains(&format!("{m}: writable again")), "{}", rollback.detail);
+    let said = rep.errors.iter().chain(&rep.warnings).any(|e| {
+        e.contains(&format!("{sib} is unreachable")) || (e.starts_with("rollback:") && e.contains(&sib.to_string()))
+    });
+    assert!(said, "{:?} {:?}", rep.errors, rep.warnings);
+    n.end(w, s, 404, Some(&m)).await;
+}
+
+/// N5. 200 ms more round-trip time to every instance (100 ms each way). Expected: the takeover
+/// completes within its timeouts.
+#[tokio::test]
+async fn two_hundred_ms_more_to_every_instance() {
+    let n = net(2).await;
+    let (m, d) = (n.t.master(), n.t.replicas()[0].clone());
+    let (w, s) = n.writer(405).await;
+    for p in n.proxies.values() {
+        p.set(Fault::Latency(Duration::from_millis(100)));
+    }
+    let mut cfg = n.cfg.clone();
+    cfg.topology.read_timeout_ms = 5000;
+    cfg.topology.connect_timeout_ms = 3000;
+    cfg.takeover.catchup_timeout_ms = 5000;
+    let rep = n.engine(&cfg).takeover(n.request(&d), None).await;
+    status(&rep, &[Status::Promoted]);
+    let new = n.end(w, s, 405, Some(&d)).await;
+    assert_ne!(new, m);
+}
+
+/// N6. A connection reset in the middle of each phase that changes servers: the first statement
+/// Baton sends, in that phase, to the instance the phase works on resets its connection, once
+/// after reaching the server (it ran, its answer was lost) and once before (it never arrived).
+/// One takeover each, back and forth. Expected: the broken connection's statements run again on a
+/// new one (each is idempotent); every takeover is promoted.
+#[tokio::test]
+async fn a_reset_connection_in_each_phase() {
+    let n = net(2).await;
+    let (a, b) = (n.t.master(), n.t.replicas()[0].clone());
+    let (w, s) = n.writer(406).await;
+    let e = n.engine(&n.cfg);
+    let phases = [Phase::RelocateSiblings, Phase::Fence, Phase::CatchUp, Phase::Promote, Phase::RepointOldMaster];
+    let mut round = 0;
+    for phase in phases {
+        for deliver in [true, false] {
+            let (from, to) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            round += 1;
+            // The instance the phase works on (relocation: the sibling first).
+            let target = match phase {
+                Phase::Fence | Phase::RepointOldMaster => from.clone(),
+                Phase::RelocateSiblings => n.t.replicas()[1].clone(),
+                _ => to.clone(),
+            };
+            let p = n.proxy(&target);
+            let req = TakeoverRequest {
+                cluster_hint: from.to_string(),
+                designated: Some(to.clone()),
+                start_replication: true,
+                ..Default::default()
+            };
+            let rep = e.takeover(req, Some(at(phase, false, move || p.reset_next_statement(deliver)))).await;
+            assert_eq!(
+                rep.status,
+                Status::Promoted,
+                "reset in {phase} (delivered: {deliver}) on {target}: {:?}\n{:#?}",
+                rep.errors,
+                rep.phases
+            );
+        }
+    }
+    n.end(w, s, 406, None).await;
+}
