@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton::config::Config;
-use baton::engine::{Engine, EventSink, NoScripts, Phase, PhaseEvent, Status, TakeoverReport, TakeoverRequest};
+use baton::engine::{Engine, NoScripts, Phase, Status, TakeoverReport, TakeoverRequest};
 use baton::mysql::workload::Writer;
 use baton::mysql::{ops, Connector};
 use baton::sandbox::{send_signal, APP_USER};
@@ -42,20 +42,6 @@ fn to(t: &Topology, d: &InstanceKey) -> TakeoverRequest {
         start_replication: true,
         ..Default::default()
     }
-}
-
-/// Runs `f` once, when `phase` starts (`finished` false) or ends (true).
-fn at(phase: Phase, finished: bool, f: impl Fn() + Send + Sync + 'static) -> EventSink {
-    let fired = std::sync::atomic::AtomicBool::new(false);
-    Arc::new(move |ev: &PhaseEvent| {
-        let hit = match ev {
-            PhaseEvent::Started { phase: p, .. } => !finished && *p == phase,
-            PhaseEvent::Finished { record, .. } => finished && record.name == phase,
-        };
-        if hit && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            f();
-        }
-    })
 }
 
 fn pid(t: &Topology, k: &InstanceKey) -> u32 {

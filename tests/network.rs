@@ -99,20 +99,6 @@ impl Net {
     }
 }
 
-/// Runs `f` once, when `phase` starts (`finished` false) or ends (true).
-fn at(phase: Phase, finished: bool, f: impl Fn() + Send + Sync + 'static) -> EventSink {
-    let fired = std::sync::atomic::AtomicBool::new(false);
-    Arc::new(move |ev: &PhaseEvent| {
-        let hit = match ev {
-            PhaseEvent::Started { phase: p, .. } => !finished && *p == phase,
-            PhaseEvent::Finished { record, .. } => finished && record.name == phase,
-        };
-        if hit && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            f();
-        }
-    })
-}
-
 #[track_caller]
 fn status(r: &TakeoverReport, want: &[Status]) {
     assert!(want.contains(&r.status), "{:?}: {:?}\n{:#?}", r.status, r.errors, r.phases);

@@ -283,3 +283,22 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// An event sink that runs `f` once, when `phase` starts (`finished` false) or ends (true).
+pub fn at(
+    phase: baton::engine::Phase,
+    finished: bool,
+    f: impl Fn() + Send + Sync + 'static,
+) -> baton::engine::EventSink {
+    use baton::engine::PhaseEvent;
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    std::sync::Arc::new(move |ev: &PhaseEvent| {
+        let hit = match ev {
+            PhaseEvent::Started { phase: p, .. } => !finished && *p == phase,
+            PhaseEvent::Finished { record, .. } => finished && record.name == phase,
+        };
+        if hit && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            f();
+        }
+    })
+}
