@@ -242,7 +242,7 @@ impl Connector {
     /// Every statement Baton runs may run twice: each is idempotent (read_only, replication
     /// stop/start/repoint, waits, reads).
     pub async fn reconnect(&self, key: &InstanceKey, lost: &SqlError) -> Result<Conn, SqlError> {
-        tracing::warn!(instance = %key, error = %lost, "the connection broke: retrying once on a new one");
+        tracing::info!(instance = %key, error = %lost, "the connection broke: retrying once on a new one");
         self.pools.lock().expect("pool map poisoned").remove(key);
         self.dedicated(key).await
     }
