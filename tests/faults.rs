@@ -17,6 +17,7 @@ use baton::mysql::{ops, Connector};
 use baton::sandbox::{send_signal, APP_USER};
 use baton::store::{SqliteStore, Store};
 use baton::topology::InstanceKey;
+use common::storefault::{Immutable, Tmpfs};
 use common::*;
 
 /// Short limits, so that a hung server costs seconds, not minutes.
@@ -879,34 +880,6 @@ async fn recover_does_not_rerun_hooks_that_may_have_run() {
     assert_eq!(assert_one_master_tree(&t).await, r1);
 }
 
-/// Unmounts a test's tmpfs however the test ends.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    /// A tmpfs of `mb` MiB, or None where this machine does not allow mounting (not root).
-    fn mount(mb: u32) -> Option<Tmpfs> {
-        let dir = std::env::temp_dir().join(format!("baton-tmpfs-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: whatever still has a file open there (a store) lets go when it is done.
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Issue 19 on a real filesystem: the data directory's filesystem is full. The takeover stops
-/// before anything changes (the lock and its first record cannot be written) and says why; once
-/// space is back, the same takeover runs.
 #[tokio::test]
 async fn a_full_filesystem_stops_the_takeover_before_anything_changes() {
     let Some(fs) = Tmpfs::mount(3) else {
@@ -920,14 +893,7 @@ async fn a_full_filesystem_stops_the_takeover_before_anything_changes() {
     let e = engine(&cfg);
     // The store exists and knows the cluster; then the filesystem fills up.
     baton::discovery::discover_hint(&t.connector(), &cfg, e.store.as_ref(), &t.master().to_string()).await.unwrap();
-    let filler = fs.0.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.flush();
-    }
+    let filler = common::storefault::fill(&fs.0);
     let rep = e.takeover(to(&t, &t.replicas()[0]), None).await;
     assert!(matches!(rep.status, Status::Refused | Status::RolledBack), "{:?} {:?}", rep.status, rep.errors);
     assert!(rep.errors.iter().any(|x| x.contains("full") || x.contains("I/O")), "{:?}", rep.errors);
@@ -937,24 +903,6 @@ async fn a_full_filesystem_stops_the_takeover_before_anything_changes() {
     assert_eq!(rep.status, Status::Promoted, "{:?}", rep.errors);
     drop(e);
     drop(fs);
-}
-
-/// Makes files immutable (`chattr +i`) and always gives them back.
-struct Immutable(Vec<std::path::PathBuf>);
-
-impl Immutable {
-    /// None where `chattr` does not work here (not root, or a filesystem without attributes).
-    fn set(files: Vec<std::path::PathBuf>) -> Option<Immutable> {
-        let ok = std::process::Command::new("chattr").arg("+i").args(&files).status().is_ok_and(|s| s.success());
-        let guard = Immutable(files);
-        ok.then_some(guard)
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr").arg("-i").args(&self.0).status();
-    }
 }
 
 /// Issue 19 on a real filesystem: `baton.db` and its -wal made immutable under a running store

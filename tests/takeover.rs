@@ -177,9 +177,11 @@ async fn refusals_change_nothing() {
     let conn = t.connector();
     let (m, r1, r2, r3) = (t.master(), t.replicas()[0].clone(), t.replicas()[1].clone(), t.replicas()[2].clone());
 
-    // Designated is not a direct replica / expected master mismatch.
+    // Designated is not a direct replica / expected master mismatch: the refusal says why.
     let rep = e.takeover(req(&m, Some(&InstanceKey::new("127.0.0.1", 1))), None).await;
     assert_status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains("127.0.0.1:1: cannot connect"), "{:?}", rep.errors);
+
     let mut r = req(&m, Some(&r1));
     r.expected_master = Some(r2.clone());
     let rep = e.takeover(r, None).await;
@@ -222,6 +224,12 @@ async fn refusals_change_nothing() {
     assert!(err.contains("too long"), "{err}");
     assert!(!err.contains("Zq77777777") && !err.contains("77777777"), "the server's message was not masked: {err}");
     let ok = baton::mysql::SourceSpec { password: baton::config::Secret::new("repl"), ..spec };
+    // Below a sibling, r3 is no direct replica: the refusal says whom it replicates from.
+    let below_r2 = baton::mysql::SourceSpec { host: r2.host.clone(), port: r2.port, ..ok.clone() };
+    baton::mysql::ops::repoint(&conn, &r3, &below_r2, true).await.unwrap();
+    let rep = e.takeover(req(&m, Some(&r3)), None).await;
+    assert_status(&rep, Status::Refused);
+    assert!(rep.errors[0].contains(&format!("it replicates from {r2}")), "{:?}", rep.errors);
     baton::mysql::ops::repoint(&conn, &r3, &ok, true).await.unwrap();
 
     // Wrong replication password: refused before the siblings are moved.

@@ -95,6 +95,10 @@ async fn settle(cfg: &Config, action: Settle) -> CliResult {
                 }
                 if matches!(r.status, Status::NeedsOperator | Status::Failed | Status::PromotedWithErrors) {
                     failed.push(format!("{id}: {}", r.status.as_str()));
+                } else if let Some(e) = r.errors.iter().find(|e| e.starts_with("journal:")) {
+                    // Settled on the servers, but the store does not say so yet: run recover
+                    // again once the store can be written.
+                    failed.push(format!("{id}: {} on the servers, but {e}", r.status.as_str()));
                 }
             }
             Err(e) => failed.push(e.to_string()),

@@ -199,11 +199,15 @@ impl Run {
         let (designated, why) = match &self.req.designated {
             Some(d) => {
                 if !replicas.contains(d) {
+                    let why = self.why_not_a_replica(c, master, d).await;
                     return Err(TakeoverError::refused(
                         phase,
                         "designated_is_direct_replica",
                         Some(d),
-                        format!("not a direct replica of the master {master} (direct replicas: {})", keys(&replicas)),
+                        format!(
+                            "not a direct replica of the master {master}: {why} (direct replicas: {})",
+                            keys(&replicas)
+                        ),
                     ));
                 }
                 (d.clone(), "designated by the request".to_string())
@@ -227,6 +231,38 @@ impl Run {
         self.report.designated = Some(designated.to_string());
         self.detail = why;
         Ok(designated)
+    }
+
+    /// Why `d` is not among the master's direct replicas, asked of `d` itself when discovery did
+    /// not reach it (a replica whose IO thread stopped, on a full disk say, is not listed by the
+    /// master): unreachable, replicating from another source, or its replication's own errors.
+    pub(super) async fn why_not_a_replica(&self, c: &Cluster, master: &InstanceKey, d: &InstanceKey) -> String {
+        let probed = match c.member(d).and_then(|m| m.instance.clone()) {
+            Some(i) => Ok(i),
+            None => match c.member(d) {
+                Some(m) => Err(m.error.clone().unwrap_or_else(|| "unreachable".into())),
+                None => crate::mysql::probe(self.conn(), d).await.map_err(|e| e.to_string()),
+            },
+        };
+        let i = match probed {
+            Ok(i) => i,
+            Err(e) => return format!("it does not answer ({e})"),
+        };
+        let Some(r) = &i.replication else { return "it does not replicate from anything".into() };
+        if r.source != *master {
+            return format!("it replicates from {}", r.source);
+        }
+        let errors: Vec<String> = [&r.last_io_error, &r.last_sql_error]
+            .into_iter()
+            .flatten()
+            .map(|e| format!("error {}: {}", e.errno, e.message))
+            .collect();
+        format!(
+            "it replicates from the master, but the master does not list it (IO thread {:?}, SQL thread {:?}{})",
+            r.io_thread,
+            r.sql_thread,
+            if errors.is_empty() { String::new() } else { format!("; {}", errors.join("; ")) }
+        )
     }
 
     /// The candidate policy's choice among the eligible replicas: the operator's Lua policy when

@@ -106,6 +106,13 @@ impl TakeoverError {
     fn refusal(&self) -> Refusal {
         let (kind, phase, check, instance) = match self {
             TakeoverError::Busy { phase, .. } => (RefusalKind::Busy, *phase, "busy".to_string(), None),
+            // Another process holds the store right now: busy, as another takeover would be.
+            TakeoverError::Store { phase, source }
+            | TakeoverError::Discovery { phase, source: DiscoveryError::Store(source) }
+                if source.is_busy() =>
+            {
+                (RefusalKind::Busy, *phase, "busy".to_string(), None)
+            }
             TakeoverError::Discovery { phase, source: DiscoveryError::UnknownHint(_) | DiscoveryError::BadKey(_) } => {
                 (RefusalKind::UnknownCluster, *phase, "unknown_cluster".to_string(), None)
             }
@@ -576,14 +583,18 @@ impl Run {
             && self.report.status == Status::Running
     }
 
-    /// Journals the report; once promoted, a failed write is tried once more and then said in
-    /// the answer (the new master stands, but nothing durable records it).
+    /// Journals the report; a failed write is tried once more and then said in the answer (the
+    /// servers are as the report says, but nothing durable records it).
     fn journal_or_report(&mut self) {
-        if self.journal().is_err() && self.promoted && self.journal().is_err() {
-            let e = "journal: the takeover's record could not be saved (the new master stands; see the warnings)"
-                .to_string();
-            if !self.report.errors.contains(&e) {
-                self.report.errors.push(e);
+        if self.journal().is_err() && self.journal().is_err() {
+            let e = if self.promoted {
+                "journal: the takeover's record could not be saved (the new master stands; see the warnings)"
+            } else {
+                "journal: the takeover's final state could not be saved (the servers are as this report says; \
+                 run `baton takeover recover` once the store can be written)"
+            };
+            if !self.report.errors.iter().any(|x| x == e) {
+                self.report.errors.push(e.to_string());
             }
         }
     }

@@ -4,6 +4,8 @@
 
 #[allow(dead_code)]
 pub mod netfault;
+#[allow(dead_code)]
+pub mod storefault;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
