@@ -329,7 +329,7 @@ impl Default for DiscoveryConfig {
         DiscoveryConfig {
             allowed: Vec::new(),
             forget_after_s: 86_400,
-            max_parallel: 16,
+            max_parallel: 64,
             lag_threshold_s: 10,
             alias_query: "SELECT alias FROM meta.cluster LIMIT 1".into(),
         }

@@ -259,3 +259,33 @@ async fn a_reset_connection_in_each_phase() {
     }
     n.end(w, s, 406, None).await;
 }
+
+/// N7. A relocation that fails half-way with several siblings moving at once (1+4: three
+/// siblings stopped together; one cut off mid-way, back by the time the rollback runs). Expected:
+/// undone completely: every sibling replicates from the old master again, running; nothing fenced.
+#[tokio::test]
+async fn a_relocation_that_fails_half_way_is_undone_completely() {
+    let n = net(4).await;
+    let (m, d) = (n.t.master(), n.t.replicas()[0].clone());
+    let cut = n.t.replicas()[3].clone();
+    let (w, s) = n.writer(407).await;
+    let (p1, p2) = (n.proxy(&cut), n.proxy(&cut));
+    let cut_off = at(Phase::RelocateSiblings, false, move || p1.set(Fault::Blackhole));
+    let heal = at(Phase::Rollback, false, move || p2.set(Fault::Pass));
+    let sink: EventSink = Arc::new(move |ev: &PhaseEvent| {
+        cut_off(ev);
+        heal(ev);
+    });
+    let rep = n.engine(&n.cfg).takeover(n.request(&d), Some(sink)).await;
+    status(&rep, &[Status::RolledBack]);
+    assert!(rep.write_unavailable_ms.is_none(), "never fenced");
+    let back = rep.undo.describe();
+    assert_eq!(back.iter().filter(|l| l.contains(&format!("replicates from {m} again"))).count(), 3, "{back:?}");
+    for r in n.t.replicas() {
+        let c = live_cluster(&n.t).await;
+        let i = c.instance(&r).unwrap();
+        assert_eq!(i.source(), Some(&m), "{r}");
+        assert!(i.replication.as_ref().unwrap().io_thread.running() || r == cut, "{r} runs");
+    }
+    n.end(w, s, 407, Some(&m)).await;
+}

@@ -287,32 +287,45 @@ async fn refusals_change_nothing() {
     conn.close().await;
 }
 
-#[tokio::test]
+/// The designated replica caught up before the fence, then blocked as the fence starts (a session
+/// on it holds a write lock on the table the master writes to, and the master takes one more
+/// write): the catch-up inside the window times out and rolls back, saying how long writes were
+/// unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_timeout_rolls_back() {
     let t = fresh(1).await;
     let mut cfg = t.cfg();
     cfg.takeover.catchup_timeout_ms = 700;
     let e = engine(&cfg);
     let (m, r1) = (t.master(), t.replicas()[0].clone());
-    // Block r1's SQL thread: a session on r1 holds a write lock on the table the master writes to.
-    let blocker = t.connector();
-    let mut c = blocker.conn(&r1).await.unwrap();
-    use mysql_async::prelude::Queryable;
-    c.query_drop("LOCK TABLES app.writes WRITE").await.unwrap();
-    let conn = t.connector();
-    exec(&conn, &m, "INSERT INTO app.writes (id) VALUES (1)").await;
-    let rep = e.takeover(req(&m, Some(&r1)), None).await;
+    let blocker = Arc::new(Connector::new(&cfg));
+    let held = Arc::new(tokio::sync::Mutex::new(blocker.dedicated(&r1).await.unwrap()));
+    let (h, mm, cc) = (held.clone(), m.clone(), cfg.clone());
+    let block = at(Phase::Fence, false, move || {
+        let (h, m, cfg, rt) = (h.clone(), mm.clone(), cc.clone(), tokio::runtime::Handle::current());
+        std::thread::spawn(move || {
+            rt.block_on(async {
+                use mysql_async::prelude::Queryable;
+                h.lock().await.query_drop("LOCK TABLES app.writes WRITE").await.unwrap();
+                exec(&Connector::new(&cfg), &m, "INSERT INTO app.writes (id) VALUES (1)").await;
+            })
+        })
+        .join()
+        .unwrap();
+    });
+    let rep = e.takeover(req(&m, Some(&r1)), Some(block)).await;
     assert_status(&rep, Status::RolledBack);
     // Issue 19: how long writes were unavailable is said after a rollback too (fence to the old
     // master writable again).
     assert!(rep.write_unavailable_ms.is_some_and(|ms| ms > 0.0), "{:?}", rep.write_unavailable_ms);
     assert!(rep.errors[0].starts_with("catch_up:"), "{:?}", rep.errors);
     assert!(rep.phase(Phase::Rollback).is_some());
-    c.query_drop("UNLOCK TABLES").await.unwrap();
-    drop(c);
-    // Old master writable, sibling back under it, designated replicating.
+    {
+        use mysql_async::prelude::Queryable;
+        held.lock().await.query_drop("UNLOCK TABLES").await.unwrap();
+    }
+    // Old master writable, designated replicating.
     assert_shape(&t, &m, &[]).await;
-    conn.close().await;
     blocker.close().await;
 }
 
@@ -375,4 +388,56 @@ async fn lax_gtid_replicas_and_hidden_local_writes_are_refused() {
     exec(&conn, &r1, "START SLAVE SQL_THREAD").await;
     exec(&conn, &r1, "SET GLOBAL gtid_strict_mode = ON").await;
     assert_eq!(shape(&t).await, before);
+}
+
+/// Issue 18: before the fence, the designated replica must execute the master's current position
+/// within `reasonable_lag_s`; one that cannot keep up (its SQL thread stopped as the relocation
+/// starts) stops the takeover there: never fenced, the master kept taking writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_designated_replica_that_cannot_keep_up_stops_the_takeover_before_the_fence() {
+    let t = fresh(1).await;
+    let mut cfg = t.cfg();
+    cfg.takeover.reasonable_lag_s = 1;
+    let (m, d) = (t.master(), t.replicas()[0].clone());
+    let writer = Writer::start(t.sandbox.keys(), APP_USER.0, APP_USER.1, 18, Duration::from_millis(3), 1e9).await;
+    let (dd, tt) = (d.clone(), cfg.clone());
+    let stop_sql = at(Phase::RelocateSiblings, false, move || {
+        let (d, cfg, h) = (dd.clone(), tt.clone(), tokio::runtime::Handle::current());
+        std::thread::spawn(move || {
+            h.block_on(async { exec(&Connector::new(&cfg), &d, "STOP SLAVE SQL_THREAD").await })
+        })
+        .join()
+        .unwrap();
+    });
+    let rep = engine(&cfg).takeover(req(&m, Some(&d)), Some(stop_sql)).await;
+    assert_status(&rep, Status::RolledBack);
+    assert!(rep.errors[0].contains("designated_keeps_up"), "{:?}", rep.errors);
+    assert!(rep.write_unavailable_ms.is_none() && rep.phase(Phase::Fence).is_none(), "never fenced");
+    exec(&t.connector(), &d, "START SLAVE SQL_THREAD").await;
+    let stats = writer.stop().await;
+    assert_eq!(assert_one_master(&t, &[]).await, m);
+    assert_rows_everywhere(&t, &m, 18, &stats.acked).await;
+}
+
+/// Issue 18: a 1+15 cluster under a writer, taken over (auto) and back: nothing lost.
+#[tokio::test]
+async fn a_fifteen_replica_cluster_loses_nothing() {
+    let t = fresh(15).await;
+    let cfg = t.cfg();
+    let e = engine(&cfg);
+    let m = t.master();
+    let writer = Writer::start(t.sandbox.keys(), APP_USER.0, APP_USER.1, 19, Duration::from_millis(3), 1e9).await;
+    let mut r = req(&m, None);
+    r.auto = true;
+    let rep = e.takeover(r, None).await;
+    assert_status(&rep, Status::Promoted);
+    assert_eq!(rep.siblings_moved.len(), 14);
+    let new: InstanceKey = rep.new_master.as_ref().unwrap().parse().unwrap();
+    let mut back = req(&new, Some(&m));
+    back.start_replication = true;
+    let rep = e.takeover(back, None).await;
+    assert_status(&rep, Status::Promoted);
+    let stats = writer.stop().await;
+    assert_eq!(assert_one_master_tree(&t).await, m);
+    assert_rows_everywhere(&t, &m, 19, &stats.acked).await;
 }

@@ -54,9 +54,12 @@ pub enum BenchCmd {
 
 #[derive(Args)]
 pub struct TakeoverBench {
-    /// Start a 1+3 sandbox for the run (else --cluster must name one).
+    /// Start a sandbox for the run (else --cluster must name one).
     #[arg(long)]
     pub sandbox: bool,
+    /// The sandbox's replicas; several (`--replicas 3,10,30`) give the curve, one sandbox each.
+    #[arg(long, value_delimiter = ',', default_value = "3")]
+    pub replicas: Vec<usize>,
     #[arg(long)]
     pub cluster: Option<String>,
     /// Takeovers to run (ignored with --duration).
@@ -191,12 +194,15 @@ pub async fn run(cmd: BenchCmd) -> CliResult {
 async fn bench_takeover(args: TakeoverBench) -> CliResult {
     let dir = bench_dir("takeover");
     if args.sandbox {
-        let sb =
-            Sandbox::up(&SandboxSpec { dir: dir.clone(), base_port: args.base_port, replicas: 3, alias: None }).await?;
-        let result = takeover_rounds(&args, sb.config(), sb.master().to_string()).await;
-        sb.down().await?;
-        let _ = std::fs::remove_dir_all(&dir);
-        result
+        for &replicas in &args.replicas {
+            let sb = Sandbox::up(&SandboxSpec { dir: dir.clone(), base_port: args.base_port, replicas, alias: None })
+                .await?;
+            let result = takeover_rounds(&args, sb.config(), sb.master().to_string()).await;
+            sb.down().await?;
+            let _ = std::fs::remove_dir_all(&dir);
+            result?;
+        }
+        Ok(())
     } else {
         let hint = args.cluster.clone().ok_or("give --sandbox or --cluster")?;
         takeover_rounds(&args, crate::config::Config::load(None)?, hint).await
@@ -372,6 +378,8 @@ async fn takeover_rounds(args: &TakeoverBench, mut cfg: crate::config::Config, h
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let (mut gaps, mut proxied_gaps, mut windows, mut calls) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Per phase, its durations (in-process runs: the reports are at hand).
+    let mut phase_ms: Vec<(crate::engine::Phase, Vec<f64>)> = Vec::new();
     let mut failures = 0;
     let started = Instant::now();
     let mut round = 0usize;
@@ -399,6 +407,12 @@ async fn takeover_rounds(args: &TakeoverBench, mut cfg: crate::config::Config, h
                         None,
                     )
                     .await;
+                for p in &r.phases {
+                    match phase_ms.iter_mut().find(|(name, _)| *name == p.name) {
+                        Some((_, v)) => v.push(p.duration_ms),
+                        None => phase_ms.push((p.name, vec![p.duration_ms])),
+                    }
+                }
                 (r.status.as_str().to_string(), r.write_unavailable_ms, r.errors.join("; "))
             }
             Some(s) => {
@@ -507,6 +521,9 @@ async fn takeover_rounds(args: &TakeoverBench, mut cfg: crate::config::Config, h
     }
     println!("{}", line("engine fence-to-writable window", windows));
     println!("{}", line("whole takeover call", calls));
+    for (p, v) in phase_ms {
+        println!("{}", line(&format!("  phase {}", p.name()), v));
+    }
     println!("  rows acknowledged {acked}  lost {lost}  (checked on {} instances)", members.len());
     println!("  read_only samples {rounds}, with two writable instances (confirmed) {double}");
     println!("  takeovers not promoted: {failures}");

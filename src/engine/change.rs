@@ -48,11 +48,20 @@ impl Run {
             .collect()
     }
 
-    /// Moves the designated replica's siblings below it while the master is still writable.
-    /// Each sibling is stopped, the designated waits (in the server) until it has executed what
-    /// the sibling had, and the sibling is pointed at the designated with GTID.
+    /// Moves the designated replica's siblings below it while the master is still writable, then
+    /// lets the designated replica catch up with the live master, so that the wait inside the
+    /// write-unavailable window covers only the last few transactions, whatever the cluster's size:
+    ///
+    /// 1. every sibling is stopped and says what it executed (all at once, bounded);
+    /// 2. the designated replica waits, in its server, once, until it has executed all of that;
+    /// 3. every sibling is pointed at it with GTID and started (all at once);
+    /// 4. the siblings settle: each executes what the designated replica has (a slow one is a
+    ///    warning, not a failure), so their new dump threads are not starting inside the window;
+    /// 5. the designated replica executes the master's current position within
+    ///    `reasonable_lag_s`, or the takeover stops here, before the fence.
     pub(super) async fn relocate_siblings(&mut self, t: &Target) -> PhaseResult {
         let phase = Phase::RelocateSiblings;
+        let sql = |source| TakeoverError::Sql { phase, source };
         let (c, d) = (&t.cluster, &t.designated);
         let to_move = self.siblings_to_move(t);
         for s in c.replicas_of(&t.master).iter().filter(|m| m.key != *d && c.instance(&m.key).is_none()) {
@@ -60,46 +69,125 @@ impl Run {
             warn!("{w}");
             self.report.warnings.push(w);
         }
-        if to_move.is_empty() {
-            self.detail = "no siblings".into();
-            return Ok(());
-        }
-        let dialect = self.conn().dialect(d).await.map_err(|source| TakeoverError::Sql { phase, source })?;
+        let dialect = self.conn().dialect(d).await.map_err(sql)?;
         let limit = Duration::from_millis(self.cfg().takeover.catchup_timeout_ms);
-        let moves = to_move.iter().map(|s| {
-            let spec = self.replication_spec(d, Run::replica_position(t, s), rollback::uses_tls(c, s));
-            let (conn, dialect) = (self.conn(), &dialect);
-            async move {
-                let mut done = vec![ops::stop_replication(conn, s).await?];
-                let pos = ops::own_position_as_replica(conn, s).await?;
-                if !pos.is_empty() {
-                    done.push(ops::wait_for_gtid(conn, dialect.as_ref(), d, &pos, limit).await?);
+        if !to_move.is_empty() {
+            // 1. Stopped, with what each executed. One that failed may have been stopped: the
+            // undo plan moves every one back.
+            let conn = self.conn();
+            let stopped = at_once(
+                to_move
+                    .iter()
+                    .map(|s| async move {
+                        let op = ops::stop_replication(conn, s).await?;
+                        Ok::<_, SqlError>((op, ops::own_position_as_replica(conn, s).await?))
+                    })
+                    .collect(),
+            )
+            .await;
+            let mut positions = Vec::new();
+            let mut first_err = None;
+            for r in stopped {
+                match r {
+                    Ok((op, pos)) => {
+                        self.ops.push(op);
+                        positions.push(pos);
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
                 }
-                done.push(ops::repoint(conn, s, &spec, true).await?);
-                Ok::<_, SqlError>(done)
             }
-        });
-        let results = futures::future::join_all(moves).await;
-        // One that failed may have been stopped first: the undo plan moves every one back.
-        let mut first_err = None;
-        let mut moved = Vec::new();
-        for (s, r) in to_move.iter().zip(results) {
-            match r {
-                Ok(done) => {
-                    self.ops.extend(done);
-                    moved.push(s.clone());
-                    self.report.siblings_moved.push(s.to_string());
+            if let Some(source) = first_err {
+                return Err(sql(source));
+            }
+            // 2. One wait for all of it.
+            let mariadb = dialect.flavor() == Flavor::MariaDb;
+            let all = crate::topology::gtid::union_text(mariadb, &positions).map_err(|e| {
+                sql(SqlError::Unexpected {
+                    instance: d.clone(),
+                    what: "the siblings' positions".into(),
+                    detail: e.to_string(),
+                })
+            })?;
+            let all = all.replace('\n', "");
+            if !all.is_empty() {
+                self.ops.push(ops::wait_for_gtid(self.conn(), dialect.as_ref(), d, &all, limit).await.map_err(sql)?);
+            }
+            // 3. Below the designated replica.
+            let specs: Vec<SourceSpec> = to_move
+                .iter()
+                .map(|s| self.replication_spec(d, Run::replica_position(t, s), rollback::uses_tls(c, s)))
+                .collect();
+            let conn = self.conn();
+            let moved =
+                at_once(to_move.iter().zip(&specs).map(|(s, spec)| ops::repoint(conn, s, spec, true)).collect()).await;
+            let mut first_err = None;
+            for (s, r) in to_move.iter().zip(moved) {
+                match r {
+                    Ok(op) => {
+                        self.ops.push(op);
+                        self.report.siblings_moved.push(s.to_string());
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
                 }
-                Err(e) => {
-                    first_err.get_or_insert(e);
+            }
+            if let Some(source) = first_err {
+                self.detail = format!("moved below {d}: {}", self.report.siblings_moved.join(", "));
+                return Err(sql(source));
+            }
+            // 4. Settled: each has what the designated replica has now.
+            let now = ops::own_position(self.conn(), d).await.map_err(sql)?.gtid;
+            let settle = Duration::from_secs(self.cfg().takeover.reasonable_lag_s);
+            let conn = self.conn();
+            let now = &now;
+            let settled = at_once(
+                to_move
+                    .iter()
+                    .map(|s| async move {
+                        let sd = conn.dialect(s).await?;
+                        ops::wait_for_gtid(conn, sd.as_ref(), s, now, settle).await
+                    })
+                    .collect(),
+            )
+            .await;
+            for (s, r) in to_move.iter().zip(settled) {
+                match r {
+                    Ok(op) => self.ops.push(op),
+                    Err(e) => {
+                        let w = format!("{s} had not caught up with {d} before the fence: {e}");
+                        warn!("{w}");
+                        self.report.warnings.push(w);
+                    }
                 }
             }
         }
-        self.detail = format!("moved below {d}: {}", keys(&moved));
-        match first_err {
-            Some(source) => Err(TakeoverError::Sql { phase, source }),
-            None => Ok(()),
+        // 5. Caught up with the live master, before the fence.
+        let live = ops::own_position(self.conn(), &t.master).await.map_err(sql)?;
+        let keep_up = Duration::from_secs(self.cfg().takeover.reasonable_lag_s);
+        match self.wait_executed_within(&t.cluster, d, &live, keep_up).await {
+            Ok(op) => self.ops.push(op),
+            Err(e) => {
+                return Err(TakeoverError::refused(
+                    phase,
+                    "designated_keeps_up",
+                    Some(d),
+                    format!(
+                        "{d} did not execute the master's current position within reasonable_lag_s ({} s) before \
+                         the fence: {e}",
+                        keep_up.as_secs()
+                    ),
+                ))
+            }
         }
+        self.detail = if to_move.is_empty() {
+            format!("no siblings; {d} caught up with the master")
+        } else {
+            format!("moved below {d}: {}; {d} caught up with the master", keys(&to_move))
+        };
+        Ok(())
     }
 
     /// read_only on the master, with a bounded lock wait; optionally kill client connections.
@@ -146,8 +234,18 @@ impl Run {
         d: &InstanceKey,
         pos: &OwnPosition,
     ) -> Result<OpRecord, SqlError> {
+        self.wait_executed_within(c, d, pos, Duration::from_millis(self.cfg().takeover.catchup_timeout_ms)).await
+    }
+
+    /// `wait_executed`, bounded by `limit`.
+    pub(super) async fn wait_executed_within(
+        &self,
+        c: &Cluster,
+        d: &InstanceKey,
+        pos: &OwnPosition,
+        limit: Duration,
+    ) -> Result<OpRecord, SqlError> {
         let dialect = self.conn().dialect(d).await?;
-        let limit = Duration::from_millis(self.cfg().takeover.catchup_timeout_ms);
         let gtid = c.instance(d).and_then(|i| i.replication.as_ref()).is_some_and(|r| r.gtid_mode != GtidMode::No);
         match (&pos.coordinates, gtid) {
             (Some(coords), false) => ops::wait_for_coordinates(self.conn(), dialect.as_ref(), d, coords, limit).await,
@@ -197,4 +295,16 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// Instances worked on at once by one phase (relocation, and the rollback's moves back).
+pub(super) const AT_ONCE: usize = 16;
+
+/// Runs `work`, at most `AT_ONCE` at a time; the results in the same order.
+pub(super) async fn at_once<T, Fut>(work: Vec<Fut>) -> Vec<T>
+where
+    Fut: std::future::Future<Output = T>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(work).buffered(AT_ONCE).collect().await
 }

@@ -218,8 +218,8 @@ impl Run {
                 Err(e) => failures.push(e.to_string()),
             }
         }
-        // 2. The replicas, all at once.
-        let results = futures::future::join_all(plan.replicas.iter().map(|s| self.undo_step(s))).await;
+        // 2. The replicas, all at once (bounded).
+        let results = super::change::at_once(plan.replicas.iter().map(|s| self.undo_step(s)).collect()).await;
         let designated = self.report.designated.clone().unwrap_or_default();
         for (step, r) in plan.replicas.iter().zip(results) {
             let s = &step.instance;

@@ -40,6 +40,58 @@ async fn connect(key: &InstanceKey, user: &str, password: &str) -> Option<Conn> 
     tokio::time::timeout(Duration::from_secs(2), Conn::new(opts)).await.ok()?.ok()
 }
 
+/// One insert on one instance's connection (made if needed); true when acknowledged.
+async fn insert(
+    (key, conn): &mut (InstanceKey, Option<Conn>),
+    user: &str,
+    password: &str,
+    id: i64,
+    writer_id: i64,
+    stats: &mut WriterStats,
+) -> bool {
+    if conn.is_none() {
+        *conn = connect(key, user, password).await;
+    }
+    let Some(c) = conn.as_mut() else { return false };
+    let q = c.exec_drop("INSERT INTO app.writes (id, writer) VALUES (?, ?)", (id, writer_id));
+    match tokio::time::timeout(Duration::from_secs(2), q).await {
+        Ok(Ok(())) => true,
+        Ok(Err(mysql_async::Error::Server(_))) => {
+            stats.errors += 1; // read-only, mostly
+            false
+        }
+        _ => {
+            stats.errors += 1;
+            *conn = None;
+            false
+        }
+    }
+}
+
+/// The instances other than `current` that answer `read_only = 0` (all asked at once); none while
+/// the takeover's window is open.
+async fn writable_first(
+    conns: &mut [(InstanceKey, Option<Conn>)],
+    current: usize,
+    user: &str,
+    password: &str,
+) -> Vec<usize> {
+    let asks = conns.iter_mut().enumerate().filter(|(i, _)| *i != current).map(|(i, (key, conn))| async move {
+        if conn.is_none() {
+            *conn = connect(key, user, password).await;
+        }
+        let writable = match conn.as_mut() {
+            Some(c) => matches!(
+                tokio::time::timeout(Duration::from_secs(2), c.query_first::<u8, _>("SELECT @@global.read_only")).await,
+                Ok(Ok(Some(0)))
+            ),
+            None => false,
+        };
+        (i, writable)
+    });
+    futures::future::join_all(asks).await.into_iter().filter(|(_, writable)| *writable).map(|(i, _)| i).collect()
+}
+
 impl Writer {
     /// Starts writing ids `writer_id * 1e9 + n` into `app.writes` every `interval`.
     pub async fn start(
@@ -67,26 +119,16 @@ impl Writer {
             let mut n: i64 = 0;
             while !flag.load(Ordering::Relaxed) {
                 let id = writer_id * 1_000_000_000 + n;
-                let mut acked = false;
-                // Try the instance that last accepted, then the others.
-                for attempt in 0..conns.len() {
-                    let idx = (current + attempt) % conns.len();
-                    let (key, conn) = &mut conns[idx];
-                    if conn.is_none() {
-                        *conn = connect(key, &user, &password).await;
-                    }
-                    let Some(c) = conn.as_mut() else { continue };
-                    let q = c.exec_drop("INSERT INTO app.writes (id, writer) VALUES (?, ?)", (id, writer_id));
-                    match tokio::time::timeout(Duration::from_secs(2), q).await {
-                        Ok(Ok(())) => {
+                // The instance that last accepted; when it refuses, ask every other one at once which
+                // is writable (as an application's failover would; trying them one by one would
+                // make the gap grow with the cluster) and try those.
+                let mut acked = insert(&mut conns[current], &user, &password, id, writer_id, &mut stats).await;
+                if !acked {
+                    for idx in writable_first(&mut conns, current, &user, &password).await {
+                        if insert(&mut conns[idx], &user, &password, id, writer_id, &mut stats).await {
                             acked = true;
                             current = idx;
                             break;
-                        }
-                        Ok(Err(mysql_async::Error::Server(_))) => stats.errors += 1, // read-only, mostly
-                        _ => {
-                            stats.errors += 1;
-                            *conn = None;
                         }
                     }
                 }

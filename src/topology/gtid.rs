@@ -355,6 +355,24 @@ macro_rules! serde_as_string {
 serde_as_string!(GtidPos);
 serde_as_string!(GtidSet);
 
+/// The union of positions in text form, MariaDB positions (`mariadb`) or MySQL GTID sets: what a
+/// server must have executed to have executed every one of them.
+pub fn union_text(mariadb: bool, positions: &[String]) -> Result<String, GtidError> {
+    if mariadb {
+        let mut all = GtidPos::default();
+        for p in positions {
+            all = all.union(&p.parse()?);
+        }
+        Ok(all.to_string())
+    } else {
+        let mut all = GtidSet::default();
+        for p in positions {
+            all = all.union(&p.parse()?);
+        }
+        Ok(all.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +416,16 @@ mod tests {
         let tagged: GtidSet = format!("{U1}:1-3:blue:1-2").parse().unwrap();
         assert_eq!(tagged.to_string(), format!("{U1}:1-3:blue:1-2"));
         assert_eq!(tagged.count(), 5);
+    }
+
+    #[test]
+    fn union_of_positions() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(union_text(true, &p(&["0-1-5,1-2-9", "0-1-7", ""])).unwrap(), "0-1-7,1-2-9");
+        assert_eq!(union_text(true, &[]).unwrap(), "");
+        let u = union_text(false, &p(&[&format!("{U1}:1-5"), &format!("{U1}:4-9,{U2}:1-2")])).unwrap();
+        assert_eq!(u, format!("{U1}:1-9,\n{U2}:1-2"), "as MySQL prints a set");
+        assert!(union_text(true, &p(&["nope"])).is_err());
     }
 
     #[test]
