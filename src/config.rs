@@ -126,6 +126,11 @@ pub struct TakeoverConfig {
     /// A rollback keeps trying to make the fenced old master writable again for this long (ms)
     /// when it cannot reach it (a network blip): writes come back as soon as it answers.
     pub unfence_retry_ms: u64,
+    /// On a master running semi-sync: refuse unless the designated replica acknowledges now and
+    /// the new master keeps as many semi-sync replicas as a commit waits for. Either way the
+    /// takeover carries semi-sync over (the new master's master side, the demoted one's replica
+    /// side).
+    pub semi_sync_required: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -347,6 +352,7 @@ impl Default for TakeoverConfig {
             allow_lax_gtid: false,
             max_clock_skew_s: 60,
             unfence_retry_ms: 30_000,
+            semi_sync_required: false,
         }
     }
 }

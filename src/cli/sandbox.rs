@@ -19,6 +19,9 @@ pub enum SandboxCmd {
         /// Cluster alias written to the replicated meta.cluster row.
         #[arg(long)]
         alias: Option<String>,
+        /// Semi-synchronous replication on (the master waits for one replica's acknowledgement).
+        #[arg(long)]
+        semi_sync: bool,
     },
     /// Stop the sandbox's own processes.
     Down {
@@ -34,9 +37,13 @@ pub enum SandboxCmd {
 
 pub async fn run(cmd: SandboxCmd) -> CliResult {
     match cmd {
-        SandboxCmd::Up { replicas, base_port, dir, alias } => {
+        SandboxCmd::Up { replicas, base_port, dir, alias, semi_sync } => {
             let start = Instant::now();
             let sb = Sandbox::up(&SandboxSpec { dir, base_port, replicas, alias }).await?;
+            if semi_sync {
+                sb.enable_semi_sync().await?;
+                println!("semi-synchronous replication on");
+            }
             println!("sandbox up in {} ms: {}", start.elapsed().as_millis(), sb.dir.display());
             for (i, inst) in sb.instances.iter().enumerate() {
                 let role = if i == 0 { "master " } else { "replica" };

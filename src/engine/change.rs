@@ -32,6 +32,25 @@ impl Run {
         }
     }
 
+    /// Semi-sync for the new master: the master side as the old master had it (on, its timeout and
+    /// wait point). None when the old master did not run semi-sync.
+    pub(super) fn semi_sync_for_new_master(t: &Target) -> Option<crate::mysql::SemiSyncChange> {
+        let ms = t.cluster.instance(&t.master)?.semi_sync.as_ref().filter(|s| s.master_enabled)?;
+        Some(crate::mysql::SemiSyncChange {
+            master: Some(true),
+            replica: None,
+            timeout_ms: Some(ms.master_timeout_ms).filter(|t| *t > 0),
+            wait_point: Some(ms.wait_point.clone()).filter(|w| !w.is_empty()),
+        })
+    }
+
+    /// Semi-sync for the demoted master: master side off, replica side on (it acknowledges the
+    /// new master once its replication starts). None when it did not run semi-sync.
+    pub(super) fn semi_sync_for_old_master(t: &Target) -> Option<crate::mysql::SemiSyncChange> {
+        t.cluster.instance(&t.master)?.semi_sync.as_ref().filter(|s| s.master_enabled)?;
+        Some(crate::mysql::SemiSyncChange { master: Some(false), replica: Some(true), ..Default::default() })
+    }
+
     /// The position mode `key` uses on a new source, as an ordinary replica.
     pub(super) fn replica_position(t: &Target, key: &InstanceKey) -> SourcePosition {
         rollback::replica_position(t.cluster.instance(key).map(|i| i.flavor))
@@ -196,9 +215,19 @@ impl Run {
         let master = &t.master;
         let lock_wait = self.cfg().takeover.fence_lock_wait_s;
         self.fenced_at = Some(Instant::now());
-        let op = ops::set_read_only(self.conn(), master, true, lock_wait)
-            .await
-            .map_err(|source| TakeoverError::Sql { phase, source })?;
+        let semi_sync = t.cluster.instance(master).and_then(|i| i.semi_sync.as_ref()).is_some_and(|s| s.master_enabled);
+        let op = ops::set_read_only(self.conn(), master, true, lock_wait).await.map_err(|source| {
+            // On a semi-sync master, the usual lock to wait behind is a commit waiting for an
+            // acknowledgement no replica sends.
+            if semi_sync {
+                self.detail = format!(
+                    "{master} runs semi-sync: a commit waiting for a replica's acknowledgement holds the lock \
+                     read_only waits for (fence_lock_wait_s = {lock_wait}); check that its semi-sync replicas \
+                     acknowledge (Rpl_semi_sync_master_clients, _status)"
+                );
+            }
+            TakeoverError::Sql { phase, source }
+        })?;
         self.ops.push(op);
         if let Some(grace) = self.cfg().takeover.kill_connections_after_ms {
             tokio::time::sleep(Duration::from_millis(grace)).await;
@@ -259,6 +288,11 @@ impl Run {
         let d = &t.designated;
         let sql = |source| TakeoverError::Sql { phase, source };
         self.ops.push(ops::reset_replication(self.conn(), d).await.map_err(sql)?);
+        // Semi-sync carried over before the new master takes a write: no commit on it is
+        // acknowledged with less durability than the old master gave.
+        if let Some(change) = Run::semi_sync_for_new_master(t) {
+            self.ops.push(ops::set_semi_sync(self.conn(), d, &change).await.map_err(sql)?);
+        }
         let lock_wait = self.cfg().takeover.fence_lock_wait_s;
         self.ops.push(ops::set_read_only(self.conn(), d, false, lock_wait).await.map_err(sql)?);
         self.promoted = true;
@@ -281,6 +315,10 @@ impl Run {
         let now = ops::own_position(self.conn(), master).await.map_err(sql)?;
         let moved = now.gtid != fenced.gtid;
         let (spec, start) = self.old_master_spec(t);
+        // Before its replication starts, so that its IO thread acknowledges from the first event.
+        if let Some(change) = Run::semi_sync_for_old_master(t) {
+            self.ops.push(ops::set_semi_sync(self.conn(), master, &change).await.map_err(sql)?);
+        }
         self.ops.push(ops::repoint(self.conn(), master, &spec, start).await.map_err(sql)?);
         self.report.old_master_repointed = true;
         self.detail = format!("{master} replicates from {d}{}", if start { " (started)" } else { " (not started)" });

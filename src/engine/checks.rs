@@ -335,6 +335,7 @@ impl Run {
         }
         let c = &t.cluster;
         let mut checks = plan::check_designated(c, &master, &d, &self.inputs);
+        checks.extend(plan::semi_sync_checks(c, &master, &d, &self.inputs, self.report.start_old_master_replication));
         // Replication that a takeover starts (dry run) or just started and proved caught up with
         // the server-side wait (its IO thread may still be connecting, with a NULL lag) is not a
         // reason to refuse. Catch-up after the fence still waits for it, bounded.

@@ -72,14 +72,19 @@ impl Run {
             vec![dd.wait_for_gtid("<the master's position after the fence>", limit).shown],
         );
         let mut promote = shown(ops::statements::reset_replication(dd.as_ref()));
+        if let Some(change) = Run::semi_sync_for_new_master(t) {
+            promote.extend(shown(dd.set_semi_sync(&change)));
+        }
         promote.extend(shown(ops::statements::set_read_only(dd.as_ref(), false, lock_wait)));
         step(Phase::Promote, &d, "forget replication, read_only off".into(), promote);
         let (spec, start) = self.old_master_spec(t);
+        let mut repoint = Run::semi_sync_for_old_master(t).map(|c| shown(md.set_semi_sync(&c))).unwrap_or_default();
+        repoint.extend(shown(ops::statements::repoint(md.as_ref(), &spec, start)));
         step(
             Phase::RepointOldMaster,
             &master,
             format!("replicate from {d}{}", if start { "" } else { " (not started)" }),
-            shown(ops::statements::repoint(md.as_ref(), &spec, start)),
+            repoint,
         );
         let hooks = HookPhase::ALL.iter().map(|p| (p.name().to_string(), self.scripts.describe_hooks(*p))).collect();
         self.detail = format!("{} steps planned", steps.len());

@@ -170,6 +170,7 @@ impl Engine {
             ignore_hostname_filters: self.cfg.takeover.promotion_ignore_hostname_filters.clone(),
             reasonable_lag_s: self.cfg.takeover.reasonable_lag_s,
             allow_lax_gtid: self.cfg.takeover.allow_lax_gtid,
+            semi_sync_required: self.cfg.takeover.semi_sync_required,
         })
     }
 
@@ -408,6 +409,12 @@ impl Run {
         self.step(Fence, async |r: &mut Run| r.fence(t).await).await?;
         let fenced = self.step(CatchUp, async |r: &mut Run| r.catch_up(t).await).await?;
         self.report.undo.replica_back(&t.designated, &t.master, true, &t.cluster, Promote);
+        if Run::semi_sync_for_new_master(t).is_some() {
+            let was =
+                t.cluster.instance(&t.designated).and_then(|i| i.semi_sync.as_ref()).is_some_and(|s| s.master_enabled);
+            let back = crate::mysql::SemiSyncChange { master: Some(was), ..Default::default() };
+            self.report.undo.semi_sync_back(&t.designated, back, Promote);
+        }
         self.step(Promote, async |r: &mut Run| r.promote(t).await).await?;
         Ok(fenced)
     }

@@ -18,6 +18,9 @@ pub struct PlanInputs {
     /// `takeover.allow_lax_gtid`: promote a MariaDB replica although it or the master runs with
     /// `gtid_strict_mode=OFF`.
     pub allow_lax_gtid: bool,
+    /// `takeover.semi_sync_required`: on a semi-sync master, the designated replica must be an
+    /// acknowledging semi-sync replica, and the new master must keep enough of them.
+    pub semi_sync_required: bool,
 }
 
 impl PlanInputs {
@@ -325,6 +328,62 @@ pub fn check_designated(
     checks
 }
 
+/// With semi-sync required on a master that runs it: the designated replica acknowledges now
+/// (replica side on and running), and after the takeover the new master has as many semi-sync
+/// replicas as a commit waits for (its siblings with the replica side on, and the demoted master
+/// when its replication is started). Empty when semi-sync is not required or the master has it off.
+pub fn semi_sync_checks(
+    cluster: &Cluster,
+    master: &InstanceKey,
+    designated: &InstanceKey,
+    inputs: &PlanInputs,
+    old_master_replicates: bool,
+) -> Vec<Check> {
+    let Some(ms) = cluster.instance(master).and_then(|m| m.semi_sync.as_ref()).filter(|s| s.master_enabled) else {
+        return Vec::new();
+    };
+    if !inputs.semi_sync_required {
+        return Vec::new();
+    }
+    let ds = cluster.instance(designated).and_then(|d| d.semi_sync.clone()).unwrap_or_default();
+    let acknowledging = ds.replica_enabled && ds.replica_status;
+    let mut checks = vec![Check {
+        name: "semi_sync_replica".into(),
+        instance: designated.clone(),
+        ok: acknowledging,
+        detail: if acknowledging {
+            "acknowledges as a semi-sync replica".into()
+        } else {
+            format!(
+                "not an acknowledging semi-sync replica (replica side {}, status {}); semi-sync is required \
+                 (takeover.semi_sync_required)",
+                if ds.replica_enabled { "on" } else { "off" },
+                if ds.replica_status { "on" } else { "off" }
+            )
+        },
+    }];
+    let siblings: Vec<String> = cluster
+        .replicas_of(master)
+        .iter()
+        .filter(|m| m.key != *designated)
+        .filter(|m| m.instance.as_ref().and_then(|i| i.semi_sync.as_ref()).is_some_and(|s| s.replica_enabled))
+        .map(|m| m.key.to_string())
+        .collect();
+    let after = siblings.len() + usize::from(old_master_replicates);
+    let need = ms.wait_for_replica_count.max(1) as usize;
+    checks.push(Check {
+        name: "semi_sync_replicas_after".into(),
+        instance: designated.clone(),
+        ok: after >= need,
+        detail: format!(
+            "{after} semi-sync replica(s) of {designated} after the takeover ({}{}), a commit waits for {need}",
+            if siblings.is_empty() { "no sibling".to_string() } else { siblings.join(", ") },
+            if old_master_replicates { format!(", and the demoted {master}") } else { String::new() }
+        ),
+    });
+    checks
+}
+
 /// The hash a plan is pinned to: the cluster's shape (members, who replicates from whom, who
 /// is writable, whose threads run, versions), not its positions, which move with every write.
 pub fn topology_hash(cluster: &Cluster) -> String {
@@ -401,6 +460,7 @@ mod tests {
             reported_replicas: vec![],
             probe_ms: 1.0,
             clock_skew_s: None,
+            semi_sync: None,
         }
     }
 

@@ -455,6 +455,14 @@ fn undo_from_live(
     }
     if designated_source != Some(&t.master) {
         plan.replica_back(&t.designated, &t.master, true, &t.cluster, Phase::Promote);
+        // The promotion switched its master-side semi-sync on (as the old master had it).
+        let master_side = |k: &InstanceKey| {
+            t.cluster.instance(k).and_then(|i| i.semi_sync.as_ref()).is_some_and(|s| s.master_enabled)
+        };
+        if master_side(&t.designated) && master_side(&t.master) {
+            let back = crate::mysql::SemiSyncChange { master: Some(false), ..Default::default() };
+            plan.semi_sync_back(&t.designated, back, Phase::Promote);
+        }
     } else if journaled.replicas.iter().any(|s| s.instance == t.designated && s.action == UndoAction::StopReplication) {
         plan.stop_again(&t.designated, Phase::CheckDesignated);
     }

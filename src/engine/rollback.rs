@@ -45,6 +45,10 @@ pub enum UndoAction {
     Impossible {
         why: String,
     },
+    /// Semi-sync settings back as they were.
+    SemiSync {
+        change: crate::mysql::SemiSyncChange,
+    },
 }
 
 /// The undo plan, in the order it runs.
@@ -100,6 +104,15 @@ impl UndoPlan {
         });
     }
 
+    /// `r`'s semi-sync back as `change` says (after the steps already planned for it).
+    pub fn semi_sync_back(&mut self, r: &InstanceKey, change: crate::mysql::SemiSyncChange, because: Phase) {
+        self.replicas.push(UndoStep {
+            instance: r.clone(),
+            action: UndoAction::SemiSync { change },
+            because: because.name().into(),
+        });
+    }
+
     /// A hook's write, undone before the older ones.
     pub fn script(&mut self, op: &ScriptOp, c: &Cluster) {
         let k = &op.instance;
@@ -137,6 +150,17 @@ impl UndoStep {
                 format!("replicates from {source} again{}", if *start { "" } else { " (not started)" })
             }
             UndoAction::Impossible { why } => format!("cannot be undone: {why}"),
+            UndoAction::SemiSync { change } => {
+                let side = |b: Option<bool>| b.map(|b| if b { "on" } else { "off" });
+                let mut parts = Vec::new();
+                if let Some(m) = side(change.master) {
+                    parts.push(format!("master side {m}"));
+                }
+                if let Some(r) = side(change.replica) {
+                    parts.push(format!("replica side {r}"));
+                }
+                format!("semi-sync back: {}", parts.join(", "))
+            }
         };
         format!("{}: {what} (undoes {})", self.instance, self.because)
     }
@@ -169,6 +193,7 @@ impl Run {
                 let spec = self.replication_spec(source, replica_position(*flavor), *tls);
                 ops::repoint(self.conn(), k, &spec, *start).await
             }
+            UndoAction::SemiSync { change } => ops::set_semi_sync(self.conn(), k, change).await,
             UndoAction::Impossible { why } => {
                 Err(SqlError::Unexpected { instance: k.clone(), what: "undo".into(), detail: why.clone() })
             }

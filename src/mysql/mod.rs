@@ -14,7 +14,7 @@ pub mod readonly;
 pub mod workload;
 
 pub use conn::{Connector, RowMap};
-pub use dialect::{CredentialLimits, Dialect, SourcePosition, SourceSpec, Statement};
+pub use dialect::{CredentialLimits, Dialect, SemiSyncChange, SourcePosition, SourceSpec, Statement};
 pub use probe::probe;
 
 use crate::topology::InstanceKey;

@@ -83,6 +83,16 @@ pub async fn set_read_only(
     run(conn, key, stmts, Duration::from_secs(lock_wait_s) + conn.read_timeout()).await
 }
 
+/// Semi-sync switched per side (and the master side's settings), as `change` says.
+pub async fn set_semi_sync(
+    conn: &Connector,
+    key: &InstanceKey,
+    change: &super::dialect::SemiSyncChange,
+) -> Result<OpRecord, SqlError> {
+    let d = conn.dialect(key).await?;
+    run(conn, key, d.set_semi_sync(change), conn.read_timeout()).await
+}
+
 /// A server's own executed position: its GTID position/set and binlog coordinates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnPosition {

@@ -37,12 +37,17 @@ async fn probe_once(connector: &Connector, key: &InstanceKey) -> Result<Instance
     let mut sets = connector.query_sets(key, &sql).await?.into_iter();
     let mut next = || sets.next().unwrap_or_default();
     let (vars, master_status, slave_status, hosts) = (next(), next(), next(), next());
+    let pairs = |rows: Vec<RowMap>| -> Vec<(String, String)> {
+        rows.iter().map(|r| (r.string(&["Variable_name"]), r.string(&["Value"]))).collect()
+    };
+    let (semi_vars, semi_status) = (pairs(next()), pairs(next()));
     let vars = vars.into_iter().next().ok_or_else(|| SqlError::Unexpected {
         instance: key.clone(),
         what: "probe".into(),
         detail: "the variables query returned no row".into(),
     })?;
     let mut inst = parse(key, dialect.flavor(), &vars, master_status.first(), slave_status.first(), &hosts)?;
+    inst.semi_sync = crate::topology::SemiSync::from_pairs(&semi_vars, &semi_status);
     inst.probe_ms = start.elapsed().as_secs_f64() * 1000.0;
     let local =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
@@ -113,6 +118,7 @@ pub fn parse(
         reported_replicas,
         probe_ms: 0.0,
         clock_skew_s: None,
+        semi_sync: None,
     })
 }
 

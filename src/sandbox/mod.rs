@@ -397,6 +397,29 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Semi-synchronous replication on: the master side on the master (a commit waits for one
+    /// replica's acknowledgement, `rpl_semi_sync_master_timeout` at its default), the replica
+    /// side on every replica, whose IO threads are restarted to take it. Nothing waits here: the
+    /// master's first commits wait, in the server, for the replicas to reconnect.
+    pub async fn enable_semi_sync(&self) -> Result<(), SandboxError> {
+        use crate::mysql::{ops, SemiSyncChange};
+        let conn = Connector::new(&self.config());
+        ops::set_semi_sync(&conn, &self.master(), &SemiSyncChange { master: Some(true), ..Default::default() }).await?;
+        let replicas = self.instances[1..].iter().map(|i| {
+            let conn = &conn;
+            async move {
+                let k = i.key();
+                ops::set_semi_sync(conn, &k, &SemiSyncChange { replica: Some(true), ..Default::default() }).await?;
+                conn.query_sets(&k, "STOP SLAVE IO_THREAD; START SLAVE IO_THREAD").await
+            }
+        });
+        for r in futures::future::join_all(replicas).await {
+            r?;
+        }
+        conn.close().await;
+        Ok(())
+    }
+
     /// Stops every instance of the sandbox that is still running: SIGTERM, then a clean wait.
     pub async fn down(&self) -> Result<(), SandboxError> {
         let stops = self.instances.iter().filter(|i| i.pid != 0).map(|i| process::stop(i.pid, Duration::from_secs(30)));

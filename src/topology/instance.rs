@@ -277,6 +277,74 @@ pub struct Instance {
     /// makes it approximate). None when the server did not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_skew_s: Option<f64>,
+    /// Semi-synchronous replication, both sides. None when the server has none (MySQL without the
+    /// plugins loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semi_sync: Option<SemiSync>,
+}
+
+/// Semi-synchronous replication as one server has it configured and running (MariaDB's
+/// `rpl_semi_sync_master_*`/`slave_*`, MySQL's `rpl_semi_sync_source_*`/`replica_*` or the older
+/// names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SemiSync {
+    /// Master side switched on: commits wait for a replica's acknowledgement.
+    pub master_enabled: bool,
+    /// Master side actually waiting right now (off when it fell back to asynchronous).
+    pub master_status: bool,
+    /// Semi-sync replicas connected.
+    pub master_clients: u64,
+    /// How long a commit waits for an acknowledgement before falling back (ms).
+    pub master_timeout_ms: u64,
+    /// `AFTER_SYNC` or `AFTER_COMMIT`.
+    pub wait_point: String,
+    /// Keep waiting when no semi-sync replica is connected.
+    pub wait_no_replica: bool,
+    /// Acknowledgements a commit needs (MySQL's `wait_for_replica_count`; MariaDB: always 1).
+    pub wait_for_replica_count: u64,
+    /// Replica side switched on.
+    pub replica_enabled: bool,
+    /// Replica side acknowledging right now.
+    pub replica_status: bool,
+}
+
+impl SemiSync {
+    /// Reads `SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%'` and `SHOW GLOBAL STATUS LIKE
+    /// 'Rpl_semi_sync%'` as (name, value) pairs, names in any case, old or new spellings. None
+    /// when the server has no semi-sync variables at all.
+    pub fn from_pairs(vars: &[(String, String)], status: &[(String, String)]) -> Option<SemiSync> {
+        if vars.is_empty() {
+            return None;
+        }
+        let get = |list: &[(String, String)], names: &[&str]| -> Option<String> {
+            list.iter()
+                .find(|(n, _)| names.iter().any(|w| n.eq_ignore_ascii_case(w)))
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let on = |v: Option<String>| v.is_some_and(|v| matches!(v.to_ascii_uppercase().as_str(), "ON" | "1" | "YES"));
+        let num = |v: Option<String>| v.and_then(|v| v.parse().ok());
+        Some(SemiSync {
+            master_enabled: on(get(vars, &["rpl_semi_sync_master_enabled", "rpl_semi_sync_source_enabled"])),
+            master_status: on(get(status, &["Rpl_semi_sync_master_status", "Rpl_semi_sync_source_status"])),
+            master_clients: num(get(status, &["Rpl_semi_sync_master_clients", "Rpl_semi_sync_source_clients"]))
+                .unwrap_or(0),
+            master_timeout_ms: num(get(vars, &["rpl_semi_sync_master_timeout", "rpl_semi_sync_source_timeout"]))
+                .unwrap_or(0),
+            wait_point: get(vars, &["rpl_semi_sync_master_wait_point", "rpl_semi_sync_source_wait_point"])
+                .unwrap_or_default(),
+            wait_no_replica: on(get(
+                vars,
+                &["rpl_semi_sync_master_wait_no_slave", "rpl_semi_sync_source_wait_no_replica"],
+            )),
+            wait_for_replica_count: num(get(
+                vars,
+                &["rpl_semi_sync_master_wait_for_slave_count", "rpl_semi_sync_source_wait_for_replica_count"],
+            ))
+            .unwrap_or(1),
+            replica_enabled: on(get(vars, &["rpl_semi_sync_slave_enabled", "rpl_semi_sync_replica_enabled"])),
+            replica_status: on(get(status, &["Rpl_semi_sync_slave_status", "Rpl_semi_sync_replica_status"])),
+        })
+    }
 }
 
 impl Instance {

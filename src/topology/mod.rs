@@ -13,6 +13,7 @@ pub mod render;
 pub use cluster::{BuildOptions, Cluster, Member, ProbeOutcome, Problem, ProblemKind};
 pub use gtid::{GtidError, GtidPos, GtidSet};
 pub use instance::{
-    BinlogCoordinates, Flavor, GtidMode, GtidState, Instance, ReplicationStatus, ThreadError, ThreadState, Version,
+    BinlogCoordinates, Flavor, GtidMode, GtidState, Instance, ReplicationStatus, SemiSync, ThreadError, ThreadState,
+    Version,
 };
 pub use key::{HostFilter, InstanceKey, KeyError};

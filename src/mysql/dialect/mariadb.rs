@@ -16,7 +16,8 @@ impl Dialect for MariaDb {
          @@binlog_format AS binlog_format, @@gtid_binlog_pos AS gtid_binlog_pos, \
          @@gtid_current_pos AS gtid_current_pos, @@gtid_slave_pos AS gtid_slave_pos, \
          @@gtid_strict_mode AS gtid_strict_mode, UNIX_TIMESTAMP(NOW(6)) AS server_unix; \
-         SHOW MASTER STATUS; SHOW SLAVE STATUS; SHOW SLAVE HOSTS"
+         SHOW MASTER STATUS; SHOW SLAVE STATUS; SHOW SLAVE HOSTS; \
+         SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%'; SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync%'"
             .to_string()
     }
 
@@ -79,6 +80,10 @@ impl Dialect for MariaDb {
             ),
             spec.password.expose(),
         )
+    }
+
+    fn set_semi_sync(&self, change: &super::SemiSyncChange) -> Vec<Statement> {
+        super::semi_sync_statements(change, "rpl_semi_sync_master", "rpl_semi_sync_slave")
     }
 
     fn reset_replication(&self) -> Statement {

@@ -138,6 +138,45 @@ impl CredentialLimits {
     }
 }
 
+/// A change to a server's semi-sync settings (`Dialect::set_semi_sync`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SemiSyncChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_point: Option<String>,
+}
+
+impl SemiSyncChange {
+    pub fn is_empty(&self) -> bool {
+        *self == SemiSyncChange::default()
+    }
+}
+
+/// The statements of a semi-sync change, with the variable names of one spelling.
+pub(crate) fn semi_sync_statements(c: &SemiSyncChange, master: &str, replica: &str) -> Vec<Statement> {
+    let on = |b: bool| if b { "ON" } else { "OFF" };
+    let mut out = Vec::new();
+    // Settings first: the master side starts waiting with the right ones.
+    if let Some(t) = c.timeout_ms {
+        out.push(Statement::new(format!("SET GLOBAL {master}_timeout = {t}")));
+    }
+    if let Some(w) = c.wait_point.as_deref().filter(|w| matches!(*w, "AFTER_SYNC" | "AFTER_COMMIT")) {
+        out.push(Statement::new(format!("SET GLOBAL {master}_wait_point = {w}")));
+    }
+    if let Some(m) = c.master {
+        out.push(Statement::new(format!("SET GLOBAL {master}_enabled = {}", on(m))));
+    }
+    if let Some(r) = c.replica {
+        out.push(Statement::new(format!("SET GLOBAL {replica}_enabled = {}", on(r))));
+    }
+    out
+}
+
 /// Where a replica should replicate from, and how.
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
@@ -190,6 +229,10 @@ pub trait Dialect: Send + Sync {
     fn source_credential_limits(&self) -> CredentialLimits;
     /// Forget replication settings entirely (a promoted replica).
     fn reset_replication(&self) -> Statement;
+    /// Semi-sync switched on or off, per side (None: left as it is); the master side's timeout
+    /// and wait point when given. A replica side changed takes effect when its IO thread
+    /// (re)starts.
+    fn set_semi_sync(&self, change: &SemiSyncChange) -> Vec<Statement>;
     /// Lists client connections that a fence may kill: not replication, not system threads, not
     /// this session, not `own_user`.
     fn client_connections(&self, own_user: &str) -> Statement {

@@ -37,7 +37,8 @@ impl Dialect for MySql {
              @@server_uuid AS server_uuid, @@read_only AS read_only, @@super_read_only AS super_read_only, \
              @@log_bin AS log_bin, {log_updates} AS log_slave_updates, @@binlog_format AS binlog_format, \
              @@gtid_mode AS gtid_mode, @@gtid_executed AS gtid_executed, UNIX_TIMESTAMP(NOW(6)) AS server_unix; \
-             {binlog_status}; {status}; {hosts}"
+             {binlog_status}; {status}; {hosts}; \
+             SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%'; SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync%'"
         )
     }
 
@@ -113,6 +114,15 @@ impl Dialect for MySql {
         )
     }
 
+    fn set_semi_sync(&self, change: &super::SemiSyncChange) -> Vec<Statement> {
+        // The plugins' variables were renamed in 8.0.26 (rpl_semi_sync_source / _replica).
+        if self.version >= Version(8, 0, 26) {
+            super::semi_sync_statements(change, "rpl_semi_sync_source", "rpl_semi_sync_replica")
+        } else {
+            super::semi_sync_statements(change, "rpl_semi_sync_master", "rpl_semi_sync_slave")
+        }
+    }
+
     fn reset_replication(&self) -> Statement {
         Statement::new(if self.new_terms() { "RESET REPLICA ALL" } else { "RESET SLAVE ALL" })
     }
@@ -160,6 +170,64 @@ mod tests {
         assert!(d.probe().contains("UNIX_TIMESTAMP(NOW(6)) AS server_unix"), "the clock, for the skew check");
         assert!(d.probe().contains("SHOW MASTER STATUS"));
         assert!(d.probe().contains("@@log_replica_updates"));
+        assert!(d
+            .probe()
+            .ends_with("SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%'; SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync%'"));
+    }
+
+    /// MySQL 8 semi-sync statements; generated text only (no MySQL server can run here).
+    #[test]
+    fn mysql8_semi_sync_statements() {
+        let change = super::super::SemiSyncChange {
+            master: Some(true),
+            replica: Some(false),
+            timeout_ms: Some(10_000),
+            wait_point: Some("AFTER_SYNC".into()),
+        };
+        let sql =
+            |v: Version| MySql { version: v }.set_semi_sync(&change).into_iter().map(|s| s.sql).collect::<Vec<_>>();
+        assert_eq!(
+            sql(Version(8, 0, 36)),
+            [
+                "SET GLOBAL rpl_semi_sync_source_timeout = 10000",
+                "SET GLOBAL rpl_semi_sync_source_wait_point = AFTER_SYNC",
+                "SET GLOBAL rpl_semi_sync_source_enabled = ON",
+                "SET GLOBAL rpl_semi_sync_replica_enabled = OFF",
+            ]
+        );
+        assert_eq!(sql(Version(8, 0, 25))[2], "SET GLOBAL rpl_semi_sync_master_enabled = ON");
+        assert_eq!(sql(Version(8, 0, 25))[3], "SET GLOBAL rpl_semi_sync_slave_enabled = OFF");
+        // A wait point that is not one of the two is never written into SQL.
+        let odd = super::super::SemiSyncChange { wait_point: Some("x'; DROP".into()), ..Default::default() };
+        assert!(MySql { version: Version(8, 4, 0) }.set_semi_sync(&odd).is_empty());
+    }
+
+    /// The probe's semi-sync answers, both spellings.
+    #[test]
+    fn semi_sync_from_variables_and_status() {
+        use crate::topology::SemiSync;
+        let p = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        let mysql = SemiSync::from_pairs(
+            &p(&[
+                ("rpl_semi_sync_source_enabled", "ON"),
+                ("rpl_semi_sync_source_timeout", "10000"),
+                ("rpl_semi_sync_source_wait_for_replica_count", "2"),
+                ("rpl_semi_sync_source_wait_point", "AFTER_SYNC"),
+                ("rpl_semi_sync_replica_enabled", "OFF"),
+            ]),
+            &p(&[("Rpl_semi_sync_source_status", "ON"), ("Rpl_semi_sync_source_clients", "3")]),
+        )
+        .unwrap();
+        assert!(mysql.master_enabled && mysql.master_status && !mysql.replica_enabled);
+        assert_eq!((mysql.master_clients, mysql.master_timeout_ms, mysql.wait_for_replica_count), (3, 10_000, 2));
+        let mariadb = SemiSync::from_pairs(
+            &p(&[("rpl_semi_sync_slave_enabled", "ON"), ("rpl_semi_sync_master_enabled", "OFF")]),
+            &p(&[("Rpl_semi_sync_slave_status", "ON")]),
+        )
+        .unwrap();
+        assert!(mariadb.replica_enabled && mariadb.replica_status && !mariadb.master_enabled);
+        assert_eq!(mariadb.wait_for_replica_count, 1);
+        assert_eq!(SemiSync::from_pairs(&[], &[]), None, "no plugin: no semi-sync");
     }
 
     #[test]
