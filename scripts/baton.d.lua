@@ -34,6 +34,18 @@
 ---@field replication baton.Replication?
 ---@field reported_replicas string[]
 ---@field probe_ms number
+---@field semi_sync baton.SemiSync?      nil when the server has no semi-sync
+
+---@class baton.SemiSync
+---@field master_enabled boolean         commits wait for a replica's acknowledgement
+---@field master_status boolean          waiting right now (off: fell back to asynchronous)
+---@field master_clients integer         semi-sync replicas connected
+---@field master_timeout_ms integer
+---@field wait_point string              "AFTER_SYNC" or "AFTER_COMMIT"
+---@field wait_no_replica boolean
+---@field wait_for_replica_count integer  acknowledgements a commit needs (MariaDB: 1)
+---@field replica_enabled boolean
+---@field replica_status boolean         acknowledging right now
 
 ---@class baton.Candidate: baton.Instance
 ---@field promotion_rule "prefer"|"neutral"|"prefer_not"
@@ -74,6 +86,7 @@
 ---@field error string?                 on_failure: the first error
 ---@field rolled_back string[]          on_failure: what the rollback did
 ---@field scripts_version string?
+---@field semi_sync baton.SemiSync?     the old master's, when the takeover started
 
 ---@class baton.Op                      what a primitive did
 ---@field instance string

@@ -74,6 +74,7 @@ fn ctx(phase: HookPhase) -> HookContext {
         error: None,
         rolled_back: vec![],
         scripts_version: Some("abc".into()),
+        semi_sync: None,
     }
 }
 
@@ -403,6 +404,32 @@ async fn prefer_dc_example_policy() {
         Choice::Refused { reason } => assert!(reason.contains("no candidate within 0s of lag"), "{reason}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// The semi-sync example: an acknowledging replica wins over a more advanced one that does not.
+#[tokio::test]
+async fn prefer_semi_sync_example_policy() {
+    let (_d, s) = shipped_policy("examples/prefer_semi_sync.lua", "").await;
+    let mut c = snapshot("mariadb_1_3.json");
+    let none = choose(&s, &c, &PlanInputs::default()).await;
+    assert!(matches!(&none, Choice::Refused { reason } if reason.contains("no candidate acknowledges")), "{none:?}");
+    let master = c.master.clone().unwrap();
+    let replicas: Vec<InstanceKey> = c.replicas_of(&master).iter().map(|m| m.key.clone()).collect();
+    let last = replicas.last().unwrap().clone();
+    for m in c.members.iter_mut().filter(|m| m.key == last) {
+        m.instance.as_mut().unwrap().semi_sync =
+            Some(baton::topology::SemiSync { replica_enabled: true, replica_status: true, ..Default::default() });
+    }
+    match choose(&s, &c, &PlanInputs::default()).await {
+        Choice::Chosen { key, reason } => {
+            assert_eq!(key, last);
+            assert!(reason.contains("acknowledging semi-sync replicas"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let (_d, fallback) = shipped_policy("examples/prefer_semi_sync.lua", "[policy]\nfallback = true\n").await;
+    let c = snapshot("mariadb_1_3.json");
+    assert!(matches!(choose(&fallback, &c, &PlanInputs::default()).await, Choice::Chosen { .. }));
 }
 
 #[tokio::test]

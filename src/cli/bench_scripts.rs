@@ -80,6 +80,7 @@ fn hook_ctx() -> HookContext {
         error: None,
         rolled_back: Vec::new(),
         scripts_version: None,
+        semi_sync: None,
     }
 }
 

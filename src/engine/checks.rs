@@ -185,6 +185,7 @@ impl Run {
             }
         }
         self.report.old_master = Some(master.to_string());
+        self.report.semi_sync = mi.semi_sync.clone();
         self.detail = format!("master {master}, {} direct replicas", replicas.len());
         Ok(master)
     }

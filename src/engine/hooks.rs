@@ -99,6 +99,10 @@ pub struct HookContext {
     pub rolled_back: Vec<String>,
     /// The id of the scripts version running this takeover.
     pub scripts_version: Option<String>,
+    /// The old master's semi-sync when the takeover started (None: the server has none); the
+    /// takeover carries it over to the new master.
+    #[serde(default)]
+    pub semi_sync: Option<crate::topology::SemiSync>,
 }
 
 /// One loaded set of operator scripts, as recorded in the audit.

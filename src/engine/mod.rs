@@ -298,6 +298,7 @@ impl Run {
             recoveries: Vec::new(),
             in_progress: None,
             undo: UndoPlan::default(),
+            semi_sync: None,
         };
         // The scripts version is fixed for the whole takeover, even if a reload happens meanwhile.
         let scripts = engine.scripts.current();
@@ -675,6 +676,7 @@ impl Run {
             error: self.report.errors.first().cloned(),
             rolled_back: self.rolled_back.clone(),
             scripts_version: self.report.scripts.as_ref().map(|v| v.id.clone()),
+            semi_sync: self.report.semi_sync.clone(),
         }
     }
 

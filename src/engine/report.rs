@@ -207,6 +207,10 @@ pub struct TakeoverReport {
     /// before each change: see `engine::rollback`). What the rollback did is its phase's detail.
     #[serde(default, skip_serializing_if = "super::UndoPlan::is_empty")]
     pub undo: super::UndoPlan,
+    /// The old master's semi-sync when the takeover started; carried over when its master side
+    /// was on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semi_sync: Option<crate::topology::SemiSync>,
 }
 
 /// The process that runs a takeover: host name, pid and the process's start time (so that a

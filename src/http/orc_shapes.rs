@@ -248,6 +248,7 @@ pub fn instance(m: &Member, c: &Cluster, inputs: &PlanInputs) -> Instance {
     };
     let error =
         |e: Option<&crate::topology::ThreadError>| e.map(|e| format!("{}: {}", e.errno, e.message)).unwrap_or_default();
+    let ss = i.semi_sync.as_ref();
     let sql_running = r.is_some_and(|r| r.sql_thread.running());
     let io_running = r.is_some_and(|r| r.io_thread.running());
     Instance::Reachable(Box::new(Probed {
@@ -306,15 +307,15 @@ pub fn instance(m: &Member, c: &Cluster, inputs: &PlanInputs) -> Instance {
         is_co_master: false,
         has_replication_credentials: r.is_some(),
         replication_credentials_available: false,
-        semi_sync_available: false,
+        semi_sync_available: ss.is_some(),
         semi_sync_priority: 0,
-        semi_sync_master_enabled: false,
-        semi_sync_replica_enabled: false,
-        semi_sync_master_timeout: 0,
-        semi_sync_master_wait_for_replica_count: 0,
-        semi_sync_master_status: false,
-        semi_sync_master_clients: 0,
-        semi_sync_replica_status: false,
+        semi_sync_master_enabled: ss.is_some_and(|s| s.master_enabled),
+        semi_sync_replica_enabled: ss.is_some_and(|s| s.replica_enabled),
+        semi_sync_master_timeout: ss.map(|s| s.master_timeout_ms).unwrap_or(0),
+        semi_sync_master_wait_for_replica_count: ss.map(|s| s.wait_for_replica_count as u32).unwrap_or(0),
+        semi_sync_master_status: ss.is_some_and(|s| s.master_status),
+        semi_sync_master_clients: ss.map(|s| s.master_clients as u32).unwrap_or(0),
+        semi_sync_replica_status: ss.is_some_and(|s| s.replica_status),
         last_seen_timestamp: rfc3339(now_unix()),
         is_last_check_valid: true,
         is_up_to_date: true,

@@ -94,9 +94,25 @@ fn line(cluster: &Cluster, m: &Member, style: Style) -> String {
     ];
     match style {
         Style::Tree => format!(
-            "{} [{}]{}",
+            "{} [{}]{}{}",
             m.key,
             cols.join(","),
+            match &i.semi_sync {
+                Some(s) if s.master_enabled => {
+                    format!(
+                        " semi-sync master ({}, {} clients)",
+                        if s.master_status { "on" } else { "off" },
+                        s.master_clients
+                    )
+                }
+                Some(s) if s.replica_enabled => {
+                    format!(
+                        " semi-sync replica ({})",
+                        if s.replica_status { "acknowledging" } else { "not acknowledging" }
+                    )
+                }
+                _ => String::new(),
+            },
             if problems.is_empty() { String::new() } else { format!(" problems: {}", problems.join(",")) }
         ),
         Style::Tabulated => format!("{}|{}|{}", m.key, cols.join("|"), problems.join(",")),
