@@ -159,3 +159,47 @@ async fn the_fence_behind_a_commit_waiting_for_an_ack_is_bounded() {
     exec(&conn, &m, "SET GLOBAL rpl_semi_sync_master_enabled = OFF").await;
     tokio::time::timeout(Duration::from_secs(10), stuck).await.expect("the commit completed").unwrap();
 }
+
+/// A catch-up that fails inside the window (the designated replica blocked as the fence starts,
+/// the master taking one more write) rolls back, and the semi-sync roles are as they were: the old
+/// master's master side on and acknowledged again, the designated replica still a semi-sync
+/// replica with its master side off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_restores_the_semi_sync_roles() {
+    let t = fresh(2).await;
+    t.sandbox.enable_semi_sync().await.unwrap();
+    let (m, d) = (t.master(), t.replicas()[0].clone());
+    let mut cfg = t.cfg();
+    cfg.takeover.catchup_timeout_ms = 700;
+    let blocker = Arc::new(Connector::new(&cfg));
+    let held = Arc::new(tokio::sync::Mutex::new(blocker.dedicated(&d).await.unwrap()));
+    let (h, mm, cc) = (held.clone(), m.clone(), cfg.clone());
+    let block = at(baton::engine::Phase::Fence, false, move || {
+        let (h, m, cfg, rt) = (h.clone(), mm.clone(), cc.clone(), tokio::runtime::Handle::current());
+        std::thread::spawn(move || {
+            rt.block_on(async {
+                use mysql_async::prelude::Queryable;
+                h.lock().await.query_drop("LOCK TABLES app.writes WRITE").await.unwrap();
+                exec(&Connector::new(&cfg), &m, "INSERT INTO app.writes (id) VALUES (600000003)").await;
+            })
+        })
+        .join()
+        .unwrap();
+    });
+    let rep = engine(&cfg).takeover(request(&m, &d, true), Some(block)).await;
+    assert_eq!(rep.status, Status::RolledBack, "{:?}", rep.errors);
+    // The promotion never ran: its semi-sync change (planned with it) was never made.
+    assert!(!rep.undo.describe().iter().any(|l| l.contains("semi-sync")), "{:?}", rep.undo.describe());
+    {
+        use mysql_async::prelude::Queryable;
+        held.lock().await.query_drop("UNLOCK TABLES").await.unwrap();
+    }
+    let (om, dm) = (semi(&t, &m).await, semi(&t, &d).await);
+    assert!(om.master_enabled && !om.replica_enabled, "{om:?}");
+    assert!(!dm.master_enabled && dm.replica_enabled, "{dm:?}");
+    wait_until("the old master acknowledged again", Duration::from_secs(10), || async {
+        semi(&t, &m).await.master_status
+    })
+    .await;
+    blocker.close().await;
+}

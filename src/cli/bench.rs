@@ -60,6 +60,9 @@ pub struct TakeoverBench {
     /// The sandbox's replicas; several (`--replicas 3,10,30`) give the curve, one sandbox each.
     #[arg(long, value_delimiter = ',', default_value = "3")]
     pub replicas: Vec<usize>,
+    /// The sandbox runs semi-synchronous replication (`baton sandbox up --semi-sync`).
+    #[arg(long)]
+    pub semi_sync: bool,
     #[arg(long)]
     pub cluster: Option<String>,
     /// Takeovers to run (ignored with --duration).
@@ -197,6 +200,9 @@ async fn bench_takeover(args: TakeoverBench) -> CliResult {
         for &replicas in &args.replicas {
             let sb = Sandbox::up(&SandboxSpec { dir: dir.clone(), base_port: args.base_port, replicas, alias: None })
                 .await?;
+            if args.semi_sync {
+                sb.enable_semi_sync().await?;
+            }
             let result = takeover_rounds(&args, sb.config(), sb.master().to_string()).await;
             sb.down().await?;
             let _ = std::fs::remove_dir_all(&dir);
@@ -495,7 +501,9 @@ async fn takeover_rounds(args: &TakeoverBench, mut cfg: crate::config::Config, h
         members.len() - 1,
         args.writers.max(1),
         args.write_interval_ms,
-        if args.http {
+        if args.semi_sync {
+            ", semi-synchronous"
+        } else if args.http {
             ", through baton serve"
         } else if args.via_haproxy {
             ", as many through HAProxy"

@@ -328,8 +328,14 @@ mod tests {
         p.unfence(&k(1));
         p.script(&op("stop_replication", 4, Undo::StartReplication), &c);
         p.script(&op("read_only", 4, Undo::Nothing), &c);
-        // Promotion replaces "stop again" on the designated by "replicate again".
+        // Promotion replaces "stop again" on the designated by "replicate again", and plans its
+        // semi-sync back after it.
         p.replica_back(&k(2), &k(1), true, &c, Phase::Promote);
+        p.semi_sync_back(
+            &k(2),
+            crate::mysql::SemiSyncChange { master: Some(false), ..Default::default() },
+            Phase::Promote,
+        );
         let lines = p.describe();
         assert_eq!(
             lines,
@@ -337,6 +343,7 @@ mod tests {
                 "127.0.0.1:1: writable again (undoes fence)",
                 "127.0.0.1:3: replicates from 127.0.0.1:1 again (undoes relocate_siblings)",
                 "127.0.0.1:2: replicates from 127.0.0.1:1 again (undoes promote)",
+                "127.0.0.1:2: semi-sync back: master side off (undoes promote)",
                 "127.0.0.1:4: replication started again (undoes stop_replication by h.lua: pre_fence)",
                 "127.0.0.1:3: writable again (undoes read_only by h.lua: pre_fence)",
             ]
