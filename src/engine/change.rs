@@ -183,22 +183,25 @@ impl Run {
                 }
             }
         }
-        // 5. Caught up with the live master, before the fence.
-        let live = ops::own_position(self.conn(), &t.master).await.map_err(sql)?;
-        let keep_up = Duration::from_secs(self.cfg().takeover.reasonable_lag_s);
-        match self.wait_executed_within(&t.cluster, d, &live, keep_up).await {
-            Ok(op) => self.ops.push(op),
-            Err(e) => {
-                return Err(TakeoverError::refused(
-                    phase,
-                    "designated_keeps_up",
-                    Some(d),
-                    format!(
-                        "{d} did not execute the master's current position within reasonable_lag_s ({} s) before \
-                         the fence: {e}",
-                        keep_up.as_secs()
-                    ),
-                ))
+        // 5. Caught up with the live master, before the fence (a recovery that finishes a
+        // promoted takeover moves leftover siblings only: the designated is the master already).
+        if !self.promoted {
+            let live = ops::own_position(self.conn(), &t.master).await.map_err(sql)?;
+            let keep_up = Duration::from_secs(self.cfg().takeover.reasonable_lag_s);
+            match self.wait_executed_within(&t.cluster, d, &live, keep_up).await {
+                Ok(op) => self.ops.push(op),
+                Err(e) => {
+                    return Err(TakeoverError::refused(
+                        phase,
+                        "designated_keeps_up",
+                        Some(d),
+                        format!(
+                            "{d} did not execute the master's current position within reasonable_lag_s ({} s) \
+                             before the fence: {e}",
+                            keep_up.as_secs()
+                        ),
+                    ))
+                }
             }
         }
         self.detail = if to_move.is_empty() {
