@@ -188,29 +188,12 @@ async fn a_rollback_restores_the_semi_sync_roles() {
     let (m, d) = (t.master(), t.replicas()[0].clone());
     let mut cfg = t.cfg();
     cfg.takeover.catchup_timeout_ms = 700;
-    let blocker = Arc::new(Connector::new(&cfg));
-    let held = Arc::new(tokio::sync::Mutex::new(blocker.dedicated(&d).await.unwrap()));
-    let (h, mm, cc) = (held.clone(), m.clone(), cfg.clone());
-    let block = at(baton::engine::Phase::Fence, false, move || {
-        let (h, m, cfg, rt) = (h.clone(), mm.clone(), cc.clone(), tokio::runtime::Handle::current());
-        std::thread::spawn(move || {
-            rt.block_on(async {
-                use mysql_async::prelude::Queryable;
-                h.lock().await.query_drop("LOCK TABLES app.writes WRITE").await.unwrap();
-                exec(&Connector::new(&cfg), &m, "INSERT INTO app.writes (id) VALUES (600000003)").await;
-            })
-        })
-        .join()
-        .unwrap();
-    });
-    let rep = engine(&cfg).takeover(request(&m, &d, true), Some(block)).await;
+    let block = FenceBlock::new(&cfg, &d).await;
+    let rep = engine(&cfg).takeover(request(&m, &d, true), Some(block.sink(&cfg, &m, 600000003))).await;
     assert_eq!(rep.status, Status::RolledBack, "{:?}", rep.errors);
     // The promotion never ran: its semi-sync change (planned with it) was never made.
     assert!(!rep.undo.describe().iter().any(|l| l.contains("semi-sync")), "{:?}", rep.undo.describe());
-    {
-        use mysql_async::prelude::Queryable;
-        held.lock().await.query_drop("UNLOCK TABLES").await.unwrap();
-    }
+    block.release().await;
     let (om, dm) = (semi(&t, &m).await, semi(&t, &d).await);
     assert!(om.master_enabled && !om.replica_enabled, "{om:?}");
     assert!(!dm.master_enabled && dm.replica_enabled, "{dm:?}");
@@ -218,5 +201,4 @@ async fn a_rollback_restores_the_semi_sync_roles() {
         semi(&t, &m).await.master_status
     })
     .await;
-    blocker.close().await;
 }

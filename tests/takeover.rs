@@ -298,35 +298,17 @@ async fn catch_up_timeout_rolls_back() {
     cfg.takeover.catchup_timeout_ms = 700;
     let e = engine(&cfg);
     let (m, r1) = (t.master(), t.replicas()[0].clone());
-    let blocker = Arc::new(Connector::new(&cfg));
-    let held = Arc::new(tokio::sync::Mutex::new(blocker.dedicated(&r1).await.unwrap()));
-    let (h, mm, cc) = (held.clone(), m.clone(), cfg.clone());
-    let block = at(Phase::Fence, false, move || {
-        let (h, m, cfg, rt) = (h.clone(), mm.clone(), cc.clone(), tokio::runtime::Handle::current());
-        std::thread::spawn(move || {
-            rt.block_on(async {
-                use mysql_async::prelude::Queryable;
-                h.lock().await.query_drop("LOCK TABLES app.writes WRITE").await.unwrap();
-                exec(&Connector::new(&cfg), &m, "INSERT INTO app.writes (id) VALUES (1)").await;
-            })
-        })
-        .join()
-        .unwrap();
-    });
-    let rep = e.takeover(req(&m, Some(&r1)), Some(block)).await;
+    let block = FenceBlock::new(&cfg, &r1).await;
+    let rep = e.takeover(req(&m, Some(&r1)), Some(block.sink(&cfg, &m, 1))).await;
     assert_status(&rep, Status::RolledBack);
     // Issue 19: how long writes were unavailable is said after a rollback too (fence to the old
     // master writable again).
     assert!(rep.write_unavailable_ms.is_some_and(|ms| ms > 0.0), "{:?}", rep.write_unavailable_ms);
     assert!(rep.errors[0].starts_with("catch_up:"), "{:?}", rep.errors);
     assert!(rep.phase(Phase::Rollback).is_some());
-    {
-        use mysql_async::prelude::Queryable;
-        held.lock().await.query_drop("UNLOCK TABLES").await.unwrap();
-    }
+    block.release().await;
     // Old master writable, designated replicating.
     assert_shape(&t, &m, &[]).await;
-    blocker.close().await;
 }
 
 #[tokio::test]

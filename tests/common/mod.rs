@@ -304,3 +304,42 @@ pub fn at(
         }
     })
 }
+
+/// Blocks `designated`'s SQL thread as the fence starts: a session on it takes a write lock on the
+/// table the master writes to, and the master (as the admin) takes one more write (`id`), so the
+/// catch-up inside the window cannot finish. Call `release` to unlock. Needs a multi-thread
+/// runtime (the sink blocks its worker while another runs the statements).
+pub struct FenceBlock {
+    held: std::sync::Arc<tokio::sync::Mutex<mysql_async::Conn>>,
+    blocker: std::sync::Arc<Connector>,
+}
+
+impl FenceBlock {
+    pub async fn new(cfg: &Config, designated: &InstanceKey) -> FenceBlock {
+        let blocker = std::sync::Arc::new(Connector::new(cfg));
+        let held = std::sync::Arc::new(tokio::sync::Mutex::new(blocker.dedicated(designated).await.unwrap()));
+        FenceBlock { held, blocker }
+    }
+
+    pub fn sink(&self, cfg: &Config, master: &InstanceKey, id: i64) -> baton::engine::EventSink {
+        let (h, m, cfg) = (self.held.clone(), master.clone(), cfg.clone());
+        at(baton::engine::Phase::Fence, false, move || {
+            let (h, m, cfg, rt) = (h.clone(), m.clone(), cfg.clone(), tokio::runtime::Handle::current());
+            std::thread::spawn(move || {
+                rt.block_on(async {
+                    use mysql_async::prelude::Queryable;
+                    h.lock().await.query_drop("LOCK TABLES app.writes WRITE").await.unwrap();
+                    exec(&Connector::new(&cfg), &m, &format!("INSERT INTO app.writes (id) VALUES ({id})")).await;
+                })
+            })
+            .join()
+            .unwrap();
+        })
+    }
+
+    pub async fn release(self) {
+        use mysql_async::prelude::Queryable;
+        self.held.lock().await.query_drop("UNLOCK TABLES").await.unwrap();
+        self.blocker.close().await;
+    }
+}
