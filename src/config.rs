@@ -276,11 +276,32 @@ pub struct Config {
     pub paths: PathsConfig,
     pub scripts: ScriptsConfig,
     pub http: HttpConfig,
+    /// Several Baton nodes sharing one state (`[ha]`); absent: one node, SQLite.
+    pub ha: HaConfig,
     /// Static cluster aliases: alias = "host:port" of any member.
     pub aliases: BTreeMap<String, String>,
     /// Where this configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
+}
+
+/// `[ha]`: the state on etcd v3, shared by every Baton node that names the same endpoints and
+/// prefix. Leadership among the nodes is not built yet (issue 10): run takeovers through one node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// `http://host:port` of etcd members (`BATON_ETCD_ENDPOINTS`, comma-separated). Empty: SQLite.
+    pub etcd_endpoints: Vec<String>,
+    /// Every key under this prefix.
+    pub prefix: String,
+    /// Bound on one etcd request (ms); a request that gets no answer is tried once more.
+    pub timeout_ms: u64,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig { etcd_endpoints: Vec::new(), prefix: "/baton/v1/".into(), timeout_ms: 3000 }
+    }
 }
 
 impl Default for Credentials {
@@ -373,6 +394,7 @@ impl Default for Config {
             paths: PathsConfig::default(),
             scripts: ScriptsConfig::default(),
             http: HttpConfig::default(),
+            ha: HaConfig::default(),
             aliases: BTreeMap::new(),
             origin: "built-in defaults".into(),
         }
@@ -429,6 +451,10 @@ impl Config {
                 "BATON_DATA_DIR" => self.paths.data_dir = v.into(),
                 "BATON_SCRIPTS_DIR" => self.paths.scripts_dir = v.into(),
                 "BATON_HOOKS_DIR" => self.paths.hooks_dir = v.into(),
+                "BATON_ETCD_ENDPOINTS" => {
+                    self.ha.etcd_endpoints =
+                        v.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect()
+                }
                 "BATON_POLICY" => self.scripts.policy = v.clone(),
                 "BATON_SCRIPTS_QUERY_USER" => self.scripts.query_user = v.clone(),
                 "BATON_SCRIPTS_QUERY_PASSWORD" => self.scripts.query_password = Secret::new(v.clone()),
@@ -527,6 +553,17 @@ impl Config {
             }
             let pem = std::fs::read(path).map_err(|e| bad(&key, &format!("{}: {e}", path.display())))?;
             crate::mysql::guard::check_public_key(&pem).map_err(|e| bad(&key, &format!("{}: {e}", path.display())))?;
+        }
+        for e in &self.ha.etcd_endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 10 {
+                return Err(bad("ha.etcd_endpoints", &format!("'{e}' is not an http(s)://host:port URL")));
+            }
+        }
+        if !self.ha.prefix.starts_with('/') {
+            return Err(bad("ha.prefix", "must start with /"));
+        }
+        if self.ha.timeout_ms == 0 {
+            return Err(bad("ha.timeout_ms", "must be at least 1"));
         }
         for (instance, via) in &self.topology.dial {
             let key = format!("topology.dial.\"{instance}\"");

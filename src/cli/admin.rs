@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use super::CliResult;
 use crate::config::Config;
-use crate::store::{expiry_after, Downtime, PromotionRule, RuleEntry, SqliteStore, Store};
+use crate::store::{expiry_after, Downtime, PromotionRule, RuleEntry};
 use crate::topology::InstanceKey;
 
 #[derive(Args)]
@@ -44,7 +44,7 @@ pub async fn audit(cfg: &Config, args: AuditArgs) -> CliResult {
         }
         return Ok(());
     }
-    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    let store = crate::store::open(cfg)?;
     if let Some(id) = args.id {
         let e = store.takeover(&id)?.ok_or_else(|| format!("no takeover with id '{id}'"))?;
         if args.json {
@@ -100,7 +100,7 @@ pub enum RuleCmd {
 }
 
 pub fn rule(cfg: &Config, cmd: RuleCmd) -> CliResult {
-    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    let store = crate::store::open(cfg)?;
     match cmd {
         RuleCmd::Set { instance, rule, duration_s } => {
             let until = duration_s.map(|d| expiry_after("--duration-s", d)).transpose()?;
@@ -134,7 +134,7 @@ pub enum DowntimeCmd {
 }
 
 pub fn downtime(cfg: &Config, cmd: DowntimeCmd) -> CliResult {
-    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    let store = crate::store::open(cfg)?;
     match cmd {
         DowntimeCmd::Begin { instance, owner, reason, duration_s } => {
             let until = expiry_after("--duration-s", duration_s)?;
@@ -164,7 +164,7 @@ pub enum AliasCmd {
 }
 
 pub fn alias(cfg: &Config, cmd: AliasCmd) -> CliResult {
-    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    let store = crate::store::open(cfg)?;
     match cmd {
         AliasCmd::List => {
             for c in store.clusters()? {
@@ -197,7 +197,7 @@ pub enum StoreCmd {
 }
 
 pub fn store_cmd(cfg: &Config, cmd: StoreCmd) -> CliResult {
-    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    let store = crate::store::open(cfg)?;
     let damaged = store.damaged()?;
     match cmd {
         StoreCmd::Check => {

@@ -9,7 +9,7 @@ use super::CliResult;
 use crate::config::Config;
 use crate::engine::{Engine, InstanceCommand, NoScripts};
 use crate::mysql::Connector;
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use crate::topology::InstanceKey;
 
 #[derive(Subcommand)]
@@ -51,7 +51,7 @@ fn who() -> String {
 
 /// Runs one instance command and prints the instance's replication after it.
 pub async fn run(cfg: &Config, key: InstanceKey, cmd: InstanceCommand) -> CliResult {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir)?);
+    let store: Arc<dyn Store> = crate::store::open(cfg)?;
     let engine = Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(cfg)), store, Arc::new(NoScripts));
     let (report, result) = engine.instance_command(&key, cmd, &who()).await;
     let cluster = result?;
@@ -68,7 +68,7 @@ pub async fn run(cfg: &Config, key: InstanceKey, cmd: InstanceCommand) -> CliRes
 }
 
 pub fn forget(cfg: &Config, args: ForgetArgs) -> CliResult {
-    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    let store = crate::store::open(cfg)?;
     match (args.instance, args.cluster) {
         (Some(k), _) if store.forget_member(&k)? => println!("forgot {k}"),
         (Some(k), _) => return Err(format!("{k} is not a member of a remembered cluster").into()),
@@ -81,7 +81,7 @@ pub fn forget(cfg: &Config, args: ForgetArgs) -> CliResult {
 
 /// The instance commands on record, newest first.
 pub fn operations(cfg: &Config, json: bool) -> CliResult {
-    let store = SqliteStore::open(&cfg.paths.data_dir)?;
+    let store = crate::store::open(cfg)?;
     for e in store.operations(200)? {
         if json {
             println!("{}", e.record);

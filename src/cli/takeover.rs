@@ -6,7 +6,7 @@ use super::CliResult;
 use crate::config::Config;
 use crate::engine::{Engine, Outcome, PhaseEvent, RecoverMode, Status, TakeoverReport, TakeoverRequest};
 use crate::lua::{Env, ScriptHost};
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use crate::topology::InstanceKey;
 
 #[derive(Args)]
@@ -48,7 +48,7 @@ pub struct TakeoverArgs {
 /// Builds an engine for the CLI from the configuration, with the configured Lua policy and
 /// hooks (a script that does not load stops here: nothing runs without the operator's hooks).
 pub async fn engine(cfg: &Config) -> Result<Engine, Box<dyn std::error::Error>> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir)?);
+    let store: Arc<dyn Store> = crate::store::open(cfg)?;
     let env = Env::new(cfg, store);
     let host = ScriptHost::start(env.clone()).await?;
     Ok(Engine::new(env.cfg.clone(), env.connector.clone(), env.store.clone(), host))

@@ -4,7 +4,6 @@ use super::CliResult;
 use crate::config::Config;
 use crate::discovery;
 use crate::mysql::Connector;
-use crate::store::SqliteStore;
 
 #[derive(Args)]
 pub struct TopologyArgs {
@@ -20,9 +19,9 @@ pub struct TopologyArgs {
 
 pub async fn run(cfg: &Config, args: TopologyArgs) -> CliResult {
     let cluster = if args.api.is_empty() {
-        let store = SqliteStore::open(&cfg.paths.data_dir)?;
+        let store = crate::store::open(cfg)?;
         let conn = Connector::new(cfg);
-        let cluster = discovery::discover_hint(&conn, cfg, &store, &args.hint).await;
+        let cluster = discovery::discover_hint(&conn, cfg, store.as_ref(), &args.hint).await;
         conn.close().await;
         cluster?
     } else {

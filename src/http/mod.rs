@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use crate::config::{AuthMode, Config, Role};
 use crate::engine::Engine;
 use crate::lua::{Env, ReloadEvent, ScriptHost};
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use auth::Auth;
 use error::ApiError;
 use metrics::Metrics;
@@ -55,7 +55,7 @@ pub struct AppState {
 impl AppState {
     /// Builds the state from the config: store, connector, scripts (which must load).
     pub async fn new(cfg: &Config) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir)?);
+        let store: Arc<dyn Store> = crate::store::open(cfg)?;
         let env = Env::new(cfg, store);
         let scripts = ScriptHost::start(env.clone()).await?;
         let engine = Engine::new(env.cfg.clone(), env.connector.clone(), env.store.clone(), scripts.clone());

@@ -5,6 +5,7 @@
 //! temp directory), copied per instance; all instances started at once; readiness taken from the
 //! server's own `READY=1` notification (sd_notify on a socket of ours), not from sleeping.
 
+pub mod etcd;
 pub mod haproxy;
 mod process;
 

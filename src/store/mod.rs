@@ -5,11 +5,27 @@
 //! Several Baton nodes will later share state through another implementation (etcd, or a MySQL
 //! backend): nothing outside this module knows it is SQLite.
 
+mod etcd;
 mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
+pub use etcd::EtcdStore;
 pub use sqlite::SqliteStore;
+
+/// The store the configuration names: etcd when `[ha] etcd_endpoints` lists any (state shared by
+/// several Baton nodes), else SQLite in the data directory (one node).
+pub fn open(cfg: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(if cfg.ha.etcd_endpoints.is_empty() {
+        std::sync::Arc::new(SqliteStore::open(&cfg.paths.data_dir)?)
+    } else {
+        std::sync::Arc::new(EtcdStore::connect(
+            &cfg.ha.etcd_endpoints,
+            &cfg.ha.prefix,
+            std::time::Duration::from_millis(cfg.ha.timeout_ms),
+        )?)
+    })
+}
 
 use crate::topology::InstanceKey;
 
@@ -21,6 +37,8 @@ pub enum StoreError {
     Dir { path: String, source: std::io::Error },
     #[error("store: bad record {what}: {detail}")]
     Corrupt { what: String, detail: String },
+    #[error("store etcd ({endpoints}): {message}")]
+    Etcd { endpoints: String, message: String },
 }
 
 impl StoreError {

@@ -1,0 +1,115 @@
+//! A real etcd cluster (Debian's `etcd-server`) on free loopback ports, fresh data directories and
+//! one cluster token per run, for the tests and the demo of several Baton nodes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::SandboxError;
+
+pub struct EtcdMember {
+    pub name: String,
+    /// `http://127.0.0.1:PORT`, where clients connect.
+    pub client_url: String,
+    child: Option<Child>,
+}
+
+impl EtcdMember {
+    /// Kills the member (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct EtcdCluster {
+    pub members: Vec<EtcdMember>,
+    pub dir: PathBuf,
+}
+
+fn free_port() -> Result<u16, SandboxError> {
+    let io = |source| SandboxError::Io { path: PathBuf::from("127.0.0.1:0"), source };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
+    Ok(l.local_addr().map_err(io)?.port())
+}
+
+impl EtcdCluster {
+    /// Starts `n` members in `dir` and waits until every one answers its health endpoint.
+    pub async fn start(dir: &Path, n: usize) -> Result<EtcdCluster, SandboxError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SandboxError::Io { path: path.clone(), source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let token = format!("baton-{}", uuid::Uuid::new_v4().simple());
+        let mut ports = Vec::new();
+        for _ in 0..n {
+            ports.push((free_port()?, free_port()?));
+        }
+        let initial: Vec<String> =
+            ports.iter().enumerate().map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}")).collect();
+        let mut members = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let name = format!("e{i}");
+            let data = dir.join(&name);
+            let log = dir.join(format!("{name}.log"));
+            let out = std::fs::File::create(&log).map_err(io(&log))?;
+            let err = out.try_clone().map_err(io(&log))?;
+            let client_url = format!("http://127.0.0.1:{client}");
+            let child = Command::new("etcd")
+                .args(["--name", &name, "--data-dir"])
+                .arg(&data)
+                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args(["--initial-cluster", &initial.join(","), "--initial-cluster-token", &token])
+                .args(["--initial-cluster-state", "new"])
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .map_err(|e| SandboxError::Init(format!("cannot run etcd (apt-get install etcd-server): {e}")))?;
+            members.push(EtcdMember { name, client_url, child: Some(child) });
+        }
+        let cluster = EtcdCluster { members, dir: dir.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .map_err(|e| SandboxError::Init(e.to_string()))?;
+        for m in &cluster.members {
+            loop {
+                let ok =
+                    http.get(format!("{}/health", m.client_url)).send().await.ok().filter(|r| r.status().is_success());
+                if let Some(r) = ok {
+                    if r.text().await.is_ok_and(|t| t.contains("true")) {
+                        break;
+                    }
+                }
+                if Instant::now() > deadline {
+                    let tail = std::fs::read_to_string(dir.join(format!("{}.log", m.name))).unwrap_or_default();
+                    let tail: String = tail.lines().rev().take(10).collect::<Vec<_>>().join("\n");
+                    return Err(SandboxError::Init(format!("etcd {} not healthy within 20 s:\n{tail}", m.name)));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The client URLs of every member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            m.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,429 @@
+//! `Store` on etcd v3: the state several Baton nodes share (issue 10, first part: the store).
+//!
+//! Every record is one JSON value under one prefix (`/baton/v1/` by default):
+//!
+//! ```text
+//! clusters/{name}            KnownCluster
+//! rules/{host:port}          RuleEntry
+//! downtimes/{host:port}      Downtime
+//! locks/{cluster}            the takeover id holding the cluster's lock
+//! takeovers/{id}             AuditEntry (the takeover's journal, then its audit)
+//! operations/{id}            AuditEntry (instance commands)
+//! damaged/{table}/{id}       a record that could not be read, set aside
+//! ```
+//!
+//! What must be atomic is one etcd transaction: the cluster lock with the takeover's first record
+//! (created only if the lock key does not exist), a cluster with the older ones it replaces, an
+//! alias move. The trait is synchronous (as SQLite's is): each call runs on the store's own
+//! runtime thread, bounded by a timeout, so no caller's runtime is ever entered twice.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
+
+use super::{now_unix, AuditEntry, DamagedRecord, Downtime, KnownCluster, RuleEntry, Store, StoreError};
+use crate::topology::InstanceKey;
+
+type Job = Box<dyn FnOnce(Client, &tokio::runtime::Runtime) + Send>;
+
+/// The etcd store. Cheap to share; every method blocks its caller until etcd answers (or the
+/// call's timeout).
+pub struct EtcdStore {
+    prefix: String,
+    endpoints: String,
+    jobs: mpsc::Sender<Job>,
+    timeout: Duration,
+}
+
+impl EtcdStore {
+    /// Connects to `endpoints` (`http://host:port`), keys under `prefix`.
+    pub fn connect(endpoints: &[String], prefix: &str, timeout: Duration) -> Result<EtcdStore, StoreError> {
+        let shown = endpoints.join(",");
+        let err = |message: String| StoreError::Etcd { endpoints: shown.clone(), message };
+        // HTTP/2 keepalive at 10 s (etcd refuses less than 5 s); no global request timeout (each
+        // call has its own).
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready, connected) = mpsc::channel::<Result<(), String>>();
+        let eps = endpoints.to_vec();
+        // The client lives on a thread of its own with its own runtime: callers block on a
+        // channel, never on a runtime (they may be inside one).
+        std::thread::Builder::new()
+            .name("baton-etcd".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("cannot start the store's runtime: {e}")));
+                        return;
+                    }
+                };
+                let connect = async move { tokio::time::timeout(timeout, Client::connect(eps, Some(opts))).await };
+                let client = match rt.block_on(connect) {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        let _ = ready.send(Err(e.to_string()));
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = ready.send(Err(format!("no connection within {} ms", timeout.as_millis())));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                while let Ok(job) = queue.recv() {
+                    job(client.clone(), &rt);
+                }
+            })
+            .map_err(|e| err(format!("cannot start the store's thread: {e}")))?;
+        match connected.recv_timeout(timeout + Duration::from_secs(1)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(err(e)),
+            Err(_) => return Err(err(format!("no connection within {} ms", timeout.as_millis()))),
+        }
+        let store =
+            EtcdStore { prefix: prefix.trim_end_matches('/').to_string() + "/", endpoints: shown, jobs, timeout };
+        // Prove it answers now rather than at the first takeover.
+        store.call(|mut c| async move { c.status().await.map(|_| ()) })?;
+        Ok(store)
+    }
+
+    fn err(&self, message: impl Into<String>) -> StoreError {
+        StoreError::Etcd { endpoints: self.endpoints.clone(), message: message.into() }
+    }
+
+    /// Runs `f` on the store's runtime and waits for it, within the timeout. A call that got no
+    /// answer, or whose connection failed (an etcd member that just died), is tried once more:
+    /// every call is idempotent (a lock taken by the first try is found held by its own id).
+    fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>> + Send,
+    {
+        let (tx, rx) = mpsc::channel();
+        let limit = self.timeout;
+        let job: Job = Box::new(move |client, rt| {
+            let r = rt.block_on(async move {
+                match tokio::time::timeout(limit, f(client.clone())).await {
+                    Ok(Ok(v)) => Ok(Ok(v)),
+                    Ok(Err(e))
+                        if !matches!(e, etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)) =>
+                    {
+                        Ok(Err(e))
+                    }
+                    _ => tokio::time::timeout(limit, f(client)).await,
+                }
+            });
+            let _ = tx.send(r);
+        });
+        self.jobs.send(job).map_err(|_| self.err("the store's thread is gone"))?;
+        match rx.recv_timeout(limit * 2 + Duration::from_secs(1)) {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(self.err(e.to_string())),
+            Ok(Err(_)) | Err(_) => Err(self.err(format!("no answer within {} ms (tried twice)", limit.as_millis()))),
+        }
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        format!("{}{}", self.prefix, parts.join("/"))
+    }
+
+    /// Every (key without the prefix, value) under `dir/`.
+    fn list(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let from = self.key(&[dir, ""]);
+        let strip = self.prefix.len();
+        self.call(move |mut c| {
+            let from = from.clone();
+            async move {
+                let r = c.get(from, Some(GetOptions::new().with_prefix())).await?;
+                Ok(r.kvs()
+                    .iter()
+                    .map(|kv| (String::from_utf8_lossy(&kv.key()[strip..]).into_owned(), kv.value().to_vec()))
+                    .collect())
+            }
+        })
+    }
+
+    fn get_raw(&self, key: String) -> Result<Option<Vec<u8>>, StoreError> {
+        self.call(move |mut c| {
+            let key = key.clone();
+            async move { Ok(c.get(key, None).await?.kvs().first().map(|kv| kv.value().to_vec())) }
+        })
+    }
+
+    fn put(&self, key: String, value: Vec<u8>) -> Result<(), StoreError> {
+        self.call(move |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(key, value, None).await.map(|_| ()) }
+        })
+    }
+
+    fn delete(&self, key: String) -> Result<bool, StoreError> {
+        self.call(move |mut c| {
+            let key = key.clone();
+            async move { Ok(c.delete(key, None).await?.deleted() > 0) }
+        })
+    }
+
+    fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
+        self.call(move |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+    }
+
+    fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+        serde_json::to_vec(v).expect("store records serialize")
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self, what: &str, raw: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt { what: what.into(), detail: e.to_string() })
+    }
+
+    /// The readable records of a table, and the damaged ones by id.
+    fn audit(&self, table: &str) -> Result<(Vec<AuditEntry>, Vec<DamagedRecord>), StoreError> {
+        let (mut ok, mut damaged) = (Vec::new(), Vec::new());
+        for (k, v) in self.list(table)? {
+            let id = k.trim_start_matches(&format!("{table}/")).to_string();
+            match serde_json::from_slice::<AuditEntry>(&v) {
+                Ok(e) => ok.push(e),
+                Err(e) => {
+                    tracing::warn!(table, %id, error = %e, "a damaged record is skipped");
+                    damaged.push(DamagedRecord { table: table.into(), id, error: e.to_string() });
+                }
+            }
+        }
+        Ok((ok, damaged))
+    }
+
+    fn newest_first(mut v: Vec<AuditEntry>, limit: usize) -> Vec<AuditEntry> {
+        v.sort_by(|a, b| b.started_at.cmp(&a.started_at).then_with(|| b.id.cmp(&a.id)));
+        v.truncate(limit);
+        v
+    }
+
+    /// Runs `then` if nobody holds `cluster`'s lock; the holder otherwise (None when it is `id`:
+    /// a first try that took it and whose answer was lost).
+    fn lock_txn(&self, cluster: &str, id: &str, then: Vec<TxnOp>) -> Result<Option<String>, StoreError> {
+        let lock = self.key(&["locks", cluster]);
+        let txn = Txn::new()
+            .when([Compare::create_revision(lock.clone(), CompareOp::Equal, 0)])
+            .and_then(then)
+            .or_else([TxnOp::get(lock, None)]);
+        let r = self.txn(txn)?;
+        if r.succeeded() {
+            return Ok(None);
+        }
+        let holder = r.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+            _ => None,
+        });
+        Ok(match holder {
+            Some(h) if h == id => None,
+            Some(h) => Some(h),
+            // The lock existed at the compare and is gone now: someone else held it.
+            None => Some("(released meanwhile)".to_string()),
+        })
+    }
+}
+
+impl Store for EtcdStore {
+    fn remember_cluster(&self, c: &KnownCluster) -> Result<(), StoreError> {
+        // A member belongs to one cluster: the older clusters that claimed these members go, in
+        // the same transaction.
+        let mut ops: Vec<TxnOp> = self
+            .clusters()?
+            .into_iter()
+            .filter(|o| o.name != c.name && o.members.iter().any(|m| c.members.contains(m)))
+            .map(|o| TxnOp::delete(self.key(&["clusters", &o.name]), None))
+            .collect();
+        let mut c = c.clone();
+        c.seen_at = now_unix();
+        ops.push(TxnOp::put(self.key(&["clusters", &c.name]), Self::json(&c), None));
+        self.txn(Txn::new().and_then(ops)).map(|_| ())
+    }
+
+    fn find_cluster(&self, hint: &str) -> Result<Option<KnownCluster>, StoreError> {
+        Ok(self
+            .clusters()?
+            .into_iter()
+            .filter(|c| c.name == hint || c.alias.as_deref() == Some(hint))
+            .max_by_key(|c| c.seen_at))
+    }
+
+    fn cluster_of(&self, key: &InstanceKey) -> Result<Option<KnownCluster>, StoreError> {
+        Ok(self.clusters()?.into_iter().find(|c| c.members.contains(key)))
+    }
+
+    fn clusters(&self) -> Result<Vec<KnownCluster>, StoreError> {
+        let mut out: Vec<KnownCluster> =
+            self.list("clusters")?.iter().map(|(_, v)| self.parse("cluster", v)).collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn move_alias(&self, alias: &str, to: &str) -> Result<bool, StoreError> {
+        let all = self.clusters()?;
+        if !all.iter().any(|c| c.name == to) {
+            return Ok(false);
+        }
+        let mut ops = Vec::new();
+        for mut c in all {
+            let before = c.clone();
+            if c.alias.as_deref() == Some(alias) {
+                c.alias = None;
+            }
+            if c.name == to {
+                c.alias = Some(alias.to_string());
+                if c.claimed_alias.as_deref() == Some(alias) {
+                    c.claimed_alias = None;
+                }
+            }
+            if c != before {
+                ops.push(TxnOp::put(self.key(&["clusters", &c.name]), Self::json(&c), None));
+            }
+        }
+        self.txn(Txn::new().and_then(ops)).map(|_| true)
+    }
+
+    fn set_promotion_rule(&self, e: &RuleEntry) -> Result<(), StoreError> {
+        self.put(self.key(&["rules", &e.instance.to_string()]), Self::json(e))
+    }
+
+    fn clear_promotion_rule(&self, key: &InstanceKey) -> Result<(), StoreError> {
+        self.delete(self.key(&["rules", &key.to_string()])).map(|_| ())
+    }
+
+    fn promotion_rules(&self) -> Result<Vec<RuleEntry>, StoreError> {
+        let now = now_unix();
+        let rules: Vec<RuleEntry> =
+            self.list("rules")?.iter().map(|(_, v)| self.parse("promotion rule", v)).collect::<Result<_, _>>()?;
+        Ok(rules.into_iter().filter(|r| r.until.is_none_or(|u| u > now)).collect())
+    }
+
+    fn begin_downtime(&self, d: &Downtime) -> Result<(), StoreError> {
+        self.put(self.key(&["downtimes", &d.instance.to_string()]), Self::json(d))
+    }
+
+    fn end_downtime(&self, key: &InstanceKey) -> Result<bool, StoreError> {
+        self.delete(self.key(&["downtimes", &key.to_string()]))
+    }
+
+    fn downtimes(&self) -> Result<Vec<Downtime>, StoreError> {
+        let now = now_unix();
+        let all: Vec<Downtime> =
+            self.list("downtimes")?.iter().map(|(_, v)| self.parse("downtime", v)).collect::<Result<_, _>>()?;
+        Ok(all.into_iter().filter(|d| d.until > now).collect())
+    }
+
+    fn lock_cluster(&self, cluster: &str, takeover_id: &str) -> Result<Option<String>, StoreError> {
+        let put = TxnOp::put(self.key(&["locks", cluster]), takeover_id, None);
+        self.lock_txn(cluster, takeover_id, vec![put])
+    }
+
+    fn unlock_cluster(&self, cluster: &str, takeover_id: &str) -> Result<(), StoreError> {
+        let lock = self.key(&["locks", cluster]);
+        let txn = Txn::new()
+            .when([Compare::value(lock.clone(), CompareOp::Equal, takeover_id)])
+            .and_then([TxnOp::delete(lock, None)]);
+        self.txn(txn).map(|_| ())
+    }
+
+    fn save_takeover(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.put(self.key(&["takeovers", &e.id]), Self::json(e))
+    }
+
+    fn takeover(&self, id: &str) -> Result<Option<AuditEntry>, StoreError> {
+        match self.get_raw(self.key(&["takeovers", id]))? {
+            None => Ok(None),
+            Some(raw) => self.parse(&format!("takeover {id}"), &raw).map(Some),
+        }
+    }
+
+    fn takeovers(&self, cluster: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let (all, _) = self.audit("takeovers")?;
+        let all = all.into_iter().filter(|e| cluster.is_none_or(|c| e.cluster == c)).collect();
+        Ok(Self::newest_first(all, limit))
+    }
+
+    fn lock_cluster_journaled(&self, cluster: &str, e: &AuditEntry) -> Result<Option<String>, StoreError> {
+        let ops = vec![
+            TxnOp::put(self.key(&["locks", cluster]), e.id.as_str(), None),
+            TxnOp::put(self.key(&["takeovers", &e.id]), Self::json(e), None),
+        ];
+        self.lock_txn(cluster, &e.id, ops)
+    }
+
+    fn release_locks_of(&self, takeover_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut released = Vec::new();
+        for (k, v) in self.list("locks")? {
+            if v == takeover_id.as_bytes() {
+                let cluster = k.trim_start_matches("locks/").to_string();
+                self.unlock_cluster(&cluster, takeover_id)?;
+                released.push(cluster);
+            }
+        }
+        Ok(released)
+    }
+
+    fn unsettled_takeovers(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let (all, _) = self.audit("takeovers")?;
+        let mut v: Vec<AuditEntry> =
+            all.into_iter().filter(|e| e.status == "running" || e.status == "needs_operator").collect();
+        v.sort_by_key(|e| e.started_at);
+        Ok(v)
+    }
+
+    fn damaged(&self) -> Result<Vec<DamagedRecord>, StoreError> {
+        let mut out = self.audit("takeovers")?.1;
+        out.extend(self.audit("operations")?.1);
+        Ok(out)
+    }
+
+    fn set_aside_damaged(&self) -> Result<usize, StoreError> {
+        let damaged = self.damaged()?;
+        for d in &damaged {
+            let from = self.key(&[&d.table, &d.id]);
+            let raw = self.get_raw(from.clone())?.unwrap_or_default();
+            let aside = serde_json::json!({ "record": String::from_utf8_lossy(&raw), "error": d.error, "moved_at": now_unix() });
+            let txn = Txn::new().and_then([
+                TxnOp::put(self.key(&["damaged", &d.table, &d.id]), Self::json(&aside), None),
+                TxnOp::delete(from, None),
+            ]);
+            self.txn(txn)?;
+        }
+        Ok(damaged.len())
+    }
+
+    fn forget_cluster(&self, hint: &str) -> Result<bool, StoreError> {
+        let gone: Vec<String> = self
+            .clusters()?
+            .into_iter()
+            .filter(|c| c.name == hint || c.alias.as_deref() == Some(hint))
+            .map(|c| c.name)
+            .collect();
+        for name in &gone {
+            self.delete(self.key(&["clusters", name]))?;
+        }
+        Ok(!gone.is_empty())
+    }
+
+    fn forget_member(&self, key: &InstanceKey) -> Result<bool, StoreError> {
+        let Some(mut c) = self.cluster_of(key)? else { return Ok(false) };
+        c.members.retain(|m| m != key);
+        self.put(self.key(&["clusters", &c.name]), Self::json(&c)).map(|_| true)
+    }
+
+    fn save_operation(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.put(self.key(&["operations", &e.id]), Self::json(e))
+    }
+
+    fn operations(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(Self::newest_first(self.audit("operations")?.0, limit))
+    }
+}
