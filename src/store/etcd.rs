@@ -96,9 +96,9 @@ impl EtcdStore {
         StoreError::Etcd { endpoints: self.endpoints.clone(), message: message.into() }
     }
 
-    /// Runs `f` on the store's runtime and waits for it, within the timeout. A call that got no
-    /// answer, or whose connection failed (an etcd member that just died), is tried once more:
-    /// every call is idempotent (a lock taken by the first try is found held by its own id).
+    /// Runs `f` on the store's runtime and waits for it, within the timeout. A call that failed or
+    /// got no answer (an etcd member that just died) is tried once more: every call is idempotent
+    /// (a lock taken by the first try is found held by its own id).
     fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -109,13 +109,10 @@ impl EtcdStore {
         let limit = self.timeout;
         let job: Job = Box::new(move |client, rt| {
             let r = rt.block_on(async move {
+                // A broken connection shows as a transport error or as a gRPC status wrapping one
+                // ("Unknown: transport error"): any failure is tried once more.
                 match tokio::time::timeout(limit, f(client.clone())).await {
                     Ok(Ok(v)) => Ok(Ok(v)),
-                    Ok(Err(e))
-                        if !matches!(e, etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)) =>
-                    {
-                        Ok(Err(e))
-                    }
                     _ => tokio::time::timeout(limit, f(client)).await,
                 }
             });
