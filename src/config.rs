@@ -286,7 +286,7 @@ pub struct Config {
 }
 
 /// `[ha]`: the state on etcd v3, shared by every Baton node that names the same endpoints and
-/// prefix. Leadership among the nodes is not built yet (issue 10): run takeovers through one node.
+/// prefix; one of them leads (an etcd election), the others send it what changes anything.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HaConfig {
@@ -296,11 +296,26 @@ pub struct HaConfig {
     pub prefix: String,
     /// Bound on one etcd request (ms); a request that gets no answer is tried once more.
     pub timeout_ms: u64,
+    /// This node's name among the others (`BATON_NODE_ID`); empty: host name and listen port.
+    pub node_id: String,
+    /// The URL other nodes and clients reach this node's API at (`BATON_ADVERTISE_URL`); empty:
+    /// `http://` and the listen address.
+    pub advertise_url: String,
+    /// The election lease (s): a leader that cannot renew it for this long stops leading, and
+    /// another node is elected.
+    pub lease_ttl_s: u64,
 }
 
 impl Default for HaConfig {
     fn default() -> Self {
-        HaConfig { etcd_endpoints: Vec::new(), prefix: "/baton/v1/".into(), timeout_ms: 3000 }
+        HaConfig {
+            etcd_endpoints: Vec::new(),
+            prefix: "/baton/v1/".into(),
+            timeout_ms: 3000,
+            node_id: String::new(),
+            advertise_url: String::new(),
+            lease_ttl_s: 5,
+        }
     }
 }
 
@@ -451,6 +466,8 @@ impl Config {
                 "BATON_DATA_DIR" => self.paths.data_dir = v.into(),
                 "BATON_SCRIPTS_DIR" => self.paths.scripts_dir = v.into(),
                 "BATON_HOOKS_DIR" => self.paths.hooks_dir = v.into(),
+                "BATON_NODE_ID" => self.ha.node_id = v.clone(),
+                "BATON_ADVERTISE_URL" => self.ha.advertise_url = v.clone(),
                 "BATON_ETCD_ENDPOINTS" => {
                     self.ha.etcd_endpoints =
                         v.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect()

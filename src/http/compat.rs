@@ -25,8 +25,9 @@ use crate::topology::{Cluster, InstanceKey};
 pub fn routes() -> Router<AppState> {
     let mut r = Router::new()
         .route("/api", get(|| async { Json("OK") }).head(|| async { StatusCode::OK }))
-        .route("/api/leader-check", get(|| async { Json("OK") }))
-        .route("/api/routed-leader-check", get(|| async { Json("OK") }))
+        .route("/api/leader-check", get(leader_check))
+        .route("/api/leader-check/{code}", get(leader_check_with))
+        .route("/api/routed-leader-check", get(leader_check))
         .route("/api/health", get(health))
         .route("/api/clusters", get(clusters))
         .route("/api/clusters-info", get(clusters_info))
@@ -231,6 +232,24 @@ async fn takeover(State(s): State<AppState>, Path(parts): Path<Vec<String>>, aut
             Err(ApiError::Internal(report.errors.first().cloned().unwrap_or_else(|| report.status.as_str().into()))
                 .into())
         }
+    }
+}
+
+/// 200 `"OK"` on the leader (and on a single node), 404 `"Not leader"` elsewhere, as orchestrator
+/// answers (`/api/leader-check/{code}`: that status code instead of 404).
+async fn leader_check(State(s): State<AppState>) -> Response {
+    leader_answer(&s, StatusCode::NOT_FOUND)
+}
+
+async fn leader_check_with(State(s): State<AppState>, Path(code): Path<String>) -> Response {
+    let status = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::NOT_FOUND);
+    leader_answer(&s, status)
+}
+
+fn leader_answer(s: &AppState, not_leader: StatusCode) -> Response {
+    match &s.ha {
+        Some(ha) if !ha.is_leader() => (not_leader, Json("Not leader")).into_response(),
+        _ => Json("OK").into_response(),
     }
 }
 

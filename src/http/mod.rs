@@ -50,6 +50,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub tracks: Arc<Tracks>,
     pub auth: Arc<Auth>,
+    /// Several nodes on etcd: this node's part in the election. None: one node, always leads.
+    pub ha: Option<Arc<crate::ha::Leadership>>,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             tracks: Arc::new(Tracks::default()),
             auth: Arc::new(Auth::new(&cfg.http)),
+            ha: None,
         })
     }
 }
@@ -141,6 +144,11 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
                 Role::Read => Ok(role),
             });
             match checked {
+                // A follower sends what changes anything to the leader (307: same method, same
+                // body), so that any node's URL works for clients.
+                Ok(_) if needed == Role::Admin && state.ha.as_ref().is_some_and(|h| !h.is_leader()) => {
+                    follower_redirect(&state, &req)
+                }
                 Ok(role) => {
                     req.extensions_mut().insert(Caller { role, client });
                     next.run(req).await
@@ -151,6 +159,23 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
     };
     state.metrics.request(&route, resp.status().as_u16());
     resp
+}
+
+/// 307 to the same path on the leader; 503 while no leader is known (an election under way).
+fn follower_redirect(state: &AppState, req: &Request) -> Response {
+    let leader = state.ha.as_ref().and_then(|h| h.leader_url());
+    match leader {
+        Some(url) => {
+            let target = format!(
+                "{}{}",
+                url.trim_end_matches('/'),
+                req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+            );
+            (axum::http::StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, target)]).into_response()
+        }
+        None => ApiError::Unavailable("this node does not lead, and no leader is known yet: retry shortly".into())
+            .into_response(),
+    }
 }
 
 /// Runs the service until Ctrl-C or SIGTERM. Scripts reload on change and SIGHUP.
@@ -183,41 +208,72 @@ pub async fn run(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = listener.local_addr()?;
     check_auth(cfg, addr)?;
-    let state = AppState::new(cfg).await?;
+    let mut state = AppState::new(cfg).await?;
+    if !cfg.ha.etcd_endpoints.is_empty() {
+        let node_id = if cfg.ha.node_id.is_empty() {
+            format!("{}:{}", crate::engine::report::host_name(), addr.port())
+        } else {
+            cfg.ha.node_id.clone()
+        };
+        let advertise =
+            if cfg.ha.advertise_url.is_empty() { format!("http://{addr}") } else { cfg.ha.advertise_url.clone() };
+        info!(%node_id, %advertise, "campaigning for leadership on etcd");
+        state.ha = Some(Arc::new(crate::ha::Leadership::start(
+            cfg.ha.etcd_endpoints.clone(),
+            &cfg.ha.prefix,
+            node_id,
+            advertise,
+            cfg.ha.lease_ttl_s as i64,
+        )));
+    }
+    let ha = state.ha.clone();
     // Records that cannot be read are skipped everywhere; say which, so an operator can look.
     for d in state.engine.store.damaged()? {
         warn!(table = %d.table, id = %d.id, error = %d.error, "a damaged record needs an operator (baton store check / repair)");
     }
-    // Takeovers whose process died (this server, killed mid-takeover): settle them now, the safe
-    // way (see engine::recover); those that need an operator stay listed in the audit.
-    for r in state.engine.interrupted()? {
-        match state.engine.recover(&r.id, crate::engine::RecoverMode::Auto).await {
-            Ok(done) => {
-                warn!(id = %done.id, status = done.status.as_str(), "settled an interrupted takeover at startup")
-            }
-            Err(e) => warn!(id = %r.id, error = %e, "could not settle an interrupted takeover at startup"),
+    // With several nodes on etcd, a takeover in the shared journal may belong to a live node on
+    // another host (the owner check works on one host): settling is left to an operator
+    // (`baton takeover recover`) until the leader does it (issue 10, not built yet).
+    if ha.is_some() {
+        let n = state.engine.store.unsettled_takeovers()?.len();
+        if n > 0 {
+            warn!(
+                unsettled = n,
+                "several nodes share the journal: settle interrupted takeovers with baton takeover recover"
+            );
         }
-    }
-    // A takeover whose owner is still exiting (a previous process on this host): settle it as
-    // soon as that process is gone, without holding up the start.
-    for (id, pid) in state.engine.owned_by_live_process()? {
-        let engine = state.engine.clone();
-        tokio::spawn(async move {
-            info!(%id, pid, "waiting for the previous owner of a running takeover to exit");
-            if !crate::process::wait_exit(pid, Duration::from_secs(300)).await {
-                warn!(%id, pid, "the takeover's owner is still running after 5 minutes; settle it with baton takeover recover");
-                return;
-            }
-            match engine.recover(&id, crate::engine::RecoverMode::Auto).await {
+    } else {
+        // Takeovers whose process died (this server, killed mid-takeover): settle them now, the safe
+        // way (see engine::recover); those that need an operator stay listed in the audit.
+        for r in state.engine.interrupted()? {
+            match state.engine.recover(&r.id, crate::engine::RecoverMode::Auto).await {
                 Ok(done) => {
-                    warn!(id = %done.id, status = done.status.as_str(), "settled a takeover after its owner exited")
+                    warn!(id = %done.id, status = done.status.as_str(), "settled an interrupted takeover at startup")
                 }
-                Err(crate::engine::RecoverError::Finished { .. }) => {
-                    info!(%id, "the takeover's owner finished it before exiting")
-                }
-                Err(e) => warn!(%id, error = %e, "could not settle a takeover after its owner exited"),
+                Err(e) => warn!(id = %r.id, error = %e, "could not settle an interrupted takeover at startup"),
             }
-        });
+        }
+        // A takeover whose owner is still exiting (a previous process on this host): settle it as
+        // soon as that process is gone, without holding up the start.
+        for (id, pid) in state.engine.owned_by_live_process()? {
+            let engine = state.engine.clone();
+            tokio::spawn(async move {
+                info!(%id, pid, "waiting for the previous owner of a running takeover to exit");
+                if !crate::process::wait_exit(pid, Duration::from_secs(300)).await {
+                    warn!(%id, pid, "the takeover's owner is still running after 5 minutes; settle it with baton takeover recover");
+                    return;
+                }
+                match engine.recover(&id, crate::engine::RecoverMode::Auto).await {
+                    Ok(done) => {
+                        warn!(id = %done.id, status = done.status.as_str(), "settled a takeover after its owner exited")
+                    }
+                    Err(crate::engine::RecoverError::Finished { .. }) => {
+                        info!(%id, "the takeover's owner finished it before exiting")
+                    }
+                    Err(e) => warn!(%id, error = %e, "could not settle a takeover after its owner exited"),
+                }
+            });
+        }
     }
     let _watch = crate::lua::watch::watch(state.scripts.clone())?;
     // Count reloads for /metrics.
@@ -236,6 +292,10 @@ pub async fn run(
     listen::serve(listener, router(state), limits, shutdown).await;
     // A takeover started with wait=false is never cut short by a shutdown.
     tracks.wait_idle().await;
+    // Then let another node lead at once.
+    if let Some(ha) = ha {
+        ha.resign().await;
+    }
     Ok(())
 }
 

@@ -25,6 +25,7 @@ use crate::topology::InstanceKey;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/api/v1/ha", get(ha_status))
         .route("/metrics", get(metrics))
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/clusters/{cluster}", get(cluster))
@@ -453,4 +454,13 @@ async fn reload(State(s): State<AppState>) -> Response {
             (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
         }
     }
+}
+
+/// `GET /api/v1/ha`: this node, whether it leads, the leader's URL, the lease; a single node
+/// (no `[ha]`) says it leads alone.
+async fn ha_status(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(match &s.ha {
+        Some(ha) => serde_json::to_value(ha.status()).expect("status serializes"),
+        None => json!({ "leader": true, "single_node": true }),
+    })
 }

@@ -1,0 +1,202 @@
+//! Leadership among Baton nodes on etcd (issue 10): one node leads, by an etcd election on a
+//! session lease. The leader answers `leader-check` 200; the others answer 404 and send the
+//! requests that change anything to the leader (307).
+//!
+//! The etcd client's streams never reconnect by themselves: the lease keepalive, the campaign and
+//! the leader lookups are each re-opened by the loop here, every receive is under a timeout, and a
+//! node that cannot renew its lease within the TTL stops being the leader at once (before etcd
+//! expires the lease, so two nodes never both believe they lead for longer than the margin).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+use tracing::{info, warn};
+
+/// The election's name under the store's prefix.
+const ELECTION: &str = "leader";
+
+pub struct Leadership {
+    state: Arc<State>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+struct State {
+    leader: AtomicBool,
+    /// The advertised URL of the node that leads, as last seen.
+    leader_url: Mutex<Option<String>>,
+    node_id: String,
+    advertise_url: String,
+    ttl_s: i64,
+}
+
+/// What `GET /api/v1/ha` shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HaStatus {
+    pub node_id: String,
+    pub advertise_url: String,
+    pub leader: bool,
+    pub leader_url: Option<String>,
+    pub lease_ttl_s: i64,
+}
+
+impl Leadership {
+    /// Starts campaigning: the node leads once the election picks it, until its lease is lost
+    /// or it stops.
+    pub fn start(
+        endpoints: Vec<String>,
+        prefix: &str,
+        node_id: String,
+        advertise_url: String,
+        ttl_s: i64,
+    ) -> Leadership {
+        let state = Arc::new(State {
+            leader: AtomicBool::new(false),
+            leader_url: Mutex::new(None),
+            node_id,
+            advertise_url,
+            ttl_s: ttl_s.max(2),
+        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let name = format!("{}{ELECTION}", prefix.trim_end_matches('/').to_string() + "/");
+        let task = tokio::spawn(campaign_loop(endpoints, name, state.clone(), stopped));
+        Leadership { state, stop, task: Mutex::new(Some(task)) }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.state.leader.load(Ordering::SeqCst)
+    }
+
+    /// The leader's URL when another node leads (as last seen).
+    pub fn leader_url(&self) -> Option<String> {
+        self.state.leader_url.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn status(&self) -> HaStatus {
+        HaStatus {
+            node_id: self.state.node_id.clone(),
+            advertise_url: self.state.advertise_url.clone(),
+            leader: self.is_leader(),
+            leader_url: self.leader_url(),
+            lease_ttl_s: self.state.ttl_s,
+        }
+    }
+
+    /// Graceful shutdown: stop leading now (resign, revoke the lease) so that another node
+    /// takes over without waiting for the lease to expire.
+    pub async fn resign(&self) {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
+    }
+}
+
+async fn connect(endpoints: &[String]) -> Option<Client> {
+    // HTTP/2 keepalive at 10 s (etcd refuses less than 5 s); no global request timeout: it would
+    // cancel the campaign, which blocks until this node is elected.
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    match tokio::time::timeout(Duration::from_secs(3), Client::connect(endpoints, Some(opts))).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            warn!(error = %e, "etcd: cannot connect for the election");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+async fn campaign_loop(
+    endpoints: Vec<String>,
+    name: String,
+    state: Arc<State>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let ttl = Duration::from_secs(state.ttl_s as u64);
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let Some(client) = connect(&endpoints).await else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                _ = stopped.changed() => return,
+            }
+        };
+        let mut c = client.clone();
+        let lease = match tokio::time::timeout(ttl, c.lease_grant(state.ttl_s, None)).await {
+            Ok(Ok(l)) => l.id(),
+            _ => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut keep = client.clone();
+        let keepalive = async move {
+            let Ok(Ok((mut keeper, mut stream))) = tokio::time::timeout(ttl, keep.lease_keep_alive(lease)).await else {
+                return;
+            };
+            loop {
+                // Renew at a third of the TTL; an answer must come before the TTL's margin.
+                tokio::time::sleep(ttl / 3).await;
+                if keeper.keep_alive().await.is_err() {
+                    return;
+                }
+                match tokio::time::timeout(ttl / 2, stream.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                    _ => return,
+                }
+            }
+        };
+        let mut camp = client.clone();
+        let (value, st, nm) = (state.advertise_url.clone(), state.clone(), name.clone());
+        let campaign = async move {
+            match camp.campaign(nm.as_str(), value, lease).await {
+                Ok(r) => {
+                    st.leader.store(true, Ordering::SeqCst);
+                    *st.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = Some(st.advertise_url.clone());
+                    info!(node = %st.node_id, "this node leads");
+                    let key = r.leader().cloned();
+                    std::future::pending::<()>().await;
+                    drop(key);
+                }
+                Err(e) => warn!(error = %e, "etcd: the campaign failed"),
+            }
+        };
+        let mut look = client.clone();
+        let (st, nm) = (state.clone(), name.clone());
+        let observe = async move {
+            // Who leads, for followers' redirects: asked every second (a lookup, not a stream).
+            loop {
+                if !st.leader.load(Ordering::SeqCst) {
+                    if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), look.leader(nm.as_str())).await {
+                        let url = r.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+                        *st.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = url;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        tokio::select! {
+            _ = keepalive => warn!(node = %state.node_id, "etcd: the lease could not be renewed: not leading"),
+            _ = campaign => {}
+            _ = observe => {}
+            _ = stopped.changed() => {
+                state.leader.store(false, Ordering::SeqCst);
+                // Revoking the lease deletes the election key: the next node is elected now.
+                let mut c = client.clone();
+                let _ = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease)).await;
+                info!(node = %state.node_id, "resigned");
+                return;
+            }
+        }
+        state.leader.store(false, Ordering::SeqCst);
+        let mut c = client.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(lease)).await;
+    }
+}
