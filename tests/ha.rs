@@ -107,7 +107,11 @@ async fn one_leader_redirects_and_failover() {
         let hp = |k: &baton::topology::InstanceKey| format!("{}:{}", k.host, k.port);
         let (ok, out) = orc(&["-c", "graceful-master-takeover", "-i", &hp(&d), "-d", &hp(&back)]);
         assert!(ok, "{out}");
-        assert_eq!(assert_one_master(&t, &[&d]).await, back, "the demoted master is left stopped, as orchestrator does");
+        assert_eq!(
+            assert_one_master(&t, &[&d]).await,
+            back,
+            "the demoted master is left stopped, as orchestrator does"
+        );
     } else {
         eprintln!("SKIPPED orchestrator-client in list mode: needs ../shared/reference/orchestrator/orchestrator-client and bash, curl, jq");
     }
