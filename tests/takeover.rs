@@ -382,11 +382,16 @@ async fn a_designated_replica_that_cannot_keep_up_stops_the_takeover_before_the_
     cfg.takeover.reasonable_lag_s = 1;
     let (m, d) = (t.master(), t.replicas()[0].clone());
     let writer = Writer::start(t.sandbox.keys(), APP_USER.0, APP_USER.1, 18, Duration::from_millis(3), 1e9).await;
-    let (dd, tt) = (d.clone(), cfg.clone());
+    let (dd, mm, tt) = (d.clone(), m.clone(), cfg.clone());
     let stop_sql = at(Phase::RelocateSiblings, false, move || {
-        let (d, cfg, h) = (dd.clone(), tt.clone(), tokio::runtime::Handle::current());
+        let (d, m, cfg, h) = (dd.clone(), mm.clone(), tt.clone(), tokio::runtime::Handle::current());
         std::thread::spawn(move || {
-            h.block_on(async { exec(&Connector::new(&cfg), &d, "STOP SLAVE SQL_THREAD").await })
+            h.block_on(async {
+                let conn = Connector::new(&cfg);
+                exec(&conn, &d, "STOP SLAVE SQL_THREAD").await;
+                // One more write it cannot execute (the writer alone may not write in time).
+                exec(&conn, &m, "INSERT INTO app.writes (id) VALUES (180000001)").await;
+            })
         })
         .join()
         .unwrap();
