@@ -369,7 +369,8 @@ async fn lax_gtid_replicas_and_hidden_local_writes_are_refused() {
     // The cluster was left as it was, bar the test's own changes on r1.
     exec(&conn, &r1, "START SLAVE SQL_THREAD").await;
     exec(&conn, &r1, "SET GLOBAL gtid_strict_mode = ON").await;
-    assert_eq!(shape(&t).await, before);
+    // The SQL thread just started may not read as running yet.
+    wait_until("the cluster as it was", Duration::from_secs(10), || async { shape(&t).await == before }).await;
 }
 
 /// Issue 18: before the fence, the designated replica must execute the master's current position
