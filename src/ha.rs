@@ -45,12 +45,14 @@ pub struct HaStatus {
 impl Leadership {
     /// Starts campaigning: the node leads once the election picks it, until its lease is lost
     /// or it stops.
+    /// `fence` gets this node's election key while it leads (the store's writes carry it).
     pub fn start(
         endpoints: Vec<String>,
         prefix: &str,
         node_id: String,
         advertise_url: String,
         ttl_s: i64,
+        fence: crate::store::Fence,
     ) -> Leadership {
         let state = Arc::new(State {
             leader: AtomicBool::new(false),
@@ -61,7 +63,7 @@ impl Leadership {
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let name = format!("{}{ELECTION}", prefix.trim_end_matches('/').to_string() + "/");
-        let task = tokio::spawn(campaign_loop(endpoints, name, state.clone(), stopped));
+        let task = tokio::spawn(campaign_loop(endpoints, name, state.clone(), stopped, fence));
         Leadership { state, stop, task: Mutex::new(Some(task)) }
     }
 
@@ -116,6 +118,7 @@ async fn campaign_loop(
     name: String,
     state: Arc<State>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    fence: crate::store::Fence,
 ) {
     let ttl = Duration::from_secs(state.ttl_s as u64);
     loop {
@@ -154,10 +157,13 @@ async fn campaign_loop(
             }
         };
         let mut camp = client.clone();
-        let (value, st, nm) = (state.advertise_url.clone(), state.clone(), name.clone());
+        let (value, st, nm, fc) = (state.advertise_url.clone(), state.clone(), name.clone(), fence.clone());
         let campaign = async move {
             match camp.campaign(nm.as_str(), value, lease).await {
                 Ok(r) => {
+                    if let Some(k) = r.leader() {
+                        *fc.lock().unwrap_or_else(|e| e.into_inner()) = Some((k.key().to_vec(), k.rev()));
+                    }
                     st.leader.store(true, Ordering::SeqCst);
                     *st.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = Some(st.advertise_url.clone());
                     info!(node = %st.node_id, "this node leads");
@@ -198,5 +204,18 @@ async fn campaign_loop(
         state.leader.store(false, Ordering::SeqCst);
         let mut c = client.clone();
         let _ = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(lease)).await;
+        // Deposed: the stale election key stays the fence for two TTLs, so that whatever this node
+        // was doing fails its next write; then, a follower, it writes unfenced again.
+        let stale = fence.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if stale.is_some() {
+            let fence = fence.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(ttl * 2).await;
+                let mut f = fence.lock().unwrap_or_else(|e| e.into_inner());
+                if *f == stale {
+                    *f = None;
+                }
+            });
+        }
     }
 }

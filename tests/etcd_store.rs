@@ -127,6 +127,24 @@ async fn the_etcd_store_keeps_the_contract_and_is_shared() {
     assert!(n1.damaged().unwrap().is_empty());
     assert!(raw.get("/baton/v1/damaged/takeovers/bad", None).await.unwrap().count() == 1, "kept, not deleted");
 
+    // Fenced by an election key: writes land while the key is there, and are refused once it is
+    // gone (the lease behind it revoked: a deposed leader), locks included.
+    let lease = raw.lease_grant(30, None).await.unwrap().id();
+    let won = raw.campaign("/baton/v1/leader", "http://node-a", lease).await.unwrap();
+    let key = won.leader().unwrap();
+    let fence = baton::store::Fence::default();
+    *fence.lock().unwrap() = Some((key.key().to_vec(), key.rev()));
+    let fenced = EtcdStore::connect(&endpoints, "/baton/v1/", timeout).unwrap().fenced_by(fence);
+    fenced.set_promotion_rule(&RuleEntry { instance: k(8), rule: PromotionRule::Prefer, until: None }).unwrap();
+    assert_eq!(fenced.lock_cluster("d", "y1").unwrap(), None);
+    assert_eq!(fenced.lock_cluster("d", "y2").unwrap(), Some("y1".into()), "the holder, not the election's value");
+    raw.lease_revoke(lease).await.unwrap();
+    let refused = fenced.save_takeover(&entry("y3", "d", "running", 3)).unwrap_err().to_string();
+    assert!(refused.contains("no longer leads"), "{refused}");
+    let refused = fenced.lock_cluster("e", "y4").unwrap_err().to_string();
+    assert!(refused.contains("no longer leads"), "{refused}");
+    assert!(n1.takeover("y3").unwrap().is_none(), "the deposed write did not land");
+
     // One member killed (not the one n2 talks to, then that one too): the other answers stay.
     etcd.members[2].kill();
     n2.save_takeover(&entry("x1", "c", "rolled_back", 1)).unwrap();

@@ -57,7 +57,15 @@ pub struct AppState {
 impl AppState {
     /// Builds the state from the config: store, connector, scripts (which must load).
     pub async fn new(cfg: &Config) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
-        let store: Arc<dyn Store> = crate::store::open(cfg)?;
+        AppState::new_fenced(cfg, crate::store::Fence::default()).await
+    }
+
+    /// `new`, the store's writes fenced by this node's election key while it leads.
+    pub async fn new_fenced(
+        cfg: &Config,
+        fence: crate::store::Fence,
+    ) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
+        let store: Arc<dyn Store> = crate::store::open_fenced(cfg, fence)?;
         let env = Env::new(cfg, store);
         let scripts = ScriptHost::start(env.clone()).await?;
         let engine = Engine::new(env.cfg.clone(), env.connector.clone(), env.store.clone(), scripts.clone());
@@ -208,7 +216,8 @@ pub async fn run(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = listener.local_addr()?;
     check_auth(cfg, addr)?;
-    let mut state = AppState::new(cfg).await?;
+    let fence = crate::store::Fence::default();
+    let mut state = AppState::new_fenced(cfg, fence.clone()).await?;
     if !cfg.ha.etcd_endpoints.is_empty() {
         let node_id = if cfg.ha.node_id.is_empty() {
             format!("{}:{}", crate::engine::report::host_name(), addr.port())
@@ -224,6 +233,7 @@ pub async fn run(
             node_id,
             advertise,
             cfg.ha.lease_ttl_s as i64,
+            fence,
         )));
     }
     let ha = state.ha.clone();

@@ -27,6 +27,10 @@ use crate::topology::InstanceKey;
 
 type Job = Box<dyn FnOnce(Client, &tokio::runtime::Runtime) + Send>;
 
+/// The leader's election key (key, create revision) while this node leads: every write the store
+/// makes then carries a compare on it, so a deposed leader's writes fail instead of landing.
+pub type Fence = std::sync::Arc<std::sync::Mutex<Option<(Vec<u8>, i64)>>>;
+
 /// The etcd store. Cheap to share; every method blocks its caller until etcd answers (or the
 /// call's timeout).
 pub struct EtcdStore {
@@ -34,6 +38,7 @@ pub struct EtcdStore {
     endpoints: String,
     jobs: mpsc::Sender<Job>,
     timeout: Duration,
+    fence: Fence,
 }
 
 impl EtcdStore {
@@ -85,11 +90,23 @@ impl EtcdStore {
             Ok(Err(e)) => return Err(err(e)),
             Err(_) => return Err(err(format!("no connection within {} ms", timeout.as_millis()))),
         }
-        let store =
-            EtcdStore { prefix: prefix.trim_end_matches('/').to_string() + "/", endpoints: shown, jobs, timeout };
+        let store = EtcdStore {
+            prefix: prefix.trim_end_matches('/').to_string() + "/",
+            endpoints: shown,
+            jobs,
+            timeout,
+            fence: Fence::default(),
+        };
         // Prove it answers now rather than at the first takeover.
         store.call(|mut c| async move { c.status().await.map(|_| ()) })?;
         Ok(store)
+    }
+
+    /// Writes from now on carry the election key `fence` holds (set by `ha::Leadership` while this
+    /// node leads).
+    pub fn fenced_by(mut self, fence: Fence) -> EtcdStore {
+        self.fence = fence;
+        self
     }
 
     fn err(&self, message: impl Into<String>) -> StoreError {
@@ -154,24 +171,43 @@ impl EtcdStore {
     }
 
     fn put(&self, key: String, value: Vec<u8>) -> Result<(), StoreError> {
-        self.call(move |mut c| {
-            let (key, value) = (key.clone(), value.clone());
-            async move { c.put(key, value, None).await.map(|_| ()) }
-        })
+        self.txn(vec![], vec![TxnOp::put(key, value, None)], vec![]).map(|_| ())
     }
 
     fn delete(&self, key: String) -> Result<bool, StoreError> {
-        self.call(move |mut c| {
-            let key = key.clone();
-            async move { Ok(c.delete(key, None).await?.deleted() > 0) }
-        })
+        let r = self.txn(vec![], vec![TxnOp::delete(key, None)], vec![])?;
+        Ok(r.op_responses().into_iter().any(|op| matches!(op, TxnOpResponse::Delete(d) if d.deleted() > 0)))
     }
 
-    fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
-        self.call(move |mut c| {
+    /// One transaction: `then` when every compare holds, else `otherwise`. While this node leads
+    /// (`fence`), its election key must still be there too, or the write is refused: a deposed
+    /// leader's writes never land.
+    fn txn(
+        &self,
+        mut when: Vec<Compare>,
+        then: Vec<TxnOp>,
+        mut otherwise: Vec<TxnOp>,
+    ) -> Result<etcd_client::TxnResponse, StoreError> {
+        let fence = self.fence.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((key, rev)) = &fence {
+            when.push(Compare::create_revision(key.clone(), CompareOp::Equal, *rev));
+            otherwise.push(TxnOp::get(key.clone(), None));
+        }
+        let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
+        let r = self.call(move |mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
-        })
+        })?;
+        if let (false, Some((_, rev))) = (r.succeeded(), &fence) {
+            // The election key is answered last: gone, or another one, means this node lost.
+            let still = r.op_responses().last().is_some_and(|op| {
+                matches!(op, TxnOpResponse::Get(g) if g.kvs().first().is_some_and(|kv| kv.create_revision() == *rev))
+            });
+            if !still {
+                return Err(self.err("this node no longer leads (its election key is gone): the write was refused"));
+            }
+        }
+        Ok(r)
     }
 
     fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -208,15 +244,16 @@ impl EtcdStore {
     /// a first try that took it and whose answer was lost).
     fn lock_txn(&self, cluster: &str, id: &str, then: Vec<TxnOp>) -> Result<Option<String>, StoreError> {
         let lock = self.key(&["locks", cluster]);
-        let txn = Txn::new()
-            .when([Compare::create_revision(lock.clone(), CompareOp::Equal, 0)])
-            .and_then(then)
-            .or_else([TxnOp::get(lock, None)]);
-        let r = self.txn(txn)?;
+        let r = self.txn(
+            vec![Compare::create_revision(lock.clone(), CompareOp::Equal, 0)],
+            then,
+            vec![TxnOp::get(lock, None)],
+        )?;
         if r.succeeded() {
             return Ok(None);
         }
-        let holder = r.op_responses().into_iter().find_map(|op| match op {
+        // The lock's get is the first answer (the election key's, when fenced, comes last).
+        let holder = r.op_responses().into_iter().next().and_then(|op| match op {
             TxnOpResponse::Get(g) => g.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
             _ => None,
         });
@@ -242,7 +279,7 @@ impl Store for EtcdStore {
         let mut c = c.clone();
         c.seen_at = now_unix();
         ops.push(TxnOp::put(self.key(&["clusters", &c.name]), Self::json(&c), None));
-        self.txn(Txn::new().and_then(ops)).map(|_| ())
+        self.txn(vec![], ops, vec![]).map(|_| ())
     }
 
     fn find_cluster(&self, hint: &str) -> Result<Option<KnownCluster>, StoreError> {
@@ -285,7 +322,7 @@ impl Store for EtcdStore {
                 ops.push(TxnOp::put(self.key(&["clusters", &c.name]), Self::json(&c), None));
             }
         }
-        self.txn(Txn::new().and_then(ops)).map(|_| true)
+        self.txn(vec![], ops, vec![]).map(|_| true)
     }
 
     fn set_promotion_rule(&self, e: &RuleEntry) -> Result<(), StoreError> {
@@ -325,10 +362,12 @@ impl Store for EtcdStore {
 
     fn unlock_cluster(&self, cluster: &str, takeover_id: &str) -> Result<(), StoreError> {
         let lock = self.key(&["locks", cluster]);
-        let txn = Txn::new()
-            .when([Compare::value(lock.clone(), CompareOp::Equal, takeover_id)])
-            .and_then([TxnOp::delete(lock, None)]);
-        self.txn(txn).map(|_| ())
+        self.txn(
+            vec![Compare::value(lock.clone(), CompareOp::Equal, takeover_id)],
+            vec![TxnOp::delete(lock, None)],
+            vec![],
+        )
+        .map(|_| ())
     }
 
     fn save_takeover(&self, e: &AuditEntry) -> Result<(), StoreError> {
@@ -388,11 +427,11 @@ impl Store for EtcdStore {
             let from = self.key(&[&d.table, &d.id]);
             let raw = self.get_raw(from.clone())?.unwrap_or_default();
             let aside = serde_json::json!({ "record": String::from_utf8_lossy(&raw), "error": d.error, "moved_at": now_unix() });
-            let txn = Txn::new().and_then([
+            let ops = vec![
                 TxnOp::put(self.key(&["damaged", &d.table, &d.id]), Self::json(&aside), None),
                 TxnOp::delete(from, None),
-            ]);
-            self.txn(txn)?;
+            ];
+            self.txn(vec![], ops, vec![])?;
         }
         Ok(damaged.len())
     }

@@ -10,20 +10,28 @@ mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, Fence};
 pub use sqlite::SqliteStore;
 
 /// The store the configuration names: etcd when `[ha] etcd_endpoints` lists any (state shared by
 /// several Baton nodes), else SQLite in the data directory (one node).
 pub fn open(cfg: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    open_fenced(cfg, Fence::default())
+}
+
+/// `open`, the etcd store's writes carrying the election key `fence` holds while this node leads.
+pub fn open_fenced(cfg: &crate::config::Config, fence: Fence) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     Ok(if cfg.ha.etcd_endpoints.is_empty() {
         std::sync::Arc::new(SqliteStore::open(&cfg.paths.data_dir)?)
     } else {
-        std::sync::Arc::new(EtcdStore::connect(
-            &cfg.ha.etcd_endpoints,
-            &cfg.ha.prefix,
-            std::time::Duration::from_millis(cfg.ha.timeout_ms),
-        )?)
+        std::sync::Arc::new(
+            EtcdStore::connect(
+                &cfg.ha.etcd_endpoints,
+                &cfg.ha.prefix,
+                std::time::Duration::from_millis(cfg.ha.timeout_ms),
+            )?
+            .fenced_by(fence),
+        )
     })
 }
 
