@@ -167,9 +167,8 @@ async fn campaign_loop(
                     st.leader.store(true, Ordering::SeqCst);
                     *st.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = Some(st.advertise_url.clone());
                     info!(node = %st.node_id, "this node leads");
-                    let key = r.leader().cloned();
+                    // Leads until the lease is lost or the node stops (the other branches).
                     std::future::pending::<()>().await;
-                    drop(key);
                 }
                 Err(e) => warn!(error = %e, "etcd: the campaign failed"),
             }

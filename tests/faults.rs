@@ -20,17 +20,6 @@ use baton::topology::InstanceKey;
 use common::storefault::{Immutable, Tmpfs};
 use common::*;
 
-/// Short limits, so that a hung server costs seconds, not minutes.
-fn fast(cfg: &Config) -> Config {
-    let mut c = cfg.clone();
-    c.topology.read_timeout_ms = 1500;
-    c.topology.connect_timeout_ms = 500;
-    c.takeover.catchup_timeout_ms = 1500;
-    c.takeover.fence_lock_wait_s = 1;
-    c.takeover.unfence_retry_ms = 2000;
-    c
-}
-
 fn engine(cfg: &Config) -> Engine {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.paths.data_dir).unwrap());
     Engine::new(Arc::new(cfg.clone()), Arc::new(Connector::new(cfg)), store, Arc::new(NoScripts))

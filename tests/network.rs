@@ -29,11 +29,8 @@ struct Net {
 
 async fn net(replicas: usize) -> Net {
     let t = fresh(replicas).await;
-    let mut cfg = t.cfg();
-    cfg.topology.read_timeout_ms = 1500;
-    cfg.topology.connect_timeout_ms = 500;
-    cfg.takeover.catchup_timeout_ms = 1500;
-    cfg.takeover.fence_lock_wait_s = 1;
+    let mut cfg = fast(&t.cfg());
+    // Long enough to outlast N1's 1.5 s outage.
     cfg.takeover.unfence_retry_ms = 10_000;
     let mut proxies = HashMap::new();
     for k in t.sandbox.keys() {

@@ -343,3 +343,14 @@ impl FenceBlock {
         self.blocker.close().await;
     }
 }
+
+/// Short limits, so that a hung server costs seconds, not minutes (the fault and network drills).
+pub fn fast(cfg: &Config) -> Config {
+    let mut c = cfg.clone();
+    c.topology.read_timeout_ms = 1500;
+    c.topology.connect_timeout_ms = 500;
+    c.takeover.catchup_timeout_ms = 1500;
+    c.takeover.fence_lock_wait_s = 1;
+    c.takeover.unfence_retry_ms = 2000;
+    c
+}
