@@ -53,6 +53,7 @@ impl Leadership {
         advertise_url: String,
         ttl_s: i64,
         fence: crate::store::Fence,
+        on_elected: Arc<dyn Fn() + Send + Sync>,
     ) -> Leadership {
         let state = Arc::new(State {
             leader: AtomicBool::new(false),
@@ -63,7 +64,7 @@ impl Leadership {
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let name = format!("{}{ELECTION}", prefix.trim_end_matches('/').to_string() + "/");
-        let task = tokio::spawn(campaign_loop(endpoints, name, state.clone(), stopped, fence));
+        let task = tokio::spawn(campaign_loop(endpoints, name, state.clone(), stopped, fence, on_elected));
         Leadership { state, stop, task: Mutex::new(Some(task)) }
     }
 
@@ -119,6 +120,7 @@ async fn campaign_loop(
     state: Arc<State>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
     fence: crate::store::Fence,
+    on_elected: Arc<dyn Fn() + Send + Sync>,
 ) {
     let ttl = Duration::from_secs(state.ttl_s as u64);
     loop {
@@ -158,6 +160,7 @@ async fn campaign_loop(
         };
         let mut camp = client.clone();
         let (value, st, nm, fc) = (state.advertise_url.clone(), state.clone(), name.clone(), fence.clone());
+        let elected = on_elected.clone();
         let campaign = async move {
             match camp.campaign(nm.as_str(), value, lease).await {
                 Ok(r) => {
@@ -167,6 +170,7 @@ async fn campaign_loop(
                     st.leader.store(true, Ordering::SeqCst);
                     *st.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = Some(st.advertise_url.clone());
                     info!(node = %st.node_id, "this node leads");
+                    elected();
                     // Leads until the lease is lost or the node stops (the other branches).
                     std::future::pending::<()>().await;
                 }

@@ -26,6 +26,67 @@ async fn leaders(http: &reqwest::Client, bases: &[String]) -> Vec<usize> {
     out
 }
 
+/// Starts `baton serve` as node `n` on one etcd; its base URL. `crash`: the phase after which it
+/// kills itself.
+fn start_node(t: &Topology, endpoints: &str, n: usize, crash: Option<&str>) -> (tokio::process::Child, String) {
+    let port = free_port();
+    let base_cfg = std::fs::read_to_string(config_file(t)).unwrap();
+    let own = base_cfg.replace(
+        &t.cfg().paths.data_dir.display().to_string(),
+        &t.sandbox.dir.join(format!("node{n}")).display().to_string(),
+    );
+    let file = t.sandbox.dir.join(format!("node{n}.toml"));
+    std::fs::write(
+        &file,
+        format!("{own}[ha]\netcd_endpoints = [{endpoints}]\nlease_ttl_s = 2\nnode_id = \"node{n}\"\n"),
+    )
+    .unwrap();
+    let mut c = tokio::process::Command::new(baton_bin());
+    c.arg("--config").arg(&file).args(["serve", "--listen", &format!("127.0.0.1:{port}")]).env_remove("BATON_CONFIG");
+    if let Some(p) = crash {
+        c.env("BATON_FAULT_CRASH_AFTER", p);
+    }
+    (c.kill_on_drop(true).spawn().unwrap(), format!("http://127.0.0.1:{port}"))
+}
+
+/// The leader dies right after fencing the master (the crash point): the next leader, once
+/// elected, settles the takeover from the shared journal (rolled back: writes resume on the old
+/// master), with nobody asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_leader_settles_a_takeover_its_leader_left() {
+    let t = fresh(2).await;
+    let etcd = EtcdCluster::start(&t.sandbox.dir.join("etcd"), 3).await.unwrap();
+    let endpoints = etcd.endpoints().iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
+    let http = reqwest::Client::new();
+    let (_a, a) = start_node(&t, &endpoints, 0, Some("fence"));
+    wait_until("node0 leads", Duration::from_secs(15), || async {
+        leaders(&http, std::slice::from_ref(&a)).await.len() == 1
+    })
+    .await;
+    let (_b, b) = start_node(&t, &endpoints, 1, None);
+    wait_until("node1 is up", Duration::from_secs(15), || async {
+        http.get(format!("{b}/healthz")).send().await.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let m = t.master();
+    let body = serde_json::json!({ "designated": t.replicas()[0].to_string(), "wait": false });
+    let started: serde_json::Value =
+        http.post(format!("{a}/api/v1/clusters/{m}/takeover")).json(&body).send().await.unwrap().json().await.unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    wait_until("node1 leads and settled it", Duration::from_secs(20), || async {
+        let r = http.get(format!("{b}/api/v1/takeovers/{id}")).send().await;
+        match r {
+            Ok(r) if r.status().is_success() => {
+                r.json::<serde_json::Value>().await.is_ok_and(|v| v["status"] == "rolled_back")
+            }
+            _ => false,
+        }
+    })
+    .await;
+    assert_eq!(assert_one_master(&t, &[]).await, m, "writes resume on the old master");
+    drop(etcd);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_redirects_and_failover() {
     let t = fresh(2).await;

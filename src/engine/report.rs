@@ -247,7 +247,9 @@ impl Owner {
         if self.host != host_name() {
             return true;
         }
-        proc_start(self.pid) == Some(self.started)
+        // The same process (not a reused pid), and not a zombie: a killed process whose parent has
+        // not reaped it yet is dead.
+        proc_start(self.pid) == Some(self.started) && crate::process::pid_alive(self.pid)
     }
 }
 

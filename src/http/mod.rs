@@ -169,6 +169,33 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
     resp
 }
 
+/// What a node does each time it is elected: settle the interrupted takeovers in the shared
+/// journal (their process gone: a node that died mid-takeover), by the usual recovery rules.
+/// Owners on other hosts cannot be checked from here and count as alive (an operator settles
+/// those with `baton takeover recover`).
+fn settle_on_election(engine: crate::engine::Engine) -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(move || {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let interrupted = match tokio::task::block_in_place(|| engine.interrupted()) {
+                Ok(list) => list,
+                Err(e) => {
+                    warn!(error = %e, "elected, but the journal cannot be read");
+                    return;
+                }
+            };
+            for r in interrupted {
+                match engine.recover(&r.id, crate::engine::RecoverMode::Auto).await {
+                    Ok(done) => {
+                        warn!(id = %done.id, status = done.status.as_str(), "elected: settled an interrupted takeover")
+                    }
+                    Err(e) => warn!(id = %r.id, error = %e, "elected: could not settle an interrupted takeover"),
+                }
+            }
+        });
+    })
+}
+
 /// 307 to the same path on the leader; 503 while no leader is known (an election under way).
 fn follower_redirect(state: &AppState, req: &Request) -> Response {
     let leader = state.ha.as_ref().and_then(|h| h.leader_url());
@@ -234,6 +261,7 @@ pub async fn run(
             advertise,
             cfg.ha.lease_ttl_s as i64,
             fence,
+            settle_on_election(state.engine.clone()),
         )));
     }
     let ha = state.ha.clone();
@@ -241,17 +269,10 @@ pub async fn run(
     for d in state.engine.store.damaged()? {
         warn!(table = %d.table, id = %d.id, error = %d.error, "a damaged record needs an operator (baton store check / repair)");
     }
-    // With several nodes on etcd, a takeover in the shared journal may belong to a live node on
-    // another host (the owner check works on one host): settling is left to an operator
-    // (`baton takeover recover`) until the leader does it (issue 10, not built yet).
+    // With several nodes on etcd, the leader settles interrupted takeovers, each time it is
+    // elected (see the election below); a single node does it now.
     if ha.is_some() {
-        let n = state.engine.store.unsettled_takeovers()?.len();
-        if n > 0 {
-            warn!(
-                unsettled = n,
-                "several nodes share the journal: settle interrupted takeovers with baton takeover recover"
-            );
-        }
+        info!("interrupted takeovers are settled by the leader");
     } else {
         // Takeovers whose process died (this server, killed mid-takeover): settle them now, the safe
         // way (see engine::recover); those that need an operator stay listed in the audit.
