@@ -141,6 +141,15 @@ async fn campaign_loop(
                 continue;
             }
         };
+        // This node, alive while its lease is: how a node on another host tells that a takeover
+        // in the shared journal lost its owner.
+        let mut reg = client.clone();
+        let node_key = format!("{}nodes/{}", name.trim_end_matches(ELECTION), state.node_id);
+        let opts = etcd_client::PutOptions::new().with_lease(lease);
+        let registered = tokio::time::timeout(ttl, reg.put(node_key, state.advertise_url.clone(), Some(opts))).await;
+        if !matches!(registered, Ok(Ok(_))) {
+            warn!(node = %state.node_id, "etcd: cannot register this node");
+        }
         let mut keep = client.clone();
         let keepalive = async move {
             let Ok(Ok((mut keeper, mut stream))) = tokio::time::timeout(ttl, keep.lease_keep_alive(lease)).await else {

@@ -145,6 +145,53 @@ async fn the_etcd_store_keeps_the_contract_and_is_shared() {
     assert!(refused.contains("no longer leads"), "{refused}");
     assert!(n1.takeover("y3").unwrap().is_none(), "the deposed write did not land");
 
+    // Owners on other hosts: a takeover whose node has no registration (its lease gone) is
+    // interrupted; one whose node is registered is running; one with no node cannot be told and
+    // counts as running.
+    let engine = baton::engine::Engine::new(
+        std::sync::Arc::new(baton::config::Config::default()),
+        std::sync::Arc::new(baton::mysql::Connector::new(&baton::config::Config::default())),
+        std::sync::Arc::new(EtcdStore::connect(&endpoints, "/baton/nodes-test/", timeout).unwrap()),
+        std::sync::Arc::new(baton::engine::NoScripts),
+    );
+    let running = |id: &str, node: Option<&str>| {
+        let mut owner = serde_json::json!({ "host": "elsewhere", "pid": 1, "started": 1 });
+        if let Some(n) = node {
+            owner["node"] = serde_json::json!(n);
+        }
+        let report = serde_json::json!({
+            "id": id, "command": "graceful-master-takeover", "status": "running", "cluster": "c", "alias": null,
+            "old_master": null, "new_master": null, "choice": null, "started_at": 1, "total_ms": 0.0,
+            "write_unavailable_ms": null, "old_master_repointed": false, "siblings_moved": [], "phases": [],
+            "errors": [], "warnings": [], "owner": owner,
+        });
+        AuditEntry { id: id.into(), cluster: "c".into(), status: "running".into(), started_at: 1, record: report }
+    };
+    engine.store.save_takeover(&running("on-dead-node", Some("ghost"))).unwrap();
+    engine.store.save_takeover(&running("on-live-node", Some("alive"))).unwrap();
+    engine.store.save_takeover(&running("no-node", None)).unwrap();
+    let lease = raw.lease_grant(30, None).await.unwrap().id();
+    raw.put("/baton/nodes-test/nodes/alive", "http://x", Some(etcd_client::PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    let engine2 = engine.clone();
+    let ids: Vec<String> = tokio::task::spawn_blocking(move || engine2.interrupted().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["on-dead-node"], "only the takeover whose node is gone");
+    // Its lease revoked, the live node is gone too.
+    raw.lease_revoke(lease).await.unwrap();
+    let ids: Vec<String> = tokio::task::spawn_blocking(move || engine.interrupted().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(ids.contains(&"on-live-node".to_string()) && !ids.contains(&"no-node".to_string()), "{ids:?}");
+
     // One member killed (not the one n2 talks to, then that one too): the other answers stay.
     etcd.members[2].kill();
     n2.save_takeover(&entry("x1", "c", "rolled_back", 1)).unwrap();

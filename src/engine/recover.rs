@@ -74,12 +74,15 @@ pub enum RecoverError {
 impl Engine {
     /// Takeovers the store shows running whose process is gone (on this host), oldest first.
     pub fn interrupted(&self) -> Result<Vec<TakeoverReport>, StoreError> {
+        let live = self.store.live_nodes()?;
         let mut out: Vec<TakeoverReport> = self
             .store
             .unsettled_takeovers()?
             .into_iter()
             .filter_map(|e| serde_json::from_value::<TakeoverReport>(e.record).ok())
-            .filter(|r| r.status == Status::NeedsOperator || !r.owner.as_ref().is_some_and(|o| o.alive()))
+            .filter(|r| {
+                r.status == Status::NeedsOperator || !r.owner.as_ref().is_some_and(|o| o.alive_among(live.as_deref()))
+            })
             .collect();
         out.sort_by_key(|r| r.started_at);
         Ok(out)
@@ -118,7 +121,10 @@ impl Engine {
             .map_err(|e| RecoverError::BadRecord { id: id.to_string(), message: e.to_string() })?;
         match report.status {
             Status::Running => {
-                if let Some(o) = report.owner.as_ref().filter(|o| o.alive() && **o != super::Owner::current()) {
+                let live = self.store.live_nodes()?;
+                if let Some(o) =
+                    report.owner.as_ref().filter(|o| o.alive_among(live.as_deref()) && **o != super::Owner::current())
+                {
                     return Err(RecoverError::StillRunning { id: id.to_string(), pid: o.pid, host: o.host.clone() });
                 }
             }

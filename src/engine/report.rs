@@ -221,6 +221,17 @@ pub struct Owner {
     pub pid: u32,
     /// Clock ticks after boot (field 22 of /proc/PID/stat).
     pub started: u64,
+    /// The Baton node it ran on, when several share a journal on etcd (its liveness is its key on
+    /// the election lease, seen from any host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// This process's node id among Baton nodes sharing a journal (`baton serve` with `[ha]`).
+pub fn set_node_id(id: &str) {
+    let _ = NODE_ID.set(id.to_string());
 }
 
 fn proc_start(pid: u32) -> Option<u64> {
@@ -233,16 +244,25 @@ fn proc_start(pid: u32) -> Option<u64> {
 impl Owner {
     pub fn current() -> Owner {
         let pid = std::process::id();
-        Owner { host: host_name(), pid, started: proc_start(pid).unwrap_or(0) }
+        Owner { host: host_name(), pid, started: proc_start(pid).unwrap_or(0), node: NODE_ID.get().cloned() }
     }
 
     /// The owner that process `pid` on this host would be, while it runs.
     pub fn of_pid(pid: u32) -> Option<Owner> {
-        Some(Owner { host: host_name(), pid, started: proc_start(pid)? })
+        Some(Owner { host: host_name(), pid, started: proc_start(pid)?, node: NODE_ID.get().cloned() })
     }
 
     /// Whether this owner can still be running the takeover. A process on another host cannot be
     /// checked from here: it counts as alive.
+    /// `alive`, told for an owner on another host by its node's registration when the journal is
+    /// shared (`live_nodes`: the nodes whose lease is alive; None: one node, no registrations).
+    pub fn alive_among(&self, live_nodes: Option<&[String]>) -> bool {
+        match (&self.node, live_nodes) {
+            (Some(n), Some(live)) if self.host != host_name() => live.contains(n),
+            _ => self.alive(),
+        }
+    }
+
     pub fn alive(&self) -> bool {
         if self.host != host_name() {
             return true;

@@ -254,6 +254,7 @@ pub async fn run(
         let advertise =
             if cfg.ha.advertise_url.is_empty() { format!("http://{addr}") } else { cfg.ha.advertise_url.clone() };
         info!(%node_id, %advertise, "campaigning for leadership on etcd");
+        crate::engine::report::set_node_id(&node_id);
         state.ha = Some(Arc::new(crate::ha::Leadership::start(
             cfg.ha.etcd_endpoints.clone(),
             &cfg.ha.prefix,

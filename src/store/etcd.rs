@@ -25,7 +25,43 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, T
 use super::{now_unix, AuditEntry, DamagedRecord, Downtime, KnownCluster, RuleEntry, Store, StoreError};
 use crate::topology::InstanceKey;
 
-type Job = Box<dyn FnOnce(Client, &tokio::runtime::Runtime) + Send>;
+type Job = Box<dyn FnOnce(&mut Clients, &tokio::runtime::Runtime) + Send>;
+
+/// One client per etcd member, made when first needed and dropped when a call through it fails:
+/// a dead member costs one try, and the next calls start with another member.
+struct Clients {
+    endpoints: Vec<String>,
+    opts: ConnectOptions,
+    timeout: Duration,
+    clients: Vec<Option<Client>>,
+    next: usize,
+}
+
+impl Clients {
+    /// The client of member `i`, connected now if it was not.
+    async fn get(&mut self, i: usize) -> Result<Client, etcd_client::Error> {
+        if let Some(c) = &self.clients[i] {
+            return Ok(c.clone());
+        }
+        let ep = vec![self.endpoints[i].clone()];
+        match tokio::time::timeout(self.timeout, Client::connect(ep, Some(self.opts.clone()))).await {
+            Ok(Ok(c)) => {
+                self.clients[i] = Some(c.clone());
+                Ok(c)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(etcd_client::Error::InvalidArgs(format!("no connection to {} in time", self.endpoints[i]))),
+        }
+    }
+
+    fn failed(&mut self, i: usize) {
+        self.clients[i] = None;
+        self.next = (i + 1) % self.clients.len();
+    }
+}
+
+/// Tries of one call (every call is idempotent).
+const TRIES: u32 = 3;
 
 /// The leader's election key (key, create revision) while this node leads: every write the store
 /// makes then carries a compare on it, so a deposed leader's writes fail instead of landing.
@@ -54,8 +90,9 @@ impl EtcdStore {
             .with_keep_alive_while_idle(true);
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, connected) = mpsc::channel::<Result<(), String>>();
-        let eps = endpoints.to_vec();
-        // The client lives on a thread of its own with its own runtime: callers block on a
+        let mut clients =
+            Clients { endpoints: endpoints.to_vec(), opts, timeout, clients: vec![None; endpoints.len()], next: 0 };
+        // The clients live on a thread of their own with its own runtime: callers block on a
         // channel, never on a runtime (they may be inside one).
         std::thread::Builder::new()
             .name("baton-etcd".into())
@@ -67,21 +104,26 @@ impl EtcdStore {
                         return;
                     }
                 };
-                let connect = async move { tokio::time::timeout(timeout, Client::connect(eps, Some(opts))).await };
-                let client = match rt.block_on(connect) {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
-                        let _ = ready.send(Err(e.to_string()));
-                        return;
+                // Connected when any member answers.
+                let mut first_err = String::new();
+                let mut any = false;
+                for i in 0..clients.endpoints.len() {
+                    match rt.block_on(clients.get(i)) {
+                        Ok(_) => {
+                            any = true;
+                            clients.next = i;
+                            break;
+                        }
+                        Err(e) => first_err = e.to_string(),
                     }
-                    Err(_) => {
-                        let _ = ready.send(Err(format!("no connection within {} ms", timeout.as_millis())));
-                        return;
-                    }
-                };
+                }
+                if !any {
+                    let _ = ready.send(Err(first_err));
+                    return;
+                }
                 let _ = ready.send(Ok(()));
                 while let Ok(job) = queue.recv() {
-                    job(client.clone(), &rt);
+                    job(&mut clients, &rt);
                 }
             })
             .map_err(|e| err(format!("cannot start the store's thread: {e}")))?;
@@ -113,9 +155,9 @@ impl EtcdStore {
         StoreError::Etcd { endpoints: self.endpoints.clone(), message: message.into() }
     }
 
-    /// Runs `f` on the store's runtime and waits for it, within the timeout. A call that failed or
-    /// got no answer (an etcd member that just died) is tried once more: every call is idempotent
-    /// (a lock taken by the first try is found held by its own id).
+    /// Runs `f` on the store's runtime and waits for it, each try within the timeout. A call that
+    /// failed or got no answer (an etcd member that just died) is tried again: every call is
+    /// idempotent (a lock taken by a lost try is found held by its own id).
     fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -124,22 +166,43 @@ impl EtcdStore {
     {
         let (tx, rx) = mpsc::channel();
         let limit = self.timeout;
-        let job: Job = Box::new(move |client, rt| {
+        let job: Job = Box::new(move |clients, rt| {
             let r = rt.block_on(async move {
                 // A broken connection shows as a transport error or as a gRPC status wrapping one
-                // ("Unknown: transport error"): any failure is tried once more.
-                match tokio::time::timeout(limit, f(client.clone())).await {
-                    Ok(Ok(v)) => Ok(Ok(v)),
-                    _ => tokio::time::timeout(limit, f(client)).await,
+                // ("Unknown: transport error"), and the client may pick the dead member's channel
+                // again: any failure is tried again, three tries in all.
+                let mut last = None;
+                let tries = TRIES.max(clients.endpoints.len() as u32 + 1);
+                for attempt in 0..tries {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+                    }
+                    let i = clients.next;
+                    let client = match clients.get(i).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            clients.failed(i);
+                            last = Some(Ok(Err(e)));
+                            continue;
+                        }
+                    };
+                    match tokio::time::timeout(limit, f(client)).await {
+                        Ok(Ok(v)) => return Ok(Ok(v)),
+                        other => {
+                            clients.failed(i);
+                            last = Some(other);
+                        }
+                    }
                 }
+                last.expect("at least one try")
             });
             let _ = tx.send(r);
         });
         self.jobs.send(job).map_err(|_| self.err("the store's thread is gone"))?;
-        match rx.recv_timeout(limit * 2 + Duration::from_secs(1)) {
+        match rx.recv_timeout(limit * (TRIES + 4) * 2 + Duration::from_secs(2)) {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(e))) => Err(self.err(e.to_string())),
-            Ok(Err(_)) | Err(_) => Err(self.err(format!("no answer within {} ms (tried twice)", limit.as_millis()))),
+            Ok(Err(_)) | Err(_) => Err(self.err(format!("no answer within {} ms ({TRIES} tries)", limit.as_millis()))),
         }
     }
 
@@ -457,6 +520,10 @@ impl Store for EtcdStore {
 
     fn save_operation(&self, e: &AuditEntry) -> Result<(), StoreError> {
         self.put(self.key(&["operations", &e.id]), Self::json(e))
+    }
+
+    fn live_nodes(&self) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(Some(self.list("nodes")?.into_iter().map(|(k, _)| k.trim_start_matches("nodes/").to_string()).collect()))
     }
 
     fn operations(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {

@@ -236,4 +236,9 @@ pub trait Store: Send + Sync {
     fn save_operation(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// Instance commands, newest first.
     fn operations(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The Baton nodes alive now when several share this store (each registered on its lease);
+    /// None for a store of one node.
+    fn live_nodes(&self) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(None)
+    }
 }
