@@ -368,6 +368,11 @@ async fn lax_gtid_replicas_and_hidden_local_writes_are_refused() {
     assert!(errant.detail.contains(&format!("-{r1_id}-")), "{errant:?}");
     // The cluster was left as it was, bar the test's own changes on r1.
     exec(&conn, &r1, "START SLAVE SQL_THREAD").await;
+    // Strict mode back on only once r1 has applied the master's transactions (applying them
+    // after its own N+1 is out of order, which strict mode refuses).
+    let pos = ops::own_position(&conn, &m).await.unwrap();
+    let d = conn.dialect(&r1).await.unwrap();
+    ops::wait_for_gtid(&conn, d.as_ref(), &r1, &pos.gtid, Duration::from_secs(10)).await.unwrap();
     exec(&conn, &r1, "SET GLOBAL gtid_strict_mode = ON").await;
     // The SQL thread just started may not read as running yet.
     wait_until("the cluster as it was", Duration::from_secs(10), || async { shape(&t).await == before }).await;
