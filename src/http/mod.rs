@@ -184,16 +184,20 @@ fn settle_on_election(engine: crate::engine::Engine) -> Arc<dyn Fn() + Send + Sy
                     return;
                 }
             };
-            for r in interrupted {
-                match engine.recover(&r.id, crate::engine::RecoverMode::Auto).await {
-                    Ok(done) => {
-                        warn!(id = %done.id, status = done.status.as_str(), "elected: settled an interrupted takeover")
-                    }
-                    Err(e) => warn!(id = %r.id, error = %e, "elected: could not settle an interrupted takeover"),
-                }
-            }
+            settle(&engine, interrupted, "elected").await;
         });
     })
+}
+
+/// Settles each interrupted takeover the safe way (`engine::recover`); those that need an
+/// operator stay listed in the audit. `when` says what prompted it, in the log.
+async fn settle(engine: &crate::engine::Engine, interrupted: Vec<crate::engine::TakeoverReport>, when: &str) {
+    for r in interrupted {
+        match engine.recover(&r.id, crate::engine::RecoverMode::Auto).await {
+            Ok(done) => warn!(id = %done.id, status = done.status.as_str(), %when, "settled an interrupted takeover"),
+            Err(e) => warn!(id = %r.id, error = %e, %when, "could not settle an interrupted takeover"),
+        }
+    }
 }
 
 /// 307 to the same path on the leader; 503 while no leader is known (an election under way).
@@ -277,14 +281,7 @@ pub async fn run(
     } else {
         // Takeovers whose process died (this server, killed mid-takeover): settle them now, the safe
         // way (see engine::recover); those that need an operator stay listed in the audit.
-        for r in state.engine.interrupted()? {
-            match state.engine.recover(&r.id, crate::engine::RecoverMode::Auto).await {
-                Ok(done) => {
-                    warn!(id = %done.id, status = done.status.as_str(), "settled an interrupted takeover at startup")
-                }
-                Err(e) => warn!(id = %r.id, error = %e, "could not settle an interrupted takeover at startup"),
-            }
-        }
+        settle(&state.engine, state.engine.interrupted()?, "startup").await;
         // A takeover whose owner is still exiting (a previous process on this host): settle it as
         // soon as that process is gone, without holding up the start.
         for (id, pid) in state.engine.owned_by_live_process()? {

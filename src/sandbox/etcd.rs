@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::SandboxError;
+use super::{free_port, SandboxError};
 
 pub struct EtcdMember {
     pub name: String,
@@ -27,12 +27,6 @@ impl EtcdMember {
 pub struct EtcdCluster {
     pub members: Vec<EtcdMember>,
     pub dir: PathBuf,
-}
-
-fn free_port() -> Result<u16, SandboxError> {
-    let io = |source| SandboxError::Io { path: PathBuf::from("127.0.0.1:0"), source };
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
-    Ok(l.local_addr().map_err(io)?.port())
 }
 
 impl EtcdCluster {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::SandboxError;
+use super::{free_port, SandboxError};
 use crate::topology::InstanceKey;
 
 /// The backend the writer hook moves.
@@ -27,12 +27,6 @@ pub struct Haproxy {
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> SandboxError + '_ {
     move |source| SandboxError::Io { path: path.to_path_buf(), source }
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> Result<u16, SandboxError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io(Path::new("127.0.0.1:0")))?;
-    Ok(l.local_addr().map_err(io(Path::new("127.0.0.1:0")))?.port())
 }
 
 /// The configuration: `members` as servers of the backend. `start` puts all but the writer in

@@ -21,6 +21,13 @@ use crate::topology::InstanceKey;
 
 pub use process::{pid_alive, send_signal, wait_exit};
 
+/// A loopback port nobody listens on right now (for the components the tests start).
+pub(crate) fn free_port() -> Result<u16, SandboxError> {
+    let io = |source| SandboxError::Io { path: PathBuf::from("127.0.0.1:0"), source };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
+    Ok(l.local_addr().map_err(io)?.port())
+}
+
 /// Accounts every sandbox has.
 pub const ADMIN_USER: (&str, &str) = ("baton", "baton");
 pub const REPL_USER: (&str, &str) = ("repl", "repl");
