@@ -242,7 +242,13 @@ async fn leader_check(State(s): State<AppState>) -> Response {
 }
 
 async fn leader_check_with(State(s): State<AppState>, Path(code): Path<String>) -> Response {
-    let status = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::NOT_FOUND);
+    // An error status only: a caller-chosen 1xx or 2xx would tell a follower from a leader wrong.
+    let status = code
+        .parse::<u16>()
+        .ok()
+        .filter(|c| (400..=599).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::NOT_FOUND);
     leader_answer(&s, status)
 }
 
