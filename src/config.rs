@@ -304,6 +304,10 @@ pub struct HaConfig {
     /// The election lease (s): a leader that cannot renew it for this long stops leading, and
     /// another node is elected.
     pub lease_ttl_s: u64,
+    /// Settled takeovers and instance commands older than this many days are deleted from etcd
+    /// by the leader (etcd is not an archive; export the audit elsewhere to keep it longer).
+    /// 0 keeps everything. SQLite keeps everything.
+    pub audit_retention_days: u64,
 }
 
 impl Default for HaConfig {
@@ -315,6 +319,7 @@ impl Default for HaConfig {
             node_id: String::new(),
             advertise_url: String::new(),
             lease_ttl_s: 5,
+            audit_retention_days: 30,
         }
     }
 }
@@ -578,6 +583,12 @@ impl Config {
         }
         if !self.ha.prefix.starts_with('/') {
             return Err(bad("ha.prefix", "must start with /"));
+        }
+        if self.ha.node_id.contains('/') || self.ha.node_id.chars().any(char::is_control) {
+            return Err(bad("ha.node_id", "must not contain '/' or control characters"));
+        }
+        if !self.ha.etcd_endpoints.is_empty() && self.ha.lease_ttl_s < 2 {
+            return Err(bad("ha.lease_ttl_s", "must be at least 2 seconds"));
         }
         if self.ha.timeout_ms == 0 {
             return Err(bad("ha.timeout_ms", "must be at least 1"));

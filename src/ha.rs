@@ -9,13 +9,37 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
 use tracing::{info, warn};
 
 /// The election's name under the store's prefix.
 const ELECTION: &str = "leader";
+
+/// How long this node may act as the leader: until its lease's last renewal (the time the
+/// keepalive was sent) plus the TTL less a margin, by this machine's monotonic clock. A node that
+/// was frozen (SIGSTOP, a stalled VM) wakes past its deadline and stops acting at once, before it
+/// hears from etcd; etcd expires the lease no earlier than the TTL after that same renewal, so
+/// a new leader is elected only once the old one has stopped. Cheap to clone and to ask.
+#[derive(Clone, Default)]
+pub struct Lease(Arc<Mutex<Option<Instant>>>);
+
+impl Lease {
+    /// Whether this node leads now (its deadline not passed).
+    pub fn acting(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|until| Instant::now() < until)
+    }
+
+    fn lead_until(&self, until: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = until;
+    }
+}
+
+/// The part of the TTL a leader gives up, so that it stops before etcd expires its lease.
+fn margin(ttl: Duration) -> Duration {
+    (ttl / 4).max(Duration::from_millis(500))
+}
 
 pub struct Leadership {
     state: Arc<State>,
@@ -24,7 +48,8 @@ pub struct Leadership {
 }
 
 struct State {
-    leader: AtomicBool,
+    /// Set while leading, to the deadline of the last renewal.
+    lease: Lease,
     /// The advertised URL of the node that leads, as last seen.
     leader_url: Mutex<Option<String>>,
     node_id: String,
@@ -53,15 +78,12 @@ impl Leadership {
         advertise_url: String,
         ttl_s: i64,
         fence: crate::store::Fence,
+        lease: Lease,
         on_elected: Arc<dyn Fn() + Send + Sync>,
     ) -> Leadership {
-        let state = Arc::new(State {
-            leader: AtomicBool::new(false),
-            leader_url: Mutex::new(None),
-            node_id,
-            advertise_url,
-            ttl_s: ttl_s.max(2),
-        });
+        lease.lead_until(None);
+        let state =
+            Arc::new(State { lease, leader_url: Mutex::new(None), node_id, advertise_url, ttl_s: ttl_s.max(2) });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let name = format!("{}{ELECTION}", prefix.trim_end_matches('/').to_string() + "/");
         let task = tokio::spawn(campaign_loop(endpoints, name, state.clone(), stopped, fence, on_elected));
@@ -69,12 +91,14 @@ impl Leadership {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.state.leader.load(Ordering::SeqCst)
+        self.state.lease.acting()
     }
 
-    /// The leader's URL when another node leads (as last seen).
+    /// The leader's URL when another node leads (as last seen). Never this node's own URL while
+    /// it does not lead (its lease lapsed): a follower must not send clients back to itself.
     pub fn leader_url(&self) -> Option<String> {
-        self.state.leader_url.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let url = self.state.leader_url.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        url.filter(|u| self.is_leader() || *u != self.state.advertise_url)
     }
 
     pub fn status(&self) -> HaStatus {
@@ -134,6 +158,7 @@ async fn campaign_loop(
             }
         };
         let mut c = client.clone();
+        let granted = Instant::now();
         let lease = match tokio::time::timeout(ttl, c.lease_grant(state.ttl_s, None)).await {
             Ok(Ok(l)) => l.id(),
             _ => {
@@ -141,60 +166,108 @@ async fn campaign_loop(
                 continue;
             }
         };
-        // This node, alive while its lease is: how a node on another host tells that a takeover
-        // in the shared journal lost its owner.
+        // This node's session, alive while its lease is: how another node tells that a takeover
+        // in the shared journal lost its owner (a node back on a new lease is a new session).
         let mut reg = client.clone();
-        let node_key = format!("{}nodes/{}", name.trim_end_matches(ELECTION), state.node_id);
+        let session = format!("{}/{lease:x}", state.node_id);
+        crate::engine::report::set_node_session(&session);
+        let node_key = format!("{}nodes/{session}", name.trim_end_matches(ELECTION));
         let opts = etcd_client::PutOptions::new().with_lease(lease);
         let registered = tokio::time::timeout(ttl, reg.put(node_key, state.advertise_url.clone(), Some(opts))).await;
         if !matches!(registered, Ok(Ok(_))) {
             warn!(node = %state.node_id, "etcd: cannot register this node");
         }
+        // The send time of the last renewal etcd acknowledged: the leader's deadline counts from it.
+        let renewed = Arc::new(Mutex::new(granted));
+        let leading = Arc::new(AtomicBool::new(false));
         let mut keep = client.clone();
+        let (rn, ld, lease_of, eps) = (renewed.clone(), leading.clone(), state.lease.clone(), endpoints.clone());
         let keepalive = async move {
-            let Ok(Ok((mut keeper, mut stream))) = tokio::time::timeout(ttl, keep.lease_keep_alive(lease)).await else {
-                return;
-            };
+            // The stream is re-opened when it breaks (an etcd member died: another one answers),
+            // for as long as etcd may still hold the lease; a renewal answered with TTL 0 means
+            // the lease is gone.
             loop {
-                // Renew at a third of the TTL; an answer must come before the TTL's margin.
-                tokio::time::sleep(ttl / 3).await;
-                if keeper.keep_alive().await.is_err() {
+                if Instant::now() >= *rn.lock().unwrap_or_else(|e| e.into_inner()) + ttl {
                     return;
                 }
-                match tokio::time::timeout(ttl / 2, stream.message()).await {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
-                    _ => return,
+                let Ok(Ok((mut keeper, mut stream))) =
+                    tokio::time::timeout(ttl / 3, keep.lease_keep_alive(lease)).await
+                else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if let Some(fresh) = connect(&eps).await {
+                        keep = fresh;
+                    }
+                    continue;
+                };
+                loop {
+                    let sent = Instant::now();
+                    if keeper.keep_alive().await.is_err() {
+                        break;
+                    }
+                    // An answer must come well within the TTL.
+                    match tokio::time::timeout(ttl / 3, stream.message()).await {
+                        Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                            *rn.lock().unwrap_or_else(|e| e.into_inner()) = sent;
+                            if ld.load(Ordering::SeqCst) {
+                                lease_of.lead_until(Some(sent + ttl - margin(ttl)));
+                            }
+                        }
+                        Ok(Ok(Some(_))) => return,
+                        _ => break,
+                    }
+                    // Renew at a third of the TTL.
+                    tokio::time::sleep(ttl / 3).await;
                 }
             }
         };
         let mut camp = client.clone();
         let (value, st, nm, fc) = (state.advertise_url.clone(), state.clone(), name.clone(), fence.clone());
         let elected = on_elected.clone();
+        let (rn, ld) = (renewed.clone(), leading.clone());
         let campaign = async move {
-            match camp.campaign(nm.as_str(), value, lease).await {
-                Ok(r) => {
-                    if let Some(k) = r.leader() {
-                        *fc.lock().unwrap_or_else(|e| e.into_inner()) = Some((k.key().to_vec(), k.rev()));
+            // Campaigning blocks until elected; a failed call (the member it went to died) is
+            // made again on the same lease (etcd finds this node's key and keeps its place).
+            loop {
+                match camp.campaign(nm.as_str(), value.clone(), lease).await {
+                    Ok(r) => {
+                        if let Some(k) = r.leader() {
+                            *fc.lock().unwrap_or_else(|e| e.into_inner()) = Some((k.key().to_vec(), k.rev()));
+                        }
+                        let last = *rn.lock().unwrap_or_else(|e| e.into_inner());
+                        st.lease.lead_until(Some(last + ttl - margin(ttl)));
+                        ld.store(true, Ordering::SeqCst);
+                        *st.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = Some(st.advertise_url.clone());
+                        info!(node = %st.node_id, "this node leads");
+                        elected();
+                        // Leads until the lease is lost or the node stops (the other branches).
+                        std::future::pending::<()>().await;
                     }
-                    st.leader.store(true, Ordering::SeqCst);
-                    *st.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = Some(st.advertise_url.clone());
-                    info!(node = %st.node_id, "this node leads");
-                    elected();
-                    // Leads until the lease is lost or the node stops (the other branches).
-                    std::future::pending::<()>().await;
+                    Err(e) => {
+                        warn!(error = %e, "etcd: the campaign call failed; campaigning again");
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
                 }
-                Err(e) => warn!(error = %e, "etcd: the campaign failed"),
             }
         };
         let mut look = client.clone();
         let (st, nm) = (state.clone(), name.clone());
         let observe = async move {
             // Who leads, for followers' redirects: asked every second (a lookup, not a stream).
+            // Unknown once etcd has not answered for a TTL (a follower then answers 503, rather
+            // than sending clients to a node that may no longer lead).
+            let mut answered = Instant::now();
             loop {
-                if !st.leader.load(Ordering::SeqCst) {
-                    if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), look.leader(nm.as_str())).await {
-                        let url = r.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-                        *st.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = url;
+                if !st.lease.acting() {
+                    match tokio::time::timeout(Duration::from_secs(1), look.leader(nm.as_str())).await {
+                        Ok(Ok(r)) => {
+                            answered = Instant::now();
+                            let url = r.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+                            *st.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = url;
+                        }
+                        _ if answered.elapsed() > ttl => {
+                            *st.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        }
+                        _ => {}
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -205,7 +278,7 @@ async fn campaign_loop(
             _ = campaign => {}
             _ = observe => {}
             _ = stopped.changed() => {
-                state.leader.store(false, Ordering::SeqCst);
+                state.lease.lead_until(None);
                 // Revoking the lease deletes the election key: the next node is elected now.
                 let mut c = client.clone();
                 let _ = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease)).await;
@@ -213,7 +286,8 @@ async fn campaign_loop(
                 return;
             }
         }
-        state.leader.store(false, Ordering::SeqCst);
+        state.lease.lead_until(None);
+        *state.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut c = client.clone();
         let _ = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(lease)).await;
         // Deposed: the stale election key stays the fence for two TTLs, so that whatever this node

@@ -47,7 +47,7 @@ fn check_text(s: &str) {
         assert!(k.host.chars().all(|c| c.is_ascii_alphanumeric() || "-._:".contains(c)), "{s:?} -> {k:?}");
     }
     assert!(is_one_literal(&quote(s)), "{s:?} -> {}", quote(s));
-    let lock = get_lock(&baton::mysql::ops::lock_name(s));
+    let lock = get_lock(&baton::mysql::ops::lock_name(s), 0);
     assert!(lock.sql.starts_with("SELECT GET_LOCK('") && lock.sql.ends_with(", 0) AS r"), "{}", lock.sql);
     assert!(baton::mysql::ops::lock_name(s).len() <= 64);
 }

@@ -14,6 +14,9 @@ pub fn crash_point(_: Phase) {}
 #[cfg(not(feature = "lab"))]
 pub fn panic_point(_: Phase) {}
 
+#[cfg(not(feature = "lab"))]
+pub fn stop_point(_: Phase) {}
+
 #[cfg(feature = "lab")]
 pub fn crash_point(phase: Phase) {
     static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
@@ -35,5 +38,21 @@ pub fn panic_point(phase: Phase) {
     let want = WANT.get_or_init(|| std::env::var("BATON_FAULT_PANIC_AFTER").ok());
     if want.as_deref() == Some(phase.name()) {
         panic!("BATON_FAULT_PANIC_AFTER: a panic after {}", phase.name());
+    }
+}
+
+/// With `BATON_FAULT_STOP_AFTER=<phase>`, the process stops itself (SIGSTOP, as a frozen VM or
+/// a long GC pause would) right after recording that phase, until someone sends SIGCONT. Read
+/// once per process.
+#[cfg(feature = "lab")]
+pub fn stop_point(phase: Phase) {
+    static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let want = WANT.get_or_init(|| std::env::var("BATON_FAULT_STOP_AFTER").ok());
+    if want.as_deref() == Some(phase.name()) {
+        tracing::error!(phase = phase.name(), "BATON_FAULT_STOP_AFTER: stopping this process");
+        // SAFETY: sending a signal to ourselves has no memory effects.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGSTOP);
+        }
     }
 }

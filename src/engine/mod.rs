@@ -86,6 +86,10 @@ pub enum TakeoverError {
     Vetoed { phase: Phase, reason: String },
     #[error("{phase}: hook failed: {reason}")]
     HookFailed { phase: Phase, reason: String },
+    /// This node's leadership lapsed (lease deadline passed): it changes nothing more; the
+    /// leader settles the takeover from the journal.
+    #[error("{phase}: not started: this node no longer leads (its lease lapsed); the leader settles this takeover from the journal")]
+    Deposed { phase: Phase },
 }
 
 impl TakeoverError {
@@ -98,7 +102,8 @@ impl TakeoverError {
             | TakeoverError::Refused { phase, .. }
             | TakeoverError::Busy { phase, .. }
             | TakeoverError::Vetoed { phase, .. }
-            | TakeoverError::HookFailed { phase, .. } => *phase,
+            | TakeoverError::HookFailed { phase, .. }
+            | TakeoverError::Deposed { phase } => *phase,
         }
     }
 
@@ -145,6 +150,9 @@ pub struct Engine {
     pub connector: Arc<Connector>,
     pub store: Arc<dyn Store>,
     pub scripts: Arc<dyn ScriptSource>,
+    /// With several nodes (etcd): this node's leadership. A takeover changes servers and runs
+    /// hooks only while it holds (`Lease::acting`); None: one node, always.
+    pub lease: Option<crate::ha::Lease>,
 }
 
 impl Engine {
@@ -154,7 +162,18 @@ impl Engine {
         store: Arc<dyn Store>,
         scripts: Arc<dyn ScriptSource>,
     ) -> Engine {
-        Engine { cfg, connector, store, scripts }
+        Engine { cfg, connector, store, scripts, lease: None }
+    }
+
+    /// The engine of one of several nodes: it acts only while `lease` says it leads.
+    pub fn leading_by(mut self, lease: crate::ha::Lease) -> Engine {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Whether this node may change servers now (always, without leadership).
+    pub fn may_act(&self) -> bool {
+        self.lease.as_ref().is_none_or(|l| l.acting())
     }
 
     /// Runs one takeover to its end and returns its report (also saved in the store).
@@ -256,6 +275,8 @@ struct Run {
     journal_error: Option<StoreError>,
     /// Recovery: the hook phase the crashed process had in progress (its hooks may have run).
     hooks_may_have_run: Option<Phase>,
+    /// This node stopped leading during the takeover: nothing more is changed or undone here.
+    deposed: bool,
     // Filled by the running phase.
     ops: Vec<OpRecord>,
     script_ops: Vec<ScriptOp>,
@@ -295,6 +316,7 @@ impl Run {
             start_old_master_replication: req.auto || req.start_replication,
             designated: None,
             owner: Some(report::Owner::current()),
+            started_by: None,
             recoveries: Vec::new(),
             in_progress: None,
             undo: UndoPlan::default(),
@@ -313,6 +335,7 @@ impl Run {
             inputs: PlanInputs::default(),
             lock: None,
             server_lock: None,
+            deposed: false,
             members: Vec::new(),
             fenced_at: None,
             promoted: false,
@@ -466,6 +489,14 @@ impl Run {
         let span = info_span!("phase", name = phase.name());
         self.emit(PhaseEvent::Started { id: self.report.id.clone(), phase });
         let start = Instant::now();
+        // A node that no longer leads changes nothing more, not even to roll back: the leader
+        // settles the takeover from the journal (and a lapsed node's writes to it fail anyway).
+        if (phase.changes_servers() || phase.write_ahead()) && !self.req.dry_run && !self.engine.may_act() {
+            self.deposed = true;
+            let e = TakeoverError::Deposed { phase };
+            self.record(phase, start, Outcome::Failed, e.to_string());
+            return Err(e);
+        }
         // Write-ahead: before a phase that changes servers, the journal durably says it is about
         // to run; if it cannot, the phase does not run (before promotion the takeover then
         // refuses or rolls back like for any failure).
@@ -541,6 +572,7 @@ impl Run {
         }
         fault::crash_point(phase);
         fault::panic_point(phase);
+        fault::stop_point(phase);
     }
 
     fn emit(&self, ev: PhaseEvent) {
@@ -551,6 +583,12 @@ impl Run {
 
     /// Saves the report as it stands: the journal of a running takeover, the audit of a finished one.
     fn journal(&mut self) -> Result<(), StoreError> {
+        if !self.req.dry_run && !self.engine.may_act() {
+            // A deposed node must not record anything: not even a final state, which would hide
+            // the takeover from the leader that settles it.
+            self.deposed = true;
+            return Err(StoreError::NotLeader);
+        }
         let entry = self.audit_entry();
         // The store may block (a busy lock, a slow disk): keep this runtime's other tasks (the
         // HTTP service, other takeovers) running meanwhile.
@@ -610,7 +648,9 @@ impl Run {
     async fn finish(mut self) -> TakeoverReport {
         // on_failure runs while the cluster is still locked: after a rollback, after a failure, and
         // after a promotion with errors (not after a refusal or a plan: nothing changed).
-        if matches!(self.report.status, Status::RolledBack | Status::Failed | Status::PromotedWithErrors) {
+        if matches!(self.report.status, Status::RolledBack | Status::Failed | Status::PromotedWithErrors)
+            && !self.deposed
+        {
             let ctx = self.hook_context(HookPhase::OnFailure);
             let scripts = self.scripts.clone();
             let run = scripts.run_hooks(HookPhase::OnFailure, &ctx).await;
@@ -623,6 +663,14 @@ impl Run {
             }
         }
         self.release_server_lock().await;
+        if self.deposed {
+            // The journal and the cluster lock stay as they are, for the leader to settle.
+            warn!(
+                status = self.report.status.as_str(),
+                "this node no longer leads: the takeover is left to the leader"
+            );
+            return self.report;
+        }
         if let Some(lock) = self.lock.take() {
             if let Err(e) = self.engine.store.unlock_cluster(&lock, &self.report.id) {
                 self.report.warnings.push(format!("releasing the cluster lock: {e}"));

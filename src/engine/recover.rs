@@ -158,6 +158,9 @@ impl Run {
                 run.report.scripts.as_ref().map(|v| v.id.as_str()).unwrap_or("none")
             ));
         }
+        if run.report.started_by.is_none() {
+            run.report.started_by = run.report.owner.clone();
+        }
         run.report.owner = Some(super::Owner::current());
         run.lock = Some(run.report.alias.clone().unwrap_or_else(|| run.report.cluster.clone()));
         run
@@ -234,6 +237,22 @@ impl Run {
             .map_err(|e| self.refused(e.to_string()))?
         {
             self.server_lock = Some(l);
+        } else if self.engine.lease.is_some() {
+            // Several nodes: the owner's session is gone (that is why this runs), so whoever holds
+            // the lock is a node that no longer leads (frozen, or cut off from etcd, its
+            // connection still open). It acts no more: end its session and take the lock.
+            let name = ops::lock_name(&lock);
+            let killed =
+                ops::break_server_lock(self.conn(), &old, &name).await.map_err(|e| self.refused(e.to_string()))?;
+            // The server lets go of a killed session's lock once it has ended it: wait there.
+            let taken = ops::server_lock_within(self.conn(), &old, &name, 5).await;
+            match taken.map_err(|e| self.refused(e.to_string()))? {
+                Some(l) => {
+                    warn!(instance = %old, connection = ?killed, "ended the session of a node that no longer leads, to take the server lock");
+                    self.server_lock = Some(l);
+                }
+                None => return Err(self.refused(format!("another Baton process holds the server lock on {old}"))),
+            }
         } else {
             return Err(self.refused(format!("another Baton process holds the server lock on {old}")));
         }
@@ -428,6 +447,7 @@ impl Run {
             last_phase,
             found,
             action,
+            by: Some(super::Owner::current()),
         });
         self.report.status = status;
         if status == Status::NeedsOperator {

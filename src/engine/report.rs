@@ -196,6 +196,10 @@ pub struct TakeoverReport {
     /// The process running the takeover, to tell a takeover in flight from an interrupted one.
     #[serde(default)]
     pub owner: Option<Owner>,
+    /// The process (and node session) that started it, when another one settled it (`owner` is
+    /// then the settling one; each recovery says who settled it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<Owner>,
     /// Set when the takeover was interrupted and later settled (`baton takeover recover|resume|abort`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recoveries: Vec<Recovery>,
@@ -221,17 +225,23 @@ pub struct Owner {
     pub pid: u32,
     /// Clock ticks after boot (field 22 of /proc/PID/stat).
     pub started: u64,
-    /// The Baton node it ran on, when several share a journal on etcd (its liveness is its key on
-    /// the election lease, seen from any host).
+    /// The Baton node session it ran on (`node_id/lease`), when several share a journal on etcd:
+    /// alive while that lease is (its registration key, seen from any host). A node that comes
+    /// back on a new lease is a new session: what the old one owned counts as interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
 }
 
-static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static NODE_SESSION: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
 
-/// This process's node id among Baton nodes sharing a journal (`baton serve` with `[ha]`).
-pub fn set_node_id(id: &str) {
-    let _ = NODE_ID.set(id.to_string());
+/// This process's node session among Baton nodes sharing a journal (`baton serve` with `[ha]`):
+/// set each time it registers on a new lease.
+pub fn set_node_session(session: &str) {
+    *NODE_SESSION.write().unwrap_or_else(|e| e.into_inner()) = Some(session.to_string());
+}
+
+fn node_session() -> Option<String> {
+    NODE_SESSION.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 fn proc_start(pid: u32) -> Option<u64> {
@@ -244,21 +254,21 @@ fn proc_start(pid: u32) -> Option<u64> {
 impl Owner {
     pub fn current() -> Owner {
         let pid = std::process::id();
-        Owner { host: host_name(), pid, started: proc_start(pid).unwrap_or(0), node: NODE_ID.get().cloned() }
+        Owner { host: host_name(), pid, started: proc_start(pid).unwrap_or(0), node: node_session() }
     }
 
     /// The owner that process `pid` on this host would be, while it runs.
     pub fn of_pid(pid: u32) -> Option<Owner> {
-        Some(Owner { host: host_name(), pid, started: proc_start(pid)?, node: NODE_ID.get().cloned() })
+        Some(Owner { host: host_name(), pid, started: proc_start(pid)?, node: node_session() })
     }
 
-    /// Whether this owner can still be running the takeover. A process on another host cannot be
-    /// checked from here: it counts as alive.
-    /// `alive`, told for an owner on another host by its node's registration when the journal is
-    /// shared (`live_nodes`: the nodes whose lease is alive; None: one node, no registrations).
+    /// Whether this owner can still be running the takeover (`alive`), told by its node
+    /// session's registration when the journal is shared (`live_nodes`: the sessions whose lease
+    /// is alive; None: one node, no registrations). A node whose lease lapsed acts no more, even
+    /// if its process still runs (stopped, or cut off from etcd).
     pub fn alive_among(&self, live_nodes: Option<&[String]>) -> bool {
         match (&self.node, live_nodes) {
-            (Some(n), Some(live)) if self.host != host_name() => live.contains(n),
+            (Some(n), Some(live)) => live.contains(n),
             _ => self.alive(),
         }
     }
@@ -286,6 +296,9 @@ pub struct Recovery {
     pub found: String,
     /// What was done, and why.
     pub action: String,
+    /// The process (and node session, with several nodes) that settled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Owner>,
 }
 
 /// What a dry run found a takeover would do.

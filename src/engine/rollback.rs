@@ -224,6 +224,12 @@ impl Run {
         if self.report.undo.is_empty() && !always_record {
             return true;
         }
+        if self.deposed || !self.engine.may_act() {
+            // The leader undoes it, from the journal's undo plan and the live topology.
+            self.deposed = true;
+            self.report.errors.push("rollback: not run here: this node no longer leads; the leader settles it".into());
+            return false;
+        }
         let start = Instant::now();
         self.emit(PhaseEvent::Started { id: self.report.id.clone(), phase: Phase::Rollback });
         let plan = self.report.undo.clone();

@@ -169,24 +169,84 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
     resp
 }
 
-/// What a node does each time it is elected: settle the interrupted takeovers in the shared
-/// journal (their process gone: a node that died mid-takeover), by the usual recovery rules.
-/// Owners on other hosts cannot be checked from here and count as alive (an operator settles
-/// those with `baton takeover recover`).
-fn settle_on_election(engine: crate::engine::Engine) -> Arc<dyn Fn() + Send + Sync> {
+/// What a node does while it leads (started each time it is elected, ends when it stops
+/// leading): settles the interrupted takeovers in the shared journal (a node that died, or whose
+/// lease lapsed, mid-takeover) by the usual recovery rules, trying again with back-off those that
+/// cannot be settled yet (a server unreachable for a moment), and prunes the audit past
+/// `ha.audit_retention_days`.
+fn lead_while_elected(engine: crate::engine::Engine) -> Arc<dyn Fn() + Send + Sync> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(false));
     Arc::new(move || {
-        let engine = engine.clone();
+        if running.swap(true, SeqCst) {
+            return; // the previous term's loop is still running: it carries on
+        }
+        let (engine, running) = (engine.clone(), running.clone());
         tokio::spawn(async move {
-            let interrupted = match tokio::task::block_in_place(|| engine.interrupted()) {
-                Ok(list) => list,
-                Err(e) => {
-                    warn!(error = %e, "elected, but the journal cannot be read");
+            loop {
+                lead(&engine).await;
+                running.store(false, SeqCst);
+                // Elected again while winding down: this loop goes on (the election saw it running).
+                if !engine.may_act() || running.swap(true, SeqCst) {
                     return;
                 }
-            };
-            settle(&engine, interrupted, "elected").await;
+            }
         });
     })
+}
+
+/// One term of leadership's background work (see `lead_while_elected`).
+async fn lead(engine: &crate::engine::Engine) {
+    use tokio::time::Instant;
+    let retention_ms = engine.cfg.ha.audit_retention_days as i64 * 86_400_000;
+    let (mut next_scan, mut next_prune) = (Instant::now(), Instant::now());
+    // Takeovers that could not be settled yet: when to try again, and the back-off.
+    let mut retry: std::collections::HashMap<String, (Instant, Duration)> = Default::default();
+    while engine.may_act() {
+        // The journal is read in full on election and every minute after (only the leader runs
+        // takeovers, so new interrupted ones are rare: a `baton takeover` CLI process that died).
+        if Instant::now() >= next_scan {
+            match tokio::task::block_in_place(|| engine.interrupted()) {
+                Ok(list) => {
+                    for r in list {
+                        retry.entry(r.id).or_insert((Instant::now(), Duration::from_secs(1)));
+                    }
+                }
+                Err(e) => warn!(error = %e, "leading, but the journal cannot be read"),
+            }
+            next_scan = Instant::now() + Duration::from_secs(60);
+        }
+        let due: Vec<String> =
+            retry.iter().filter(|(_, (at, _))| *at <= Instant::now()).map(|(id, _)| id.clone()).collect();
+        for id in due {
+            match engine.recover(&id, crate::engine::RecoverMode::Auto).await {
+                Ok(done) => {
+                    retry.remove(&id);
+                    warn!(id = %done.id, status = done.status.as_str(), "the leader settled an interrupted takeover");
+                }
+                Err(e @ (crate::engine::RecoverError::Finished { .. } | crate::engine::RecoverError::NotFound(_))) => {
+                    retry.remove(&id);
+                    info!(%id, error = %e, "nothing to settle");
+                }
+                Err(e) => {
+                    let wait =
+                        retry.get(&id).map_or(Duration::from_secs(2), |(_, d)| (*d * 2).min(Duration::from_secs(60)));
+                    warn!(%id, error = %e, retry_in_s = wait.as_secs(), "the leader could not settle an interrupted takeover yet");
+                    retry.insert(id, (Instant::now() + wait, wait));
+                }
+            }
+        }
+        if retention_ms > 0 && Instant::now() >= next_prune {
+            let before = crate::store::now_unix_ms() - retention_ms;
+            match tokio::task::block_in_place(|| engine.store.prune_audit(before)) {
+                Ok(0) => {}
+                Ok(n) => info!(records = n, days = engine.cfg.ha.audit_retention_days, "pruned the audit"),
+                Err(e) => warn!(error = %e, "cannot prune the audit"),
+            }
+            next_prune = Instant::now() + Duration::from_secs(3600);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Settles each interrupted takeover the safe way (`engine::recover`); those that need an
@@ -212,8 +272,12 @@ fn follower_redirect(state: &AppState, req: &Request) -> Response {
             );
             (axum::http::StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, target)]).into_response()
         }
-        None => ApiError::Unavailable("this node does not lead, and no leader is known yet: retry shortly".into())
-            .into_response(),
+        None => ApiError::Unavailable(
+            "this node does not lead, and no leader is known: an election is under way, or etcd cannot be reached \
+             (GET /api/v1/ha shows this node's view); nothing was changed"
+                .into(),
+        )
+        .into_response(),
     }
 }
 
@@ -258,7 +322,8 @@ pub async fn run(
         let advertise =
             if cfg.ha.advertise_url.is_empty() { format!("http://{addr}") } else { cfg.ha.advertise_url.clone() };
         info!(%node_id, %advertise, "campaigning for leadership on etcd");
-        crate::engine::report::set_node_id(&node_id);
+        let lease = crate::ha::Lease::default();
+        state.engine = state.engine.clone().leading_by(lease.clone());
         state.ha = Some(Arc::new(crate::ha::Leadership::start(
             cfg.ha.etcd_endpoints.clone(),
             &cfg.ha.prefix,
@@ -266,7 +331,8 @@ pub async fn run(
             advertise,
             cfg.ha.lease_ttl_s as i64,
             fence,
-            settle_on_election(state.engine.clone()),
+            lease,
+            lead_while_elected(state.engine.clone()),
         )));
     }
     let ha = state.ha.clone();

@@ -123,7 +123,15 @@ async fn instance(
     }
     // The instance could not be probed (down, or refusing Baton's account): 503 naming why.
     match crate::mysql::probe(&s.engine.connector, &key).await {
-        Ok(i) => Ok(Json(i).into_response()),
+        Ok(i) => {
+            // What Baton keeps about it (shared by every node on etcd): its rule and downtime.
+            let mut v = serde_json::to_value(&i).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let rule = s.engine.store.promotion_rules()?.into_iter().find(|r| r.instance == key);
+            let downtime = s.engine.store.downtimes()?.into_iter().find(|d| d.instance == key);
+            v["promotion_rule"] = json!(rule.map(|r| json!({ "rule": r.rule, "until": r.until })));
+            v["downtime"] = json!(downtime);
+            Ok(Json(v).into_response())
+        }
         Err(e) => Err(ApiError::Unavailable(e.to_string())),
     }
 }

@@ -279,11 +279,21 @@ pub fn lock_name(cluster: &str) -> String {
 
 /// Takes the lock without waiting: None when another session holds it.
 pub async fn server_lock(conn: &Connector, key: &InstanceKey, name: &str) -> Result<Option<ServerLock>, SqlError> {
+    server_lock_within(conn, key, name, 0).await
+}
+
+/// Takes the lock, waiting up to `wait_s` seconds in the server for its holder to let go.
+pub async fn server_lock_within(
+    conn: &Connector,
+    key: &InstanceKey,
+    name: &str,
+    wait_s: u64,
+) -> Result<Option<ServerLock>, SqlError> {
     use mysql_async::prelude::Queryable;
     let mut c = conn.dedicated(key).await?;
-    let stmt = super::dialect::get_lock(name);
-    let r: Option<Option<i64>> =
-        conn.bounded(key, &stmt.shown, conn.read_timeout(), c.query_first(stmt.sql.as_str())).await?;
+    let stmt = super::dialect::get_lock(name, wait_s);
+    let limit = conn.read_timeout() + Duration::from_secs(wait_s);
+    let r: Option<Option<i64>> = conn.bounded(key, &stmt.shown, limit, c.query_first(stmt.sql.as_str())).await?;
     match r.flatten() {
         Some(1) => Ok(Some(ServerLock { conn: Some(c), instance: key.clone(), name: name.to_string() })),
         _ => {
@@ -291,6 +301,17 @@ pub async fn server_lock(conn: &Connector, key: &InstanceKey, name: &str) -> Res
             Ok(None)
         }
     }
+}
+
+/// Ends the session that holds the named lock (a Baton node whose lease lapsed while it held it:
+/// frozen, or cut off from etcd, its connection still open). The killed connection's id, None
+/// when nobody held it.
+pub async fn break_server_lock(conn: &Connector, key: &InstanceKey, name: &str) -> Result<Option<u64>, SqlError> {
+    let held = super::dialect::is_used_lock(name);
+    let rows = conn.query(key, &held.sql).await?;
+    let Some(id) = rows.first().and_then(|r| r.u64(&["r"])) else { return Ok(None) };
+    conn.query(key, &super::dialect::kill_connection(id).sql).await?;
+    Ok(Some(id))
 }
 
 impl ServerLock {

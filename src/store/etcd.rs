@@ -529,4 +529,23 @@ impl Store for EtcdStore {
     fn operations(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(Self::newest_first(self.audit("operations")?.0, limit))
     }
+
+    fn prune_audit(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let mut gone = 0;
+        for table in ["takeovers", "operations"] {
+            let old: Vec<String> = self
+                .audit(table)?
+                .0
+                .into_iter()
+                .filter(|e| e.started_at < before_ms && e.status != "running" && e.status != "needs_operator")
+                .map(|e| self.key(&[table, &e.id]))
+                .collect();
+            // A batch per transaction (etcd limits the operations in one: 128 by default).
+            for batch in old.chunks(64) {
+                self.txn(vec![], batch.iter().map(|k| TxnOp::delete(k.as_str(), None)).collect(), vec![])?;
+                gone += batch.len();
+            }
+        }
+        Ok(gone)
+    }
 }

@@ -47,6 +47,9 @@ pub enum StoreError {
     Corrupt { what: String, detail: String },
     #[error("store etcd ({endpoints}): {message}")]
     Etcd { endpoints: String, message: String },
+    /// A node whose leadership lapsed writes nothing more (the leader settles its takeovers).
+    #[error("store: this node no longer leads: it writes nothing more (the leader settles its takeovers)")]
+    NotLeader,
 }
 
 impl StoreError {
@@ -236,9 +239,16 @@ pub trait Store: Send + Sync {
     fn save_operation(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// Instance commands, newest first.
     fn operations(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
-    /// The Baton nodes alive now when several share this store (each registered on its lease);
-    /// None for a store of one node.
+    /// The Baton node sessions alive now when several share this store (each registered on its
+    /// lease, `node_id/lease`); None for a store of one node.
     fn live_nodes(&self) -> Result<Option<Vec<String>>, StoreError> {
         Ok(None)
+    }
+    /// Deletes the settled takeovers and instance commands started before `before_ms` (unix ms);
+    /// how many. Unsettled takeovers are never deleted. A store that is an archive (SQLite, on
+    /// the node's own disk) keeps everything and deletes nothing.
+    fn prune_audit(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let _ = before_ms;
+        Ok(0)
     }
 }

@@ -87,12 +87,23 @@ impl fmt::Display for Statement {
 }
 
 /// Takes a named server lock without waiting (both flavors): 1 taken, 0 held by another session.
-pub fn get_lock(name: &str) -> Statement {
-    Statement::new(format!("SELECT GET_LOCK({}, 0) AS r", quote(name)))
+/// Takes the named lock, waiting up to `wait_s` seconds for its holder to let go.
+pub fn get_lock(name: &str, wait_s: u64) -> Statement {
+    Statement::new(format!("SELECT GET_LOCK({}, {wait_s}) AS r", quote(name)))
 }
 
 pub fn release_lock(name: &str) -> Statement {
     Statement::new(format!("SELECT RELEASE_LOCK({}) AS r", quote(name)))
+}
+
+/// The connection id holding the named lock (NULL when free).
+pub fn is_used_lock(name: &str) -> Statement {
+    Statement::new(format!("SELECT IS_USED_LOCK({}) AS r", quote(name)))
+}
+
+/// Ends another session (same syntax on MySQL and MariaDB).
+pub fn kill_connection(id: u64) -> Statement {
+    Statement::new(format!("KILL CONNECTION {id}"))
 }
 
 /// A SQL string literal: single quotes, with `\` and `'` escaped. Safe for both flavors in their
