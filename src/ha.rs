@@ -31,6 +31,12 @@ impl Lease {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|until| Instant::now() < until)
     }
 
+    /// How long this node may still act (None: it does not lead).
+    pub fn remaining(&self) -> Option<Duration> {
+        let until = (*self.0.lock().unwrap_or_else(|e| e.into_inner()))?;
+        until.checked_duration_since(Instant::now())
+    }
+
     fn lead_until(&self, until: Option<Instant>) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = until;
     }
@@ -65,22 +71,33 @@ pub struct HaStatus {
     pub leader: bool,
     pub leader_url: Option<String>,
     pub lease_ttl_s: i64,
+    /// While leading: how long it may act before its lease must have been renewed (ms).
+    pub acting_for_ms: Option<u64>,
+    /// The node sessions registered now (`node_id/lease`), from the shared store.
+    pub nodes: Vec<String>,
+}
+
+/// Who campaigns, where.
+pub struct Candidate {
+    pub endpoints: Vec<String>,
+    /// The store's key prefix (the election and node registrations live under it).
+    pub prefix: String,
+    pub node_id: String,
+    pub advertise_url: String,
+    pub ttl_s: i64,
 }
 
 impl Leadership {
     /// Starts campaigning: the node leads once the election picks it, until its lease is lost
-    /// or it stops.
-    /// `fence` gets this node's election key while it leads (the store's writes carry it).
+    /// or it stops. `fence` gets this node's election key while it leads (the store's writes
+    /// carry it); `lease` says until when it may act; `on_elected` runs each time it is elected.
     pub fn start(
-        endpoints: Vec<String>,
-        prefix: &str,
-        node_id: String,
-        advertise_url: String,
-        ttl_s: i64,
+        who: Candidate,
         fence: crate::store::Fence,
         lease: Lease,
         on_elected: Arc<dyn Fn() + Send + Sync>,
     ) -> Leadership {
+        let Candidate { endpoints, prefix, node_id, advertise_url, ttl_s } = who;
         lease.lead_until(None);
         let state =
             Arc::new(State { lease, leader_url: Mutex::new(None), node_id, advertise_url, ttl_s: ttl_s.max(2) });
@@ -108,6 +125,8 @@ impl Leadership {
             leader: self.is_leader(),
             leader_url: self.leader_url(),
             lease_ttl_s: self.state.ttl_s,
+            acting_for_ms: self.state.lease.remaining().map(|d| d.as_millis() as u64),
+            nodes: Vec::new(),
         }
     }
 

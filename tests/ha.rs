@@ -164,6 +164,17 @@ async fn one_leader_shared_state_and_failover() {
     })
     .await;
 
+    // `baton ha status` asks every node for its view.
+    let out = std::process::Command::new(baton_bin())
+        .args(["ha", "status", "--api", &nodes.bases.join(",")])
+        .env_remove("BATON_CONFIG")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(said.lines().filter(|l| l.contains(" leader ")).count(), 1, "{said}");
+    assert!(said.contains(&format!("node{leader}/")) && !said.contains("warning"), "{said}");
+
     // A rule set through node B (a follower: it goes to the leader) is in the shared store: C
     // lists it, and the leader's auto takeover obeys it.
     let (m, r0, r1) = (t.master(), t.replicas()[0].clone(), t.replicas()[1].clone());
@@ -335,4 +346,34 @@ async fn etcd_members_dying_and_quorum_lost() {
     assert_eq!(status, 503, "{rep}");
     assert!(rep.to_string().contains("etcd cannot be reached"), "{rep}");
     assert_eq!(assert_one_master(&t, &[]).await, masters[0], "nothing changed");
+}
+
+/// `baton sandbox etcd up` leaves a healthy etcd running (what the README's 3-node recipe uses);
+/// `down` stops it and removes its directory.
+#[tokio::test]
+async fn sandbox_etcd_up_and_down() {
+    let d = std::env::temp_dir().join(format!("baton-etcd-{}", uuid::Uuid::new_v4().simple()));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(baton_bin()).args(args).env_remove("BATON_CONFIG").output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), said)
+    };
+    let dir_s = d.display().to_string();
+    let (ok, said) = run(&["sandbox", "etcd", "up", "--dir", &dir_s]);
+    assert!(ok, "{said}");
+    let urls: Vec<String> = said
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).filter(|u| u.starts_with("http://")).map(str::to_string))
+        .collect();
+    assert_eq!(urls.len(), 3, "{said}");
+    for u in &urls {
+        let health = reqwest::get(format!("{u}/health")).await.unwrap().text().await.unwrap();
+        assert!(health.contains("true"), "{u}: {health}");
+    }
+    let (ok, again) = run(&["sandbox", "etcd", "up", "--dir", &dir_s]);
+    assert!(!ok && again.contains("already there"), "{again}");
+    let (ok, said) = run(&["sandbox", "etcd", "down", "--dir", &dir_s]);
+    assert!(ok && said.contains("3 members were running"), "{said}");
+    assert!(!d.exists());
+    assert!(reqwest::get(format!("{}/health", urls[0])).await.is_err(), "a member still answers");
 }

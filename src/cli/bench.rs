@@ -43,6 +43,20 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 8)]
         clients: usize,
     },
+    /// Several nodes on etcd: takeover through a follower vs the leader, memory, leader handover
+    /// (SIGTERM) and failover (SIGKILL).
+    Ha {
+        /// Takeovers, alternating between the leader and a follower.
+        #[arg(long, default_value_t = 100)]
+        takeovers: usize,
+        /// SIGTERM handovers, then SIGKILL failovers, this many each.
+        #[arg(long, default_value_t = 5)]
+        handovers: usize,
+        #[arg(long, default_value_t = 5)]
+        lease_ttl_s: u64,
+        #[arg(long, default_value_t = 25306)]
+        base_port: u16,
+    },
     /// The Lua host: policy choice over many candidates, hook call overhead, reload latency.
     Scripts {
         #[arg(long, default_value_t = 30)]
@@ -130,6 +144,9 @@ pub async fn run(cmd: BenchCmd) -> CliResult {
     match cmd {
         BenchCmd::Http { rounds, base_port, seconds, clients } => {
             super::bench_http::run(rounds, base_port, seconds, clients).await
+        }
+        BenchCmd::Ha { takeovers, handovers, lease_ttl_s, base_port } => {
+            super::bench_ha::run(super::bench_ha::HaBench { takeovers, handovers, lease_ttl_s, base_port }).await
         }
         BenchCmd::Scripts { runs, candidates } => super::bench_scripts::run(runs, candidates).await,
         BenchCmd::Sandbox { runs, base_port } => {

@@ -168,6 +168,24 @@ pub async fn audit(
     }
 }
 
+/// `GET /api/v1/ha` of every node in `urls` (each node's own view; an unreachable node is an
+/// error in its place).
+pub async fn ha_status(urls: &[String]) -> Vec<(String, Result<serde_json::Value, String>)> {
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
+        Ok(h) => h,
+        Err(e) => return urls.iter().map(|u| (u.clone(), Err(e.to_string()))).collect(),
+    };
+    let asks = urls.iter().map(|u| u.trim().trim_end_matches('/').to_string()).map(|base| {
+        let http = http.clone();
+        async move {
+            let api = Api { base: base.clone(), http };
+            let r = api.get_json("/api/v1/ha").await.map_err(|e| e.to_string());
+            (base, r)
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

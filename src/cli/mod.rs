@@ -5,6 +5,8 @@ mod admin;
 #[cfg(feature = "lab")]
 mod bench;
 #[cfg(feature = "lab")]
+mod bench_ha;
+#[cfg(feature = "lab")]
 mod bench_http;
 #[cfg(feature = "lab")]
 mod bench_scripts;
@@ -103,6 +105,21 @@ pub enum Command {
     },
     /// Print a new random API token and its SHA-256, for http.tokens.*.sha256.
     HashToken,
+    /// Several Baton nodes on etcd: which leads, each node's view.
+    #[command(subcommand)]
+    Ha(HaCmd),
+}
+
+#[derive(Subcommand)]
+pub enum HaCmd {
+    /// Each node's view: its id, whether it leads, the leader it sees, its lease, the nodes alive.
+    Status {
+        /// Every node's URL (comma-separated).
+        #[arg(long, env = "BATON_API", value_delimiter = ',', required = true)]
+        api: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A failure the CLI reports as one line on stderr and exit status 1.
@@ -145,6 +162,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Takeover(args) => takeover::run(&load()?, args).await,
         Command::Script(cmd) => script::run(&load()?, cmd).await,
         Command::Audit(args) => admin::audit(&load()?, args).await,
+        Command::Ha(HaCmd::Status { api, json }) => ha_status(&api, json).await,
         Command::PromotionRule(cmd) => admin::rule(&load()?, cmd),
         Command::Downtime(cmd) => admin::downtime(&load()?, cmd),
         Command::Alias(cmd) => admin::alias(&load()?, cmd),
@@ -206,4 +224,50 @@ async fn run(cli: Cli) -> CliResult {
             Ok(())
         }
     }
+}
+
+async fn ha_status(urls: &[String], json: bool) -> CliResult {
+    let views = client::ha_status(urls).await;
+    if json {
+        let v: Vec<serde_json::Value> = views
+            .iter()
+            .map(|(u, r)| match r {
+                Ok(v) => serde_json::json!({ "url": u, "status": v }),
+                Err(e) => serde_json::json!({ "url": u, "error": e }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{:<32} {:<16} {:<9} {:<32} {:>10}", "NODE URL", "NODE ID", "ROLE", "LEADER SEEN", "ACTING MS");
+        for (u, r) in &views {
+            match r {
+                Ok(v) if v["single_node"] == true => println!("{u:<32} {:<16} single node (no [ha])", "-"),
+                Ok(v) => println!(
+                    "{u:<32} {:<16} {:<9} {:<32} {:>10}",
+                    v["node_id"].as_str().unwrap_or("?"),
+                    if v["leader"] == true { "leader" } else { "follower" },
+                    v["leader_url"].as_str().unwrap_or("(none known)"),
+                    v["acting_for_ms"].as_u64().map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+                ),
+                Err(e) => println!("{u:<32} unreachable: {e}"),
+            }
+        }
+        let nodes: std::collections::BTreeSet<&str> = views
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .flat_map(|v| v["nodes"].as_array().into_iter().flatten().filter_map(|n| n.as_str()))
+            .collect();
+        if !nodes.is_empty() {
+            println!("node sessions registered in etcd: {}", nodes.into_iter().collect::<Vec<_>>().join(", "));
+        }
+        let leaders = views.iter().filter(|(_, r)| r.as_ref().is_ok_and(|v| v["leader"] == true)).count();
+        if leaders != 1 {
+            println!("warning: {leaders} nodes say they lead (expected exactly one)");
+        }
+    }
+    let unreachable = views.iter().filter(|(_, r)| r.is_err()).count();
+    if unreachable == views.len() {
+        return Err("no node answered".into());
+    }
+    Ok(())
 }

@@ -33,6 +33,25 @@ pub enum SandboxCmd {
         #[arg(long, default_value = "sandbox")]
         dir: PathBuf,
     },
+    /// An etcd cluster on free loopback ports, for several Baton nodes (`[ha]`).
+    #[command(subcommand)]
+    Etcd(EtcdCmd),
+}
+
+#[derive(Subcommand)]
+pub enum EtcdCmd {
+    /// Start N members (fresh data directories, one cluster token per run) and leave them running.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        members: usize,
+        #[arg(long, default_value = "sandbox-etcd")]
+        dir: PathBuf,
+    },
+    /// Stop the members and remove their directory.
+    Down {
+        #[arg(long, default_value = "sandbox-etcd")]
+        dir: PathBuf,
+    },
 }
 
 pub async fn run(cmd: SandboxCmd) -> CliResult {
@@ -65,6 +84,42 @@ pub async fn run(cmd: SandboxCmd) -> CliResult {
             let sb = Sandbox::load(&dir)?;
             sb.down().await?;
             println!("sandbox in {} stopped", sb.dir.display());
+            Ok(())
+        }
+        SandboxCmd::Etcd(EtcdCmd::Up { members, dir }) => {
+            use crate::sandbox::etcd::EtcdCluster;
+            if dir.join("etcd.json").exists() {
+                return Err(format!(
+                    "{}: an etcd sandbox is already there; `baton sandbox etcd down --dir {}` first",
+                    dir.display(),
+                    dir.display()
+                )
+                .into());
+            }
+            if !(1..=9).contains(&members) {
+                return Err(format!("--members {members}: from 1 to 9").into());
+            }
+            let start = Instant::now();
+            let etcd = EtcdCluster::start(&dir, members).await?;
+            let endpoints = etcd.endpoints().join(",");
+            println!("etcd up in {} ms: {} members in {}", start.elapsed().as_millis(), members, dir.display());
+            for m in &etcd.members {
+                println!("  {}  {}", m.name, m.client_url);
+            }
+            etcd.detach()?;
+            println!("next: three Baton nodes on it (one terminal each, or add &):");
+            for (n, port) in [(1, 3001), (2, 3002), (3, 3003)] {
+                println!(
+                    "  BATON_ETCD_ENDPOINTS={endpoints} BATON_NODE_ID=node{n} baton serve --listen 127.0.0.1:{port}"
+                );
+            }
+            println!("  BATON_API=http://127.0.0.1:3001,http://127.0.0.1:3002,http://127.0.0.1:3003 baton ha status");
+            println!("  baton sandbox etcd down --dir {}", dir.display());
+            Ok(())
+        }
+        SandboxCmd::Etcd(EtcdCmd::Down { dir }) => {
+            let stopped = crate::sandbox::etcd::EtcdCluster::stop_detached(&dir).await?;
+            println!("etcd sandbox in {} stopped ({stopped} members were running) and removed", dir.display());
             Ok(())
         }
         SandboxCmd::Status { dir } => {

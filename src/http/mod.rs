@@ -324,16 +324,15 @@ pub async fn run(
         info!(%node_id, %advertise, "campaigning for leadership on etcd");
         let lease = crate::ha::Lease::default();
         state.engine = state.engine.clone().leading_by(lease.clone());
-        state.ha = Some(Arc::new(crate::ha::Leadership::start(
-            cfg.ha.etcd_endpoints.clone(),
-            &cfg.ha.prefix,
+        let who = crate::ha::Candidate {
+            endpoints: cfg.ha.etcd_endpoints.clone(),
+            prefix: cfg.ha.prefix.clone(),
             node_id,
-            advertise,
-            cfg.ha.lease_ttl_s as i64,
-            fence,
-            lease,
-            lead_while_elected(state.engine.clone()),
-        )));
+            advertise_url: advertise,
+            ttl_s: cfg.ha.lease_ttl_s as i64,
+        };
+        state.ha =
+            Some(Arc::new(crate::ha::Leadership::start(who, fence, lease, lead_while_elected(state.engine.clone()))));
     }
     let ha = state.ha.clone();
     // Records that cannot be read are skipped everywhere; say which, so an operator can look.

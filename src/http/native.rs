@@ -466,9 +466,17 @@ async fn reload(State(s): State<AppState>) -> Response {
 
 /// `GET /api/v1/ha`: this node, whether it leads, the leader's URL, the lease; a single node
 /// (no `[ha]`) says it leads alone.
-async fn ha_status(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(match &s.ha {
-        Some(ha) => serde_json::to_value(ha.status()).expect("status serializes"),
+async fn ha_status(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(match &s.ha {
+        Some(ha) => {
+            let mut status = ha.status();
+            let store = s.engine.store.clone();
+            status.nodes = tokio::task::spawn_blocking(move || store.live_nodes())
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))??
+                .unwrap_or_default();
+            serde_json::to_value(status).map_err(|e| ApiError::Internal(e.to_string()))?
+        }
         None => json!({ "leader": true, "single_node": true }),
-    })
+    }))
 }

@@ -1,6 +1,7 @@
 //! A real etcd cluster (Debian's `etcd-server`) on free loopback ports, fresh data directories and
 //! one cluster token per run, for the tests and the demo of several Baton nodes.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +28,12 @@ impl EtcdMember {
 pub struct EtcdCluster {
     pub members: Vec<EtcdMember>,
     pub dir: PathBuf,
+}
+
+/// What `baton sandbox etcd up` leaves in its directory for `down` (`etcd.json`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Running {
+    members: Vec<(String, String, u32)>,
 }
 
 impl EtcdCluster {
@@ -63,6 +70,8 @@ impl EtcdCluster {
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
+                // Its own process group: a Ctrl-C meant for the command that started it is not for it.
+                .process_group(0)
                 .spawn()
                 .map_err(|e| SandboxError::Init(format!("cannot run etcd (apt-get install etcd-server): {e}")))?;
             members.push(EtcdMember { name, client_url, child: Some(child) });
@@ -93,6 +102,36 @@ impl EtcdCluster {
         Ok(cluster)
     }
 
+    /// Leaves the members running after this value is gone (`baton sandbox etcd up`): their
+    /// names, URLs and pids go to `etcd.json` in the directory, for `stop_detached`.
+    pub fn detach(mut self) -> Result<(), SandboxError> {
+        let mut running = Running { members: Vec::new() };
+        for m in &mut self.members {
+            if let Some(c) = m.child.take() {
+                running.members.push((m.name.clone(), m.client_url.clone(), c.id()));
+            }
+        }
+        let path = self.dir.join("etcd.json");
+        let json = serde_json::to_vec_pretty(&running).map_err(|e| SandboxError::Init(e.to_string()))?;
+        let written = std::fs::write(&path, json).map_err(|source| SandboxError::Io { path: path.clone(), source });
+        // The directory (data, logs, etcd.json) stays: `stop_detached` removes it.
+        self.dir = PathBuf::new();
+        written
+    }
+
+    /// Stops the members `detach` left in `dir` and removes the directory; how many were running.
+    pub async fn stop_detached(dir: &Path) -> Result<usize, SandboxError> {
+        let path = dir.join("etcd.json");
+        let raw = std::fs::read(&path).map_err(|source| SandboxError::Io { path: path.clone(), source })?;
+        let running: Running = serde_json::from_slice(&raw)
+            .map_err(|e| SandboxError::Init(format!("{}: not an etcd sandbox record: {e}", path.display())))?;
+        let alive: Vec<u32> =
+            running.members.iter().map(|(_, _, pid)| *pid).filter(|p| crate::process::pid_alive(*p)).collect();
+        futures::future::join_all(alive.iter().map(|p| crate::process::stop(*p, Duration::from_secs(10)))).await;
+        std::fs::remove_dir_all(dir).map_err(|source| SandboxError::Io { path: dir.to_path_buf(), source })?;
+        Ok(alive.len())
+    }
+
     /// The client URLs of every member.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
@@ -104,6 +143,8 @@ impl Drop for EtcdCluster {
         for m in &mut self.members {
             m.kill();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
