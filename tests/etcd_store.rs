@@ -116,6 +116,27 @@ async fn the_etcd_store_keeps_the_contract_and_is_shared() {
     assert_eq!(n2.lock_cluster_journaled("c", &entry("x2", "c", "running", 2)).unwrap(), Some("x1".into()));
     assert_eq!(n2.unsettled_takeovers().unwrap()[0].id, "x1", "the other node's journal is readable");
 
+    // Pruning: settled records older than the cut go (more than one etcd transaction's worth),
+    // unsettled ones and newer ones stay.
+    let p = EtcdStore::connect(&endpoints, "/baton/prune/", timeout).unwrap();
+    for i in 0..150 {
+        p.save_takeover(&entry(&format!("old{i}"), "c", "promoted", 1_000 + i)).unwrap();
+    }
+    p.save_takeover(&entry("old-running", "c", "running", 1_000)).unwrap();
+    p.save_takeover(&entry("old-operator", "c", "needs_operator", 1_000)).unwrap();
+    p.save_takeover(&entry("new", "c", "rolled_back", 50_000)).unwrap();
+    p.save_operation(&entry("op-old", "c", "ok", 1_000)).unwrap();
+    p.save_operation(&entry("op-new", "c", "ok", 50_000)).unwrap();
+    assert_eq!(p.prune_audit(10_000).unwrap(), 151);
+    let left: Vec<String> = p.takeovers(None, 1000).unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(left, ["new", "old-running", "old-operator"]);
+    assert_eq!(p.operations(10).unwrap().len(), 1);
+    assert_eq!(p.prune_audit(10_000).unwrap(), 0);
+    // SQLite is the node's own archive: nothing is pruned.
+    let sq = SqliteStore::in_memory().unwrap();
+    sq.save_takeover(&entry("old", "c", "promoted", 1_000)).unwrap();
+    assert_eq!(sq.prune_audit(10_000).unwrap(), 0);
+
     // A damaged record: skipped by listings, named, set aside.
     let mut raw = etcd_client::Client::connect(&endpoints, None).await.unwrap();
     raw.put("/baton/v1/takeovers/bad", "{not json", None).await.unwrap();
