@@ -99,6 +99,19 @@ pub struct DiscoveryConfig {
     /// A query run on the master whose first column of the first row is the cluster alias
     /// (orchestrator's DetectClusterAliasQuery). Empty: no query.
     pub alias_query: String,
+    /// `baton serve` (and `baton watch`) probe every member of every known cluster this often
+    /// (seconds), spread over the interval. 0: no background polling.
+    pub poll_interval_s: u64,
+    /// Probes of healthy instances in flight at once.
+    pub poll_max_parallel: usize,
+    /// Probes in flight at once of instances that failed (their own lane, with back-off: they
+    /// never hold up healthy ones).
+    pub poll_backoff_parallel: usize,
+    /// The longest back-off (seconds) between probes of an instance that keeps failing.
+    pub poll_backoff_max_s: u64,
+    /// The most instances the poller follows (a server reporting thousands of fake replicas
+    /// cannot grow it past this).
+    pub poll_max_instances: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -378,6 +391,11 @@ impl Default for DiscoveryConfig {
             max_parallel: 64,
             lag_threshold_s: 10,
             alias_query: "SELECT alias FROM meta.cluster LIMIT 1".into(),
+            poll_interval_s: 5,
+            poll_max_parallel: 256,
+            poll_backoff_parallel: 32,
+            poll_backoff_max_s: 60,
+            poll_max_instances: 20_000,
         }
     }
 }
@@ -523,6 +541,12 @@ impl Config {
         }
         if self.topology.pool_max == 0 {
             return Err(bad("topology.pool_max", "must be at least 1"));
+        }
+        if self.discovery.poll_max_parallel == 0 || self.discovery.poll_backoff_parallel == 0 {
+            return Err(bad("discovery.poll_max_parallel", "and poll_backoff_parallel must be at least 1"));
+        }
+        if self.discovery.poll_interval_s > 3600 {
+            return Err(bad("discovery.poll_interval_s", "at most 3600 (0 turns polling off)"));
         }
         if self.discovery.max_parallel == 0 {
             return Err(bad("discovery.max_parallel", "must be at least 1"));

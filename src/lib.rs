@@ -37,6 +37,8 @@ pub mod mysql;
 pub mod process;
 #[cfg(feature = "lab")]
 pub mod sandbox;
+#[cfg(feature = "lab")]
+pub mod sim;
 pub mod store;
 pub mod topology;
 

@@ -106,56 +106,8 @@ impl Run {
 
     pub(super) fn check_master(&mut self, c: &Cluster) -> Result<InstanceKey, TakeoverError> {
         let phase = Phase::CheckMaster;
-        let writable = c.writable_members();
-        let Some(master) = c.master.clone() else {
-            let names: Vec<String> = c
-                .problems
-                .iter()
-                .filter(|p| {
-                    matches!(
-                        p.kind,
-                        crate::topology::ProblemKind::MultipleMasters
-                            | crate::topology::ProblemKind::CoMaster
-                            | crate::topology::ProblemKind::NoMaster
-                    )
-                })
-                .map(|p| p.message.clone())
-                .collect();
-            return Err(TakeoverError::refused(
-                phase,
-                "one_master",
-                None,
-                format!("cannot tell the master: {}", names.join("; ")),
-            ));
-        };
-        let mi = c.instance(&master).ok_or_else(|| {
-            TakeoverError::refused(
-                phase,
-                "master_reachable",
-                Some(&master),
-                "the master is unreachable (a graceful takeover needs it; this is a failover)",
-            )
-        })?;
-        if writable.len() > 1 {
-            let names: Vec<String> = writable.iter().map(|k| k.to_string()).collect();
-            return Err(TakeoverError::refused(
-                phase,
-                "one_writable",
-                None,
-                format!("several writable instances: {}", names.join(", ")),
-            ));
-        }
-        if mi.read_only {
-            return Err(TakeoverError::refused(
-                phase,
-                "master_writable",
-                Some(&master),
-                "the master is read-only already",
-            ));
-        }
-        if let Some(why) = plan::clock_skew(mi, self.cfg().takeover.max_clock_skew_s) {
-            return Err(TakeoverError::refused(phase, "clock_skew", Some(&master), why));
-        }
+        let master = plan::check_master(c, &self.inputs, self.cfg().takeover.max_clock_skew_s)
+            .map_err(|r| TakeoverError::refused(phase, r.check, r.instance.as_ref(), r.message))?;
         if let Some(expected) = &self.req.expected_master {
             if *expected != master {
                 return Err(TakeoverError::refused(
@@ -167,25 +119,8 @@ impl Run {
             }
         }
         let replicas = c.replicas_of(&master);
-        if replicas.is_empty() {
-            return Err(TakeoverError::refused(phase, "has_replicas", Some(&master), "the master has no replicas"));
-        }
-        // Every member must be reachable, or downtimed (then it is left behind).
-        for r in c.members.iter().filter(|m| m.key != master) {
-            if !r.reachable() && !self.inputs.downtimed(&r.key) {
-                return Err(TakeoverError::refused(
-                    phase,
-                    "replicas_reachable",
-                    Some(&r.key),
-                    format!(
-                        "replica unreachable ({}); downtime it to take over without it",
-                        r.error.as_deref().unwrap_or("?")
-                    ),
-                ));
-            }
-        }
         self.report.old_master = Some(master.to_string());
-        self.report.semi_sync = mi.semi_sync.clone();
+        self.report.semi_sync = c.instance(&master).and_then(|mi| mi.semi_sync.clone());
         self.detail = format!("master {master}, {} direct replicas", replicas.len());
         Ok(master)
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Downtime, PromotionRule};
-use crate::topology::{Cluster, HostFilter, Instance, InstanceKey};
+use crate::topology::{Cluster, HostFilter, Instance, InstanceKey, ProblemKind};
 
 /// What the decisions look at besides the cluster.
 #[derive(Debug, Clone, Default)]
@@ -222,6 +222,70 @@ pub fn clock_skew(master: &Instance, max_s: u64) -> Option<String> {
             master.key
         )
     })
+}
+
+/// A check that refuses, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refused {
+    pub check: &'static str,
+    pub instance: Option<InstanceKey>,
+    pub message: String,
+}
+
+/// The checks on the cluster's master a takeover makes first (`check_master`; the fleet view's
+/// readiness asks the same): exactly one master, reachable, the only writable member, writable,
+/// with a trustworthy clock, with replicas, every replica reachable or downtimed. The master, or
+/// the check that refuses.
+pub fn check_master(c: &Cluster, inputs: &PlanInputs, max_clock_skew_s: u64) -> Result<InstanceKey, Refused> {
+    let refused = |check, instance: Option<&InstanceKey>, message: String| Refused {
+        check,
+        instance: instance.cloned(),
+        message,
+    };
+    let Some(master) = c.master.clone() else {
+        let names: Vec<String> = c
+            .problems
+            .iter()
+            .filter(|p| matches!(p.kind, ProblemKind::MultipleMasters | ProblemKind::CoMaster | ProblemKind::NoMaster))
+            .map(|p| p.message.clone())
+            .collect();
+        return Err(refused("one_master", None, format!("cannot tell the master: {}", names.join("; "))));
+    };
+    let Some(mi) = c.instance(&master) else {
+        return Err(refused(
+            "master_reachable",
+            Some(&master),
+            "the master is unreachable (a graceful takeover needs it; this is a failover)".into(),
+        ));
+    };
+    let writable = c.writable_members();
+    if writable.len() > 1 {
+        let names: Vec<String> = writable.iter().map(|k| k.to_string()).collect();
+        return Err(refused("one_writable", None, format!("several writable instances: {}", names.join(", "))));
+    }
+    if mi.read_only {
+        return Err(refused("master_writable", Some(&master), "the master is read-only already".into()));
+    }
+    if let Some(why) = clock_skew(mi, max_clock_skew_s) {
+        return Err(refused("clock_skew", Some(&master), why));
+    }
+    if c.replicas_of(&master).is_empty() {
+        return Err(refused("has_replicas", Some(&master), "the master has no replicas".into()));
+    }
+    // Every member must be reachable, or downtimed (then it is left behind).
+    for r in c.members.iter().filter(|m| m.key != master) {
+        if !r.reachable() && !inputs.downtimed(&r.key) {
+            return Err(refused(
+                "replicas_reachable",
+                Some(&r.key),
+                format!(
+                    "replica unreachable ({}); downtime it to take over without it",
+                    r.error.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+    }
+    Ok(master)
 }
 
 /// The checks on the designated replica before anything changes. All are returned, failing or not.

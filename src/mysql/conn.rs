@@ -83,6 +83,8 @@ pub struct Connector {
     connect_timeout: Duration,
     read_timeout: Duration,
     pool_max: usize,
+    /// Reset a connection's session when it returns to the pool (COM_RESET_CONNECTION).
+    reset_on_return: bool,
     pools: Mutex<HashMap<InstanceKey, Pool>>,
     /// Flavor and version per instance, learned on first contact.
     servers: Mutex<HashMap<InstanceKey, (Flavor, Version)>>,
@@ -91,6 +93,16 @@ pub struct Connector {
 impl Connector {
     pub fn new(cfg: &Config) -> Connector {
         Connector::with_credentials(cfg, cfg.topology.credentials())
+    }
+
+    /// The fleet poller's connector: one connection per instance, kept open between probes, not
+    /// reset on return (it only ever runs the probe, which leaves no session state): one round
+    /// trip per probe.
+    pub fn for_polling(cfg: &Config) -> Connector {
+        let mut c = Connector::new(cfg);
+        c.pool_max = 1;
+        c.reset_on_return = false;
+        c
     }
 
     /// A connector with another account (`baton.query`'s), the topology's timeouts and pool size.
@@ -117,6 +129,7 @@ impl Connector {
             connect_timeout: cfg.connect_timeout(),
             read_timeout: cfg.read_timeout(),
             pool_max: cfg.topology.pool_max,
+            reset_on_return: true,
             pools: Mutex::new(HashMap::new()),
             servers: Mutex::new(HashMap::new()),
         }
@@ -167,7 +180,8 @@ impl Connector {
             return Ok(p.clone());
         }
         let constraints = PoolConstraints::new(0, self.pool_max.max(1)).expect("0 <= max");
-        let pool = Pool::new(self.opts(key)?.pool_opts(PoolOpts::default().with_constraints(constraints)));
+        let opts = PoolOpts::default().with_constraints(constraints).with_reset_connection(self.reset_on_return);
+        let pool = Pool::new(self.opts(key)?.pool_opts(opts));
         pools.insert(key.clone(), pool.clone());
         Ok(pool)
     }
