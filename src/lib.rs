@@ -29,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod engine;
+pub mod fleet;
 pub mod ha;
 pub mod http;
 pub mod lua;

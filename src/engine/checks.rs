@@ -107,7 +107,7 @@ impl Run {
     pub(super) fn check_master(&mut self, c: &Cluster) -> Result<InstanceKey, TakeoverError> {
         let phase = Phase::CheckMaster;
         let master = plan::check_master(c, &self.inputs, self.cfg().takeover.max_clock_skew_s)
-            .map_err(|r| TakeoverError::refused(phase, r.check, r.instance.as_ref(), r.message))?;
+            .map_err(|r| TakeoverError::refused(phase, &r.check, r.instance.as_ref(), r.message))?;
         if let Some(expected) = &self.req.expected_master {
             if *expected != master {
                 return Err(TakeoverError::refused(

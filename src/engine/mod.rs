@@ -183,13 +183,18 @@ impl Engine {
 
     /// Plan inputs read from the store (rules and downtime in force) and the config.
     pub fn plan_inputs(&self) -> Result<PlanInputs, StoreError> {
+        Engine::plan_inputs_of(&self.cfg, self.store.as_ref())
+    }
+
+    /// `plan_inputs` from a config and a store (the fleet view judges with the same inputs).
+    pub fn plan_inputs_of(cfg: &Config, store: &dyn Store) -> Result<PlanInputs, StoreError> {
         Ok(PlanInputs {
-            rules: self.store.promotion_rules()?.into_iter().map(|r| (r.instance, r.rule)).collect(),
-            downtimes: self.store.downtimes()?.into_iter().map(|d| (d.instance.clone(), d)).collect(),
-            ignore_hostname_filters: self.cfg.takeover.promotion_ignore_hostname_filters.clone(),
-            reasonable_lag_s: self.cfg.takeover.reasonable_lag_s,
-            allow_lax_gtid: self.cfg.takeover.allow_lax_gtid,
-            semi_sync_required: self.cfg.takeover.semi_sync_required,
+            rules: store.promotion_rules()?.into_iter().map(|r| (r.instance, r.rule)).collect(),
+            downtimes: store.downtimes()?.into_iter().map(|d| (d.instance.clone(), d)).collect(),
+            ignore_hostname_filters: cfg.takeover.promotion_ignore_hostname_filters.clone(),
+            reasonable_lag_s: cfg.takeover.reasonable_lag_s,
+            allow_lax_gtid: cfg.takeover.allow_lax_gtid,
+            semi_sync_required: cfg.takeover.semi_sync_required,
         })
     }
 

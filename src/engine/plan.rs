@@ -227,7 +227,7 @@ pub fn clock_skew(master: &Instance, max_s: u64) -> Option<String> {
 /// A check that refuses, and where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Refused {
-    pub check: &'static str,
+    pub check: String,
     pub instance: Option<InstanceKey>,
     pub message: String,
 }
@@ -237,8 +237,8 @@ pub struct Refused {
 /// with a trustworthy clock, with replicas, every replica reachable or downtimed. The master, or
 /// the check that refuses.
 pub fn check_master(c: &Cluster, inputs: &PlanInputs, max_clock_skew_s: u64) -> Result<InstanceKey, Refused> {
-    let refused = |check, instance: Option<&InstanceKey>, message: String| Refused {
-        check,
+    let refused = |check: &str, instance: Option<&InstanceKey>, message: String| Refused {
+        check: check.into(),
         instance: instance.cloned(),
         message,
     };

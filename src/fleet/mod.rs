@@ -1,0 +1,370 @@
+//! The fleet poller: every member of every known cluster probed every
+//! `discovery.poll_interval_s`, spread over the interval, on one kept-open connection per
+//! instance, at most `poll_max_parallel` at once. An instance whose probe fails (refused, reset,
+//! or hanging until the timeout) moves to a lane of its own, with `poll_backoff_parallel` probes
+//! at once and an exponential back-off up to `poll_backoff_max_s`: it never holds a healthy
+//! instance's turn. A probe's answer is followed: a source or a reported replica not yet polled
+//! is polled from then on (up to `poll_max_instances`), so new replicas, moved replicas and a new
+//! master after someone else's takeover show within an interval.
+//!
+//! The cache is for looking (`view`: the fleet, readiness, problems, metrics). A takeover never
+//! reads it: it discovers live.
+
+pub mod view;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::mysql::Connector;
+use crate::store::Store;
+use crate::topology::{BuildOptions, Instance, InstanceKey};
+pub use view::{Cached, ClusterView, Readiness};
+
+/// Which lane an instance's probes take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    Healthy,
+    Backoff,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    instance: Option<Arc<Instance>>,
+    last_ok: Option<Instant>,
+    error: Option<String>,
+    failures: u32,
+    lane: Lane,
+    latency_ms: Option<f64>,
+    /// Remembered as a member of a known cluster (else followed from a probe's answer).
+    remembered: bool,
+}
+
+/// Counters the poller keeps about itself.
+#[derive(Default)]
+pub struct Stats {
+    pub probes: AtomicU64,
+    pub failures: AtomicU64,
+    /// Probes due and waiting for a free slot.
+    pub queued: AtomicU64,
+}
+
+/// One instance as `/metrics` and the fleet routes show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceState {
+    pub key: InstanceKey,
+    pub up: bool,
+    pub lane: Lane,
+    pub latency_ms: Option<f64>,
+    pub age_s: Option<f64>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub instance: Option<Arc<Instance>>,
+}
+
+struct Inner {
+    cfg: Arc<Config>,
+    connector: Connector,
+    store: Arc<dyn Store>,
+    entries: RwLock<HashMap<InstanceKey, Entry>>,
+    /// When each instance is next probed (earliest first).
+    schedule: Mutex<BinaryHeap<Reverse<(Instant, InstanceKey)>>>,
+    wake: Notify,
+    healthy: Semaphore,
+    backoff: Semaphore,
+    stats: Stats,
+    /// Recent probe latencies (ms), for the benchmark's percentiles.
+    latencies: Mutex<Vec<f64>>,
+    views: Mutex<Option<(Instant, Arc<Vec<ClusterView>>)>>,
+}
+
+/// The running poller (cheap to clone). Dropping the last clone does not stop it: `stop` does.
+#[derive(Clone)]
+pub struct Poller {
+    inner: Arc<Inner>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Spreads first probes over the interval by the key's hash: no thundering herd at start.
+fn offset(key: &InstanceKey, interval: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis(h.finish() % ms)
+}
+
+const LATENCY_SAMPLES: usize = 50_000;
+
+impl Poller {
+    /// Starts polling the members of the clusters `store` remembers (re-read every interval).
+    pub fn start(cfg: Arc<Config>, store: Arc<dyn Store>) -> Poller {
+        let d = &cfg.discovery;
+        let inner = Arc::new(Inner {
+            connector: Connector::for_polling(&cfg),
+            store,
+            entries: RwLock::new(HashMap::new()),
+            schedule: Mutex::new(BinaryHeap::new()),
+            wake: Notify::new(),
+            healthy: Semaphore::new(d.poll_max_parallel),
+            backoff: Semaphore::new(d.poll_backoff_parallel),
+            stats: Stats::default(),
+            latencies: Mutex::new(Vec::new()),
+            views: Mutex::new(None),
+            cfg: cfg.clone(),
+        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(run(inner.clone(), stopped));
+        info!(interval_s = d.poll_interval_s, max_parallel = d.poll_max_parallel, "fleet poller started");
+        Poller { inner, stop: Arc::new(stop) }
+    }
+
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.inner.cfg.discovery.poll_interval_s.max(1))
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Instances in the back-off lane now.
+    pub fn backoff_lane(&self) -> usize {
+        self.read().values().filter(|e| e.lane == Lane::Backoff).count()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<InstanceKey, Entry>> {
+        self.inner.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every instance followed, with what the cache knows.
+    pub fn instances(&self) -> Vec<InstanceState> {
+        let now = Instant::now();
+        let mut v: Vec<InstanceState> = self
+            .read()
+            .iter()
+            .map(|(k, e)| InstanceState {
+                key: k.clone(),
+                up: e.error.is_none() && e.instance.is_some(),
+                lane: e.lane,
+                latency_ms: e.latency_ms,
+                age_s: e.last_ok.map(|t| now.duration_since(t).as_secs_f64()),
+                error: e.error.clone(),
+                instance: e.instance.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// The fleet's clusters as the cache shows them, rebuilt at most once a second.
+    pub fn views(&self) -> Result<Arc<Vec<ClusterView>>, crate::store::StoreError> {
+        let mut cached = self.inner.views.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, v)) = cached.as_ref() {
+            if at.elapsed() < Duration::from_secs(1) {
+                return Ok(v.clone());
+            }
+        }
+        let now = Instant::now();
+        let cache: HashMap<InstanceKey, Cached> = self
+            .read()
+            .iter()
+            .map(|(k, e)| {
+                let age_s = e.last_ok.map(|t| now.duration_since(t).as_secs_f64());
+                (k.clone(), Cached { instance: e.instance.clone(), error: e.error.clone(), age_s })
+            })
+            .collect();
+        let known = self.inner.store.clusters()?;
+        let inputs = crate::engine::Engine::plan_inputs_of(&self.inner.cfg, self.inner.store.as_ref())?;
+        let opts = BuildOptions { lag_threshold_s: self.inner.cfg.discovery.lag_threshold_s };
+        let v = Arc::new(view::build(&cache, &known, &inputs, opts, self.inner.cfg.takeover.max_clock_skew_s));
+        *cached = Some((now, v.clone()));
+        Ok(v)
+    }
+
+    /// Takes the recent probe latencies (ms), for a benchmark's percentiles.
+    pub fn take_latencies(&self) -> Vec<f64> {
+        std::mem::take(&mut *self.inner.latencies.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The oldest successful probe (seconds) among instances whose last probe succeeded.
+    pub fn stalest_healthy_s(&self) -> f64 {
+        let now = Instant::now();
+        self.read()
+            .values()
+            .filter(|e| e.error.is_none())
+            .filter_map(|e| e.last_ok.map(|t| now.duration_since(t).as_secs_f64()))
+            .fold(0.0, f64::max)
+    }
+}
+
+async fn run(inner: Arc<Inner>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let interval = Duration::from_secs(inner.cfg.discovery.poll_interval_s.max(1));
+    let mut next_sync = Instant::now();
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let now = Instant::now();
+        if now >= next_sync {
+            sync_members(&inner, interval);
+            next_sync = now + interval;
+        }
+        // Start every probe that is due.
+        let due: Vec<InstanceKey> = {
+            let mut schedule = inner.schedule.lock().unwrap_or_else(|e| e.into_inner());
+            let mut due = Vec::new();
+            while schedule.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+                if let Some(Reverse((_, k))) = schedule.pop() {
+                    due.push(k);
+                }
+            }
+            due
+        };
+        for key in due {
+            let lane = match inner.entries.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+                Some(e) => e.lane,
+                None => continue, // no longer followed
+            };
+            inner.stats.queued.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(probe(inner.clone(), key, lane, interval));
+        }
+        let next = inner.schedule.lock().unwrap_or_else(|e| e.into_inner()).peek().map(|Reverse((at, _))| *at);
+        let until = next.map_or(next_sync, |at| at.min(next_sync));
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = inner.wake.notified() => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Follows the remembered clusters: new members are polled (first probe spread over the
+/// interval); instances neither remembered nor reported by a polled one are dropped.
+fn sync_members(inner: &Inner, interval: Duration) {
+    let remembered: HashSet<InstanceKey> = match inner.store.clusters() {
+        Ok(c) => c.into_iter().flat_map(|c| c.members).collect(),
+        Err(e) => {
+            warn!(error = %e, "fleet poller: cannot read the remembered clusters; polling what it has");
+            return;
+        }
+    };
+    let mut entries = inner.entries.write().unwrap_or_else(|e| e.into_inner());
+    let reported: HashSet<InstanceKey> = entries
+        .values()
+        .filter_map(|e| e.instance.as_ref())
+        .flat_map(|i| i.source().cloned().into_iter().chain(i.reported_replicas.iter().cloned()))
+        .collect();
+    entries.retain(|k, e| {
+        e.remembered = remembered.contains(k);
+        e.remembered || reported.contains(k)
+    });
+    let now = Instant::now();
+    let mut schedule = inner.schedule.lock().unwrap_or_else(|e| e.into_inner());
+    let max = inner.cfg.discovery.poll_max_instances;
+    for k in remembered {
+        if entries.len() >= max {
+            warn!(max, "fleet poller: discovery.poll_max_instances reached; not following more instances");
+            break;
+        }
+        if !entries.contains_key(&k) {
+            schedule.push(Reverse((now + offset(&k, interval), k.clone())));
+            entries.insert(k, new_entry(true));
+        }
+    }
+}
+
+fn new_entry(remembered: bool) -> Entry {
+    Entry { instance: None, last_ok: None, error: None, failures: 0, lane: Lane::Healthy, latency_ms: None, remembered }
+}
+
+async fn probe(inner: Arc<Inner>, key: InstanceKey, lane: Lane, interval: Duration) {
+    let sem = if lane == Lane::Healthy { &inner.healthy } else { &inner.backoff };
+    let permit = sem.acquire().await;
+    inner.stats.queued.fetch_sub(1, Ordering::Relaxed);
+    let started = Instant::now();
+    // The connect timeout bounds a server that never greets; the read timeout one that never answers.
+    let limit = inner.cfg.connect_timeout() + inner.cfg.read_timeout();
+    let result = match tokio::time::timeout(limit, crate::mysql::probe(&inner.connector, &key)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+    };
+    drop(permit);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    inner.stats.probes.fetch_add(1, Ordering::Relaxed);
+    let now = Instant::now();
+    let mut follow = Vec::new();
+    let next = {
+        let mut entries = inner.entries.write().unwrap_or_else(|e| e.into_inner());
+        let Some(e) = entries.get_mut(&key) else { return };
+        match result {
+            Ok(i) => {
+                if e.lane == Lane::Backoff {
+                    debug!(instance = %key, "fleet poller: answering again; back to the healthy lane");
+                }
+                follow.extend(i.source().cloned());
+                follow.extend(i.reported_replicas.iter().cloned());
+                e.instance = Some(Arc::new(i));
+                e.last_ok = Some(now);
+                e.error = None;
+                e.failures = 0;
+                e.lane = Lane::Healthy;
+                e.latency_ms = Some(ms);
+                now + interval
+            }
+            Err(err) => {
+                inner.stats.failures.fetch_add(1, Ordering::Relaxed);
+                // A broken or hung connection is not kept.
+                inner.connector.forget(&key);
+                e.error = Some(err);
+                e.failures = e.failures.saturating_add(1);
+                e.lane = Lane::Backoff;
+                let max = Duration::from_secs(inner.cfg.discovery.poll_backoff_max_s.max(1));
+                let backoff = interval.saturating_mul(1 << e.failures.min(16).saturating_sub(1)).min(max);
+                now + backoff
+            }
+        }
+    };
+    {
+        let mut l = inner.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        if l.len() < LATENCY_SAMPLES {
+            l.push(ms);
+        }
+    }
+    // New instances this answer names: polled from now on (the entries first, then the
+    // schedule: the same lock order as `sync_members`).
+    let mut new = Vec::new();
+    if !follow.is_empty() {
+        let mut entries = inner.entries.write().unwrap_or_else(|e| e.into_inner());
+        let max = inner.cfg.discovery.poll_max_instances;
+        for k in follow {
+            if entries.len() >= max {
+                break;
+            }
+            if !entries.contains_key(&k) {
+                debug!(instance = %k, "fleet poller: following a newly reported instance");
+                entries.insert(k.clone(), new_entry(false));
+                new.push(k);
+            }
+        }
+    }
+    let mut schedule = inner.schedule.lock().unwrap_or_else(|e| e.into_inner());
+    schedule.push(Reverse((next, key)));
+    if !new.is_empty() {
+        for k in new {
+            schedule.push(Reverse((now, k)));
+        }
+        inner.wake.notify_one();
+    }
+}
