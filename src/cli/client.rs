@@ -168,6 +168,12 @@ pub async fn audit(
     }
 }
 
+/// `GET /api/v1/fleet` (any node answers from its own poller's cache).
+pub async fn fleet(urls: &[String]) -> Result<serde_json::Value, Error> {
+    let api = Api::leader(urls).await?;
+    api.get_json("/api/v1/fleet").await
+}
+
 /// `GET /api/v1/ha` of every node in `urls` (each node's own view; an unreachable node is an
 /// error in its place).
 pub async fn ha_status(urls: &[String]) -> Vec<(String, Result<serde_json::Value, String>)> {

@@ -11,6 +11,7 @@ mod bench_http;
 #[cfg(feature = "lab")]
 mod bench_scripts;
 mod client;
+mod fleet;
 mod instance;
 #[cfg(feature = "lab")]
 mod sandbox;
@@ -105,6 +106,10 @@ pub enum Command {
     },
     /// Print a new random API token and its SHA-256, for http.tokens.*.sha256.
     HashToken,
+    /// Every known cluster at a glance: members, worst lag, problems, takeover readiness.
+    Fleet(fleet::FleetArgs),
+    /// `fleet`, again every poll interval, until Ctrl-C.
+    Watch(fleet::FleetArgs),
     /// Several Baton nodes on etcd: which leads, each node's view.
     #[command(subcommand)]
     Ha(HaCmd),
@@ -163,6 +168,8 @@ async fn run(cli: Cli) -> CliResult {
         Command::Script(cmd) => script::run(&load()?, cmd).await,
         Command::Audit(args) => admin::audit(&load()?, args).await,
         Command::Ha(HaCmd::Status { api, json }) => ha_status(&api, json).await,
+        Command::Fleet(args) => fleet::fleet(&load()?, args).await,
+        Command::Watch(args) => fleet::watch(&load()?, args).await,
         Command::PromotionRule(cmd) => admin::rule(&load()?, cmd),
         Command::Downtime(cmd) => admin::downtime(&load()?, cmd),
         Command::Alias(cmd) => admin::alias(&load()?, cmd),

@@ -84,6 +84,8 @@ struct Inner {
     /// Recent probe latencies (ms), for the benchmark's percentiles.
     latencies: Mutex<Vec<f64>>,
     views: Mutex<Option<(Instant, Arc<Vec<ClusterView>>)>>,
+    /// First probes spread over the interval (else all due at once).
+    spread: bool,
 }
 
 /// The running poller (cheap to clone). Dropping the last clone does not stop it: `stop` does.
@@ -104,9 +106,53 @@ fn offset(key: &InstanceKey, interval: Duration) -> Duration {
 
 const LATENCY_SAMPLES: usize = 50_000;
 
+/// A takeover as the fleet view lists it (the newest of its cluster).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LastTakeover {
+    pub id: String,
+    pub status: String,
+    pub started_at: i64,
+}
+
+/// One line of the fleet: the cluster's view and its newest takeover.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FleetRow {
+    #[serde(flatten)]
+    pub view: ClusterView,
+    pub last_takeover: Option<LastTakeover>,
+}
+
+/// Joins each cluster with its newest takeover among `recent` (newest first, as the audit lists
+/// them), found by the cluster's name then, its new master's, or its alias.
+pub fn rows(views: &[ClusterView], recent: &[crate::store::AuditEntry]) -> Vec<FleetRow> {
+    let mut last: HashMap<String, LastTakeover> = HashMap::new();
+    for e in recent.iter().rev() {
+        let t = LastTakeover { id: e.id.clone(), status: e.status.clone(), started_at: e.started_at };
+        if let Some(nm) = e.record.get("new_master").and_then(|v| v.as_str()) {
+            last.insert(nm.to_string(), t.clone());
+        }
+        if let Some(a) = e.record.get("alias").and_then(|v| v.as_str()) {
+            last.insert(a.to_string(), t.clone());
+        }
+        last.insert(e.cluster.clone(), t);
+    }
+    views
+        .iter()
+        .map(|v| FleetRow {
+            view: v.clone(),
+            last_takeover: last.get(&v.name).or_else(|| v.alias.as_ref().and_then(|a| last.get(a))).cloned(),
+        })
+        .collect()
+}
+
 impl Poller {
     /// Starts polling the members of the clusters `store` remembers (re-read every interval).
     pub fn start(cfg: Arc<Config>, store: Arc<dyn Store>) -> Poller {
+        Poller::start_with(cfg, store, true)
+    }
+
+    /// `start`; with `spread` false the first probes are all due at once (a one-off look).
+    pub fn start_with(cfg: Arc<Config>, store: Arc<dyn Store>, spread: bool) -> Poller {
         let d = &cfg.discovery;
         let inner = Arc::new(Inner {
             connector: Connector::for_polling(&cfg),
@@ -119,6 +165,7 @@ impl Poller {
             stats: Stats::default(),
             latencies: Mutex::new(Vec::new()),
             views: Mutex::new(None),
+            spread,
             cfg: cfg.clone(),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -279,7 +326,8 @@ fn sync_members(inner: &Inner, interval: Duration) {
             break;
         }
         if !entries.contains_key(&k) {
-            schedule.push(Reverse((now + offset(&k, interval), k.clone())));
+            let first = if inner.spread { offset(&k, interval) } else { Duration::ZERO };
+            schedule.push(Reverse((now + first, k.clone())));
             entries.insert(k, new_entry(true));
         }
     }

@@ -110,11 +110,8 @@ pub fn build(
 }
 
 fn view(cluster: Cluster, inputs: &PlanInputs, max_clock_skew_s: u64, data_age_s: f64) -> ClusterView {
-    let worst_lag_s = cluster
-        .members
-        .iter()
-        .filter_map(|m| m.instance.as_ref()?.replication.as_ref()?.seconds_behind)
-        .max();
+    let worst_lag_s =
+        cluster.members.iter().filter_map(|m| m.instance.as_ref()?.replication.as_ref()?.seconds_behind).max();
     ClusterView {
         name: cluster.name.clone(),
         alias: cluster.alias.clone(),

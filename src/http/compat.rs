@@ -70,6 +70,7 @@ pub fn routes() -> Router<AppState> {
     r = r
         .route("/api/topology-tabulated/{hint}", get(topology_tabulated))
         .route("/api/all-instances", get(all_instances))
+        .route("/api/problems", get(problems))
         .route("/api/masters", get(masters))
         .route("/api/cluster-osc-replicas/{hint}", get(cluster_osc_replicas))
         .route(
@@ -170,6 +171,7 @@ const SERVED: &[(&str, &str)] = &[
     ("topology-tabulated", "topology-tabulated/{hint}"),
     ("all-instances", "all-instances"),
     ("masters", "masters"),
+    ("problems", "problems"),
     ("cluster-osc-replicas", "cluster-osc-replicas/{hint}"),
     ("replication-analysis", "replication-analysis[/{hint}]"),
     ("leader-check", "leader-check"),
@@ -268,13 +270,29 @@ async fn clusters(State(s): State<AppState>) -> OrcResult {
     Ok(Json(names).into_response())
 }
 
-async fn clusters_info(State(s): State<AppState>) -> OrcResult {
+async fn clusters_info(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> OrcResult {
+    if s.fleet.is_some() {
+        let (clusters, age) = all_live(&s, caller).await?;
+        let list: Vec<shapes::ClusterInfo> =
+            clusters.iter().map(|c| shapes::cluster_info(&c.name, c.alias.as_deref(), c.members.len())).collect();
+        return Ok(with_age(Json(list).into_response(), age));
+    }
     let list: Vec<shapes::ClusterInfo> = super::native::live_clusters(&s)
         .await?
         .iter()
         .map(|c| shapes::cluster_info(&c.name, c.alias.as_deref(), c.members.len()))
         .collect();
     Ok(Json(list).into_response())
+}
+
+/// Marks an answer served from the fleet poller's cache with the age of its oldest data.
+fn with_age(mut r: Response, age_s: Option<f64>) -> Response {
+    if let Some(age) = age_s {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{age:.1}")) {
+            r.headers_mut().insert("x-baton-data-age-s", v);
+        }
+    }
+    r
 }
 
 async fn live(s: &AppState, caller: Caller, h: &str) -> Result<(Cluster, PlanInputs), ApiError> {
@@ -343,10 +361,17 @@ async fn topology_tabulated(
     Ok(ok(format!("Topology for cluster {}", c.name), table.trim_end()))
 }
 
-/// Every remembered cluster, discovered live (a few at a time); clusters that cannot be reached
-/// are left out (their members would be unreachable anyway).
-async fn all_live(s: &AppState, caller: Caller) -> Result<Vec<Cluster>, ApiError> {
+/// Every known cluster: from the fleet poller's cache when it runs (with the age of its oldest
+/// data), else each remembered cluster discovered live (a few at a time; clusters that cannot be
+/// reached are left out: their members would be unreachable anyway).
+async fn all_live(s: &AppState, caller: Caller) -> Result<(Vec<Cluster>, Option<f64>), ApiError> {
     use futures::stream::{self, StreamExt};
+    if let Some(p) = s.fleet.clone() {
+        let views =
+            tokio::task::spawn_blocking(move || p.views()).await.map_err(|e| ApiError::Internal(e.to_string()))??;
+        let age = views.iter().map(|v| v.data_age_s).fold(0.0, f64::max);
+        return Ok((views.iter().map(|v| v.cluster.clone()).collect(), Some(age)));
+    }
     let known = s.engine.store.clusters()?;
     let reach = &caller.reach(s)?;
     let found: Vec<Option<Cluster>> = stream::iter(known)
@@ -356,27 +381,44 @@ async fn all_live(s: &AppState, caller: Caller) -> Result<Vec<Cluster>, ApiError
         .await;
     let mut clusters: Vec<Cluster> = found.into_iter().flatten().collect();
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(clusters)
+    Ok((clusters, None))
 }
 
 async fn all_instances(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> OrcResult {
     let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
-    let all: Vec<shapes::Instance> = all_live(&s, caller)
-        .await?
+    let (clusters, age) = all_live(&s, caller).await?;
+    let all: Vec<shapes::Instance> = clusters
         .iter()
         .flat_map(|c| c.members.iter().map(|m| shapes::instance(m, c, &inputs)).collect::<Vec<_>>())
         .collect();
-    Ok(Json(all).into_response())
+    Ok(with_age(Json(all).into_response(), age))
+}
+
+/// orchestrator's `problems`: the instances that have a problem (every known cluster).
+async fn problems(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> OrcResult {
+    let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
+    let (clusters, age) = all_live(&s, caller).await?;
+    let all: Vec<shapes::Instance> = clusters
+        .iter()
+        .flat_map(|c| {
+            c.members
+                .iter()
+                .filter(|m| c.problems.iter().any(|p| p.instance == m.key))
+                .map(|m| shapes::instance(m, c, &inputs))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Ok(with_age(Json(all).into_response(), age))
 }
 
 async fn masters(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> OrcResult {
     let inputs = s.engine.plan_inputs().map_err(ApiError::from)?;
-    let all: Vec<shapes::Instance> = all_live(&s, caller)
-        .await?
+    let (clusters, age) = all_live(&s, caller).await?;
+    let all: Vec<shapes::Instance> = clusters
         .iter()
         .filter_map(|c| c.master.as_ref().and_then(|k| c.member(k)).map(|m| shapes::instance(m, c, &inputs)))
         .collect();
-    Ok(Json(all).into_response())
+    Ok(with_age(Json(all).into_response(), age))
 }
 
 /// The replicas an online schema change tool watches for lag: every reachable replica.
@@ -399,13 +441,13 @@ async fn cluster_osc_replicas(
 /// shape. The `Analysis` codes are Baton's problem kinds (orchestrator's failure-detection codes
 /// belong to failover, which Baton does not do).
 async fn replication_analysis(s: &AppState, caller: Caller, hint_text: Option<&str>) -> OrcResult {
-    let clusters = match hint_text {
-        Some(h) => vec![live(s, caller, h).await?.0],
+    let (clusters, age) = match hint_text {
+        Some(h) => (vec![live(s, caller, h).await?.0], None),
         None => all_live(s, caller).await?,
     };
     let entries: Vec<shapes::ProblemEntry> =
         clusters.iter().flat_map(|c| c.problems.iter().map(move |p| shapes::problem_entry(c, p))).collect();
-    Ok(ok("Analysis", entries))
+    Ok(with_age(ok("Analysis", entries), age))
 }
 
 fn recoveries(s: &AppState, cluster: Option<&str>) -> Result<Vec<shapes::Recovery>, ApiError> {

@@ -52,6 +52,10 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Several nodes on etcd: this node's part in the election. None: one node, always leads.
     pub ha: Option<Arc<crate::ha::Leadership>>,
+    /// The fleet poller (`discovery.poll_interval_s` > 0 under `baton serve`): the fleet view,
+    /// the orchestrator listing routes and the fleet metrics read its cache. None: those
+    /// discover live (the listing routes) or are unavailable (the fleet view).
+    pub fleet: Option<crate::fleet::Poller>,
 }
 
 impl AppState {
@@ -77,6 +81,7 @@ impl AppState {
             tracks: Arc::new(Tracks::default()),
             auth: Arc::new(Auth::new(&cfg.http)),
             ha: None,
+            fleet: None,
         })
     }
 }
@@ -334,6 +339,10 @@ pub async fn run(
         state.ha =
             Some(Arc::new(crate::ha::Leadership::start(who, fence, lease, lead_while_elected(state.engine.clone()))));
     }
+    if cfg.discovery.poll_interval_s > 0 {
+        state.fleet = Some(crate::fleet::Poller::start(state.cfg.clone(), state.engine.store.clone()));
+    }
+    let fleet = state.fleet.clone();
     let ha = state.ha.clone();
     // Records that cannot be read are skipped everywhere; say which, so an operator can look.
     for d in state.engine.store.damaged()? {
@@ -384,6 +393,9 @@ pub async fn run(
         header_read_timeout: Duration::from_millis(cfg.http.header_read_timeout_ms),
     };
     listen::serve(listener, router(state), limits, shutdown).await;
+    if let Some(f) = fleet {
+        f.stop();
+    }
     // A takeover started with wait=false is never cut short by a shutdown.
     tracks.wait_idle().await;
     // Then let another node lead at once.

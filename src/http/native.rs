@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/ha", get(ha_status))
         .route("/metrics", get(metrics))
         .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/fleet", get(fleet))
         .route("/api/v1/clusters/{cluster}", get(cluster))
         .route("/api/v1/clusters/{cluster}/takeover", post(takeover))
         .route("/api/v1/instances/{host}/{port}", get(instance))
@@ -73,7 +74,33 @@ async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render()).into_response()
+    let mut text = s.metrics.render();
+    if let Some(f) = s.fleet.clone() {
+        let fleet = tokio::task::spawn_blocking(move || super::metrics::fleet(&f)).await.unwrap_or_default();
+        // One exposition: the first part's end marker goes.
+        if let Some(cut) = text.rfind("# EOF") {
+            text.truncate(cut);
+        }
+        text.push_str(&fleet);
+    }
+    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// `GET /api/v1/fleet`: every cluster as the poller's cache shows it, with its takeover
+/// readiness and the age of its data; 503 when the poller is off.
+async fn fleet(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(poller) = s.fleet.clone() else {
+        return Err(ApiError::Unavailable("the fleet poller is off (discovery.poll_interval_s = 0)".into()));
+    };
+    let store = s.engine.store.clone();
+    let (views, recent) = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
+        Ok((poller.views()?, store.takeovers(None, 1000)?))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let clusters = crate::fleet::rows(&views, &recent);
+    let age = views.iter().map(|v| v.data_age_s).fold(0.0, f64::max);
+    Ok(Json(json!({ "poll_interval_s": s.cfg.discovery.poll_interval_s, "data_age_s": age, "clusters": clusters })))
 }
 
 async fn clusters(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
