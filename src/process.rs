@@ -61,14 +61,22 @@ pub async fn stop(pid: u32, limit: Duration) {
     }
 }
 
-/// Raises this process's open-file limit to its hard limit (thousands of connections: the fleet
-/// poller, the simulator); the limit now.
+/// Raises this process's open-file limit (thousands of connections: the fleet poller, the
+/// simulator): to `fs.nr_open` where allowed (root), else to the hard limit. The limit now.
 pub fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let most: u64 =
+        std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
     // SAFETY: getrlimit/setrlimit write and read the struct we pass; no other memory is touched.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
+        }
+        if most > lim.rlim_max {
+            let want = libc::rlimit { rlim_cur: most, rlim_max: most };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return most;
+            }
         }
         if lim.rlim_cur < lim.rlim_max {
             let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };

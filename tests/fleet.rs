@@ -21,7 +21,7 @@ use baton::topology::InstanceKey;
 fn spec(clusters: usize, size: usize) -> SimSpec {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let b = 2 + (std::process::id() % 200) as u8;
-    SimSpec { clusters, cluster_size: size, first_ip: std::net::Ipv4Addr::new(127, b, 0, 1), port }
+    SimSpec { clusters, cluster_size: size, first_ip: std::net::Ipv4Addr::new(127, b, 0, 1), port, wildcard: false }
 }
 
 fn config() -> Config {

@@ -6,6 +6,9 @@ use std::time::Instant;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "baton-sim", about = "Simulated MariaDB servers for Baton's scale tests")]
 struct Args {
@@ -21,6 +24,10 @@ struct Args {
     /// Replicas (never masters) that hang: accept and never answer, in percent of all instances.
     #[arg(long, default_value_t = 0.0)]
     hanging_pct: f64,
+    /// One listener on 0.0.0.0:PORT for every instance (large fleets: one file descriptor
+    /// instead of one per instance).
+    #[arg(long)]
+    wildcard: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +41,7 @@ fn main() -> std::process::ExitCode {
             cluster_size: args.cluster_size,
             first_ip: args.first_ip,
             port: args.port,
+            wildcard: args.wildcard,
         };
         let sim = match baton::sim::Sim::start(&spec).await {
             Ok(s) => s,

@@ -43,6 +43,21 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 8)]
         clients: usize,
     },
+    /// The fleet poller against `baton-sim`: probes per second, CPU, memory, probe latency, the
+    /// oldest data of a healthy instance.
+    Fleet {
+        #[arg(long, default_value_t = 10_000)]
+        instances: usize,
+        #[arg(long, default_value_t = 10)]
+        cluster_size: usize,
+        #[arg(long, default_value_t = 5)]
+        poll_s: u64,
+        #[arg(long, default_value_t = 30)]
+        duration_s: u64,
+        /// Replicas that hang (accept, never answer), in percent of the instances.
+        #[arg(long, default_value_t = 0.0)]
+        hanging: f64,
+    },
     /// Several nodes on etcd: takeover through a follower vs the leader, memory, leader handover
     /// (SIGTERM) and failover (SIGKILL).
     Ha {
@@ -144,6 +159,11 @@ pub async fn run(cmd: BenchCmd) -> CliResult {
     match cmd {
         BenchCmd::Http { rounds, base_port, seconds, clients } => {
             super::bench_http::run(rounds, base_port, seconds, clients).await
+        }
+        BenchCmd::Fleet { instances, cluster_size, poll_s, duration_s, hanging } => {
+            let b =
+                super::bench_fleet::FleetBench { instances, cluster_size, poll_s, duration_s, hanging_pct: hanging };
+            super::bench_fleet::run(b).await
         }
         BenchCmd::Ha { takeovers, handovers, lease_ttl_s, base_port } => {
             super::bench_ha::run(super::bench_ha::HaBench { takeovers, handovers, lease_ttl_s, base_port }).await

@@ -76,7 +76,7 @@ fn snapshot(
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let views = p.views()?;
     let rows = crate::fleet::rows(&views, &store.takeovers(None, 1000)?);
-    let age = views.iter().map(|v| v.data_age_s).fold(0.0, f64::max);
+    let age = views.iter().map(|v| v.age_s()).fold(0.0, f64::max);
     Ok(
         serde_json::json!({ "poll_interval_s": cfg.discovery.poll_interval_s.max(1), "data_age_s": age, "clusters": rows }),
     )

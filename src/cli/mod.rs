@@ -5,6 +5,8 @@ mod admin;
 #[cfg(feature = "lab")]
 mod bench;
 #[cfg(feature = "lab")]
+mod bench_fleet;
+#[cfg(feature = "lab")]
 mod bench_ha;
 #[cfg(feature = "lab")]
 mod bench_http;

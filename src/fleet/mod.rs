@@ -70,9 +70,21 @@ pub struct InstanceState {
     pub instance: Option<Arc<Instance>>,
 }
 
+/// How an instance is reached: a lean connection kept open (and what the server is), or the full
+/// `Connector` when the lean client cannot (TLS, another authentication plugin).
+#[derive(Default)]
+struct Link {
+    conn: Option<crate::mysql::lean::LeanConn>,
+    server: Option<(crate::topology::Flavor, crate::topology::Version)>,
+    full: bool,
+}
+
 struct Inner {
     cfg: Arc<Config>,
     connector: Connector,
+    links: Mutex<HashMap<InstanceKey, Link>>,
+    /// The remembered clusters, as last read (every interval).
+    known: RwLock<Arc<Vec<crate::store::KnownCluster>>>,
     store: Arc<dyn Store>,
     entries: RwLock<HashMap<InstanceKey, Entry>>,
     /// When each instance is next probed (earliest first).
@@ -86,6 +98,7 @@ struct Inner {
     views: Mutex<Option<(Instant, Arc<Vec<ClusterView>>)>>,
     /// First probes spread over the interval (else all due at once).
     spread: bool,
+    rebuilding: std::sync::atomic::AtomicBool,
 }
 
 /// The running poller (cheap to clone). Dropping the last clone does not stop it: `stop` does.
@@ -114,11 +127,12 @@ pub struct LastTakeover {
     pub started_at: i64,
 }
 
-/// One line of the fleet: the cluster's view and its newest takeover.
+/// One line of the fleet: the cluster's view, the age of its data, its newest takeover.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FleetRow {
     #[serde(flatten)]
     pub view: ClusterView,
+    pub data_age_s: f64,
     pub last_takeover: Option<LastTakeover>,
 }
 
@@ -140,6 +154,7 @@ pub fn rows(views: &[ClusterView], recent: &[crate::store::AuditEntry]) -> Vec<F
         .iter()
         .map(|v| FleetRow {
             view: v.clone(),
+            data_age_s: v.age_s(),
             last_takeover: last.get(&v.name).or_else(|| v.alias.as_ref().and_then(|a| last.get(a))).cloned(),
         })
         .collect()
@@ -156,6 +171,8 @@ impl Poller {
         let d = &cfg.discovery;
         let inner = Arc::new(Inner {
             connector: Connector::for_polling(&cfg),
+            links: Mutex::new(HashMap::new()),
+            known: RwLock::new(Arc::new(Vec::new())),
             store,
             entries: RwLock::new(HashMap::new()),
             schedule: Mutex::new(BinaryHeap::new()),
@@ -166,6 +183,7 @@ impl Poller {
             latencies: Mutex::new(Vec::new()),
             views: Mutex::new(None),
             spread,
+            rebuilding: Default::default(),
             cfg: cfg.clone(),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -215,14 +233,30 @@ impl Poller {
         v
     }
 
-    /// The fleet's clusters as the cache shows them, rebuilt at most once a second.
+    /// The fleet's clusters as the cache shows them. The view is rebuilt at most once a second,
+    /// in the background: a reader gets the last one built (each says its data's age) and never
+    /// waits for a rebuild, except the very first.
     pub fn views(&self) -> Result<Arc<Vec<ClusterView>>, crate::store::StoreError> {
-        let mut cached = self.inner.views.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, v)) = cached.as_ref() {
-            if at.elapsed() < Duration::from_secs(1) {
-                return Ok(v.clone());
+        let cached = self.inner.views.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some((at, v)) = cached else { return self.views_now() };
+        if at.elapsed() >= Duration::from_secs(1) && !self.inner.rebuilding.swap(true, Ordering::SeqCst) {
+            let me = self.clone();
+            let rebuild = move || {
+                if let Err(e) = me.views_now() {
+                    warn!(error = %e, "fleet view: cannot rebuild");
+                }
+                me.inner.rebuilding.store(false, Ordering::SeqCst);
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => drop(h.spawn_blocking(rebuild)),
+                Err(_) => rebuild(),
             }
         }
+        Ok(v)
+    }
+
+    /// The fleet's clusters rebuilt from the cache now.
+    pub fn views_now(&self) -> Result<Arc<Vec<ClusterView>>, crate::store::StoreError> {
         let now = Instant::now();
         let cache: HashMap<InstanceKey, Cached> = self
             .read()
@@ -232,11 +266,11 @@ impl Poller {
                 (k.clone(), Cached { instance: e.instance.clone(), error: e.error.clone(), age_s })
             })
             .collect();
-        let known = self.inner.store.clusters()?;
+        let known = self.inner.known.read().unwrap_or_else(|e| e.into_inner()).clone();
         let inputs = crate::engine::Engine::plan_inputs_of(&self.inner.cfg, self.inner.store.as_ref())?;
         let opts = BuildOptions { lag_threshold_s: self.inner.cfg.discovery.lag_threshold_s };
         let v = Arc::new(view::build(&cache, &known, &inputs, opts, self.inner.cfg.takeover.max_clock_skew_s));
-        *cached = Some((now, v.clone()));
+        *self.inner.views.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, v.clone()));
         Ok(v)
     }
 
@@ -301,7 +335,11 @@ async fn run(inner: Arc<Inner>, mut stopped: tokio::sync::watch::Receiver<bool>)
 /// interval); instances neither remembered nor reported by a polled one are dropped.
 fn sync_members(inner: &Inner, interval: Duration) {
     let remembered: HashSet<InstanceKey> = match inner.store.clusters() {
-        Ok(c) => c.into_iter().flat_map(|c| c.members).collect(),
+        Ok(c) => {
+            let members = c.iter().flat_map(|c| c.members.iter().cloned()).collect();
+            *inner.known.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+            members
+        }
         Err(e) => {
             warn!(error = %e, "fleet poller: cannot read the remembered clusters; polling what it has");
             return;
@@ -317,6 +355,7 @@ fn sync_members(inner: &Inner, interval: Duration) {
         e.remembered = remembered.contains(k);
         e.remembered || reported.contains(k)
     });
+    inner.links.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| entries.contains_key(k));
     let now = Instant::now();
     let mut schedule = inner.schedule.lock().unwrap_or_else(|e| e.into_inner());
     let max = inner.cfg.discovery.poll_max_instances;
@@ -333,6 +372,63 @@ fn sync_members(inner: &Inner, interval: Duration) {
     }
 }
 
+/// One probe of `key` within `limit`: over its lean connection (opened when there is none),
+/// or through the `Connector` when the lean client cannot reach it. A connection that failed is
+/// dropped (the next probe opens a new one).
+async fn probe_one(inner: &Inner, key: &InstanceKey, limit: Duration) -> Result<Instance, String> {
+    use crate::mysql::lean::{LeanConn, LeanError};
+    let link = inner.links.lock().unwrap_or_else(|e| e.into_inner()).remove(key).unwrap_or_default();
+    if link.full || inner.cfg.topology.tls {
+        let r = match tokio::time::timeout(limit, crate::mysql::probe(&inner.connector, key)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+        };
+        if r.is_err() {
+            inner.connector.forget(key);
+        }
+        inner
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), Link { full: true, ..Link::default() });
+        return r;
+    }
+    let Link { conn, server, .. } = link;
+    let mut conn = match conn {
+        Some(c) => c,
+        None => {
+            let to = inner.cfg.topology.dial.get(&key.to_string()).cloned().unwrap_or_else(|| key.to_string());
+            let creds = inner.cfg.topology.credentials();
+            match LeanConn::connect(&to, &creds.user, creds.password.expose().as_bytes(), inner.cfg.connect_timeout())
+                .await
+            {
+                Ok(c) => c,
+                Err(LeanError::Unsupported(why)) => {
+                    debug!(instance = %key, %why, "fleet poller: probing through the full connector");
+                    inner
+                        .links
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key.clone(), Link { full: true, ..Link::default() });
+                    return Err(format!("{key}: {why}; the full connector is used from the next probe"));
+                }
+                Err(e) => return Err(format!("{key}: connect: {e}")),
+            }
+        }
+    };
+    match crate::mysql::probe::probe_lean(&mut conn, key, server, limit).await {
+        Ok((inst, server)) => {
+            inner
+                .links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone(), Link { conn: Some(conn), server: Some(server), full: false });
+            Ok(inst)
+        }
+        Err(e) => Err(format!("{key}: {e}")),
+    }
+}
+
 fn new_entry(remembered: bool) -> Entry {
     Entry { instance: None, last_ok: None, error: None, failures: 0, lane: Lane::Healthy, latency_ms: None, remembered }
 }
@@ -344,10 +440,7 @@ async fn probe(inner: Arc<Inner>, key: InstanceKey, lane: Lane, interval: Durati
     let started = Instant::now();
     // The connect timeout bounds a server that never greets; the read timeout one that never answers.
     let limit = inner.cfg.connect_timeout() + inner.cfg.read_timeout();
-    let result = match tokio::time::timeout(limit, crate::mysql::probe(&inner.connector, &key)).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
-    };
+    let result = probe_one(&inner, &key, limit).await;
     drop(permit);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     inner.stats.probes.fetch_add(1, Ordering::Relaxed);
@@ -373,8 +466,6 @@ async fn probe(inner: Arc<Inner>, key: InstanceKey, lane: Lane, interval: Durati
             }
             Err(err) => {
                 inner.stats.failures.fetch_add(1, Ordering::Relaxed);
-                // A broken or hung connection is not kept.
-                inner.connector.forget(&key);
                 e.error = Some(err);
                 e.failures = e.failures.saturating_add(1);
                 e.lane = Lane::Backoff;

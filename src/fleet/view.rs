@@ -42,8 +42,12 @@ pub struct ClusterView {
     pub worst_lag_s: Option<u64>,
     pub problems: usize,
     pub readiness: Readiness,
-    /// Seconds since the oldest successful probe among its reachable members.
+    /// Seconds since the oldest successful probe among its reachable members, when this view
+    /// was built (`age_s` adds the time since).
+    #[serde(skip)]
     pub data_age_s: f64,
+    #[serde(skip)]
+    pub built_at: std::time::Instant,
     /// The cluster as built from the cache (members, problems).
     #[serde(skip)]
     pub cluster: Cluster,
@@ -121,7 +125,15 @@ fn view(cluster: Cluster, inputs: &PlanInputs, max_clock_skew_s: u64, data_age_s
         problems: cluster.problems.len(),
         readiness: readiness(&cluster, inputs, max_clock_skew_s),
         data_age_s,
+        built_at: std::time::Instant::now(),
         cluster,
+    }
+}
+
+impl ClusterView {
+    /// Seconds since the oldest successful probe among its reachable members, now.
+    pub fn age_s(&self) -> f64 {
+        self.data_age_s + self.built_at.elapsed().as_secs_f64()
     }
 }
 

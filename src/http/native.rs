@@ -99,7 +99,7 @@ async fn fleet(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Api
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
     let clusters = crate::fleet::rows(&views, &recent);
-    let age = views.iter().map(|v| v.data_age_s).fold(0.0, f64::max);
+    let age = views.iter().map(|v| v.age_s()).fold(0.0, f64::max);
     Ok(Json(json!({ "poll_interval_s": s.cfg.discovery.poll_interval_s, "data_age_s": age, "clusters": clusters })))
 }
 

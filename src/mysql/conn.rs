@@ -179,7 +179,10 @@ impl Connector {
         if let Some(p) = pools.get(key) {
             return Ok(p.clone());
         }
-        let constraints = PoolConstraints::new(0, self.pool_max.max(1)).expect("0 <= max");
+        // The poller's pools keep their one connection open between probes (an idle connection
+        // above the minimum is closed by the pool's periodic check).
+        let min = if self.reset_on_return { 0 } else { self.pool_max.max(1) };
+        let constraints = PoolConstraints::new(min, self.pool_max.max(1)).expect("min <= max");
         let opts = PoolOpts::default().with_constraints(constraints).with_reset_connection(self.reset_on_return);
         let pool = Pool::new(self.opts(key)?.pool_opts(opts));
         pools.insert(key.clone(), pool.clone());

@@ -35,6 +35,9 @@ use crate::topology::InstanceKey;
 
 /// `CLIENT_SSL` in the capability flags of a client's first packet.
 const CLIENT_SSL: u32 = 0x0800;
+/// The relay's copy buffer, each direction (tokio's default is 8 KiB): a probe's answer fits in
+/// one; the fleet poller keeps thousands of relayed connections open.
+const RELAY_BUF: usize = 4096;
 /// The largest authentication packet the relay reads (a greeting or an auth switch is < 1 KiB).
 const MAX_AUTH_PACKET: usize = 64 * 1024;
 
@@ -233,7 +236,7 @@ async fn relay(mut client: TcpStream, ctx: &RelayCtx) -> std::io::Result<()> {
             }
         }
     }
-    tokio::io::copy_bidirectional(&mut client, &mut server).await.map(|_| ())
+    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, RELAY_BUF, RELAY_BUF).await.map(|_| ())
 }
 
 /// The server asked for the password itself: encrypted with the pinned key, or refused.
@@ -281,7 +284,7 @@ async fn full_auth(
     if answer.payload.first() != Some(&0x00) {
         return Ok(());
     }
-    tokio::io::copy_bidirectional(&mut client, &mut server).await.map(|_| ())
+    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, RELAY_BUF, RELAY_BUF).await.map(|_| ())
 }
 
 /// Checks that `pem` is an RSA public key the guard can encrypt with (at config load).

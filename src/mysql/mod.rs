@@ -6,6 +6,7 @@
 pub mod conn;
 pub mod dialect;
 pub mod guard;
+pub mod lean;
 pub mod ops;
 
 pub mod probe;

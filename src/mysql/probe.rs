@@ -33,8 +33,46 @@ pub async fn probe(connector: &Connector, key: &InstanceKey) -> Result<Instance,
 async fn probe_once(connector: &Connector, key: &InstanceKey) -> Result<Instance, SqlError> {
     let start = Instant::now();
     let dialect = connector.dialect(key).await?;
-    let sql = dialect.probe();
-    let mut sets = connector.query_sets(key, &sql).await?.into_iter();
+    let sets = connector.query_sets(key, &dialect.probe()).await?;
+    from_sets(key, dialect.as_ref(), sets, start)
+}
+
+/// The probe over the fleet poller's lean connection (`lean::LeanConn`): the server's flavor and
+/// version are read first when not known yet (`known`), and returned with the instance.
+pub async fn probe_lean(
+    conn: &mut super::lean::LeanConn,
+    key: &InstanceKey,
+    known: Option<(Flavor, crate::topology::Version)>,
+    limit: std::time::Duration,
+) -> Result<(Instance, (Flavor, crate::topology::Version)), super::lean::LeanError> {
+    let start = Instant::now();
+    let (flavor, version) = match known {
+        Some(v) => v,
+        None => {
+            let sets =
+                conn.query_sets("SELECT @@version AS version, @@version_comment AS version_comment", limit).await?;
+            let row = sets.into_iter().next().and_then(|s| s.into_iter().next()).unwrap_or_default();
+            let version = row.string(&["version"]);
+            (Flavor::detect(&version, &row.string(&["version_comment"])), crate::topology::Version::parse(&version))
+        }
+    };
+    let dialect = super::dialect::for_server(flavor, version);
+    let sets = conn.query_sets(&dialect.probe(), limit).await?;
+    let inst =
+        from_sets(key, dialect.as_ref(), sets, start).map_err(|e| super::lean::LeanError::Protocol(e.to_string()))?;
+    // A server changed in place (an upgrade) is read again next time.
+    let now = (Flavor::detect(&inst.version, &inst.version_comment), inst.version_number());
+    Ok((inst, now))
+}
+
+/// The probe's result sets as an `Instance` (`start`: when the probe began, for `probe_ms`).
+fn from_sets(
+    key: &InstanceKey,
+    dialect: &dyn super::dialect::Dialect,
+    sets: Vec<Vec<RowMap>>,
+    start: Instant,
+) -> Result<Instance, SqlError> {
+    let mut sets = sets.into_iter();
     let mut next = || sets.next().unwrap_or_default();
     let (vars, master_status, slave_status, hosts) = (next(), next(), next(), next());
     let pairs = |rows: Vec<RowMap>| -> Vec<(String, String)> {

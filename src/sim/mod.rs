@@ -63,11 +63,14 @@ pub struct SimSpec {
     /// The first instance's address; the others follow (127.1.0.1, 127.1.0.2, ...).
     pub first_ip: Ipv4Addr,
     pub port: u16,
+    /// One listener on 0.0.0.0:port for all instances (for fleets larger than the open-file
+    /// limit allows one listener each); `Refuse` then resets connections instead of refusing them.
+    pub wildcard: bool,
 }
 
 impl Default for SimSpec {
     fn default() -> Self {
-        SimSpec { clusters: 1, cluster_size: 3, first_ip: Ipv4Addr::new(127, 1, 0, 1), port: 3306 }
+        SimSpec { clusters: 1, cluster_size: 3, first_ip: Ipv4Addr::new(127, 1, 0, 1), port: 3306, wildcard: false }
     }
 }
 
@@ -78,6 +81,7 @@ struct Shared {
     next_ip: Mutex<u32>,
     port: u16,
     connections: std::sync::atomic::AtomicU32,
+    wildcard: Option<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 /// A running simulated fleet. Dropping it stops every listener.
@@ -102,7 +106,11 @@ impl Sim {
             next_ip: Mutex::new(u32::from(spec.first_ip)),
             port: spec.port,
             connections: std::sync::atomic::AtomicU32::new(1),
+            wildcard: spec.wildcard.then(|| Mutex::new(None)),
         });
+        if let Some(slot) = &shared.wildcard {
+            *slot.lock().expect("listener") = Some(listen_everywhere(&shared, spec.port)?);
+        }
         let sim = Sim { shared };
         for c in 0..spec.clusters {
             sim.shared.clusters.write().expect("clusters").push(Vec::new());
@@ -229,7 +237,7 @@ impl Sim {
             if let Some(task) = inst.listener.lock().expect("listener").take() {
                 task.abort();
             }
-        } else if was == Mode::Refuse {
+        } else if was == Mode::Refuse && self.shared.wildcard.is_none() {
             listen(&self.shared, &inst).await?;
         }
         Ok(())
@@ -238,6 +246,9 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
+        if let Some(task) = self.shared.wildcard.as_ref().and_then(|w| w.lock().expect("listener").take()) {
+            task.abort();
+        }
         for inst in self.shared.instances.read().expect("instances").values() {
             if let Some(task) = inst.listener.lock().expect("listener").take() {
                 task.abort();
@@ -247,30 +258,56 @@ impl Drop for Sim {
 }
 
 async fn listen(shared: &Arc<Shared>, inst: &Arc<SimInstance>) -> Result<(), SimError> {
+    if shared.wildcard.is_some() {
+        return Ok(()); // the one listener serves every address
+    }
     let addr: SocketAddr = format!("{}:{}", inst.key.host, inst.key.port).parse().expect("an IPv4 address");
     let listener = bind(addr).map_err(|source| SimError::Bind { addr, source })?;
     let (shared, inst2) = (shared.clone(), inst.clone());
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let _ = stream.set_nodelay(true);
-            let (shared, inst) = (shared.clone(), inst2.clone());
-            tokio::spawn(async move {
-                let mut stream = stream;
-                if inst.state.lock().expect("state").mode == Mode::Hang {
-                    // Accepted, never answered (not even the greeting), until the client gives up.
-                    let mut buf = [0u8; 64];
-                    use tokio::io::AsyncReadExt;
-                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-                    return;
-                }
-                let id = shared.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let _ = wire::serve(stream, VERSION, id, Shim { shared, inst }).await;
-            });
+            tokio::spawn(connection(shared.clone(), inst2.clone(), stream));
         }
     });
     *inst.listener.lock().expect("listener") = Some(task);
     Ok(())
+}
+
+/// One listener on 0.0.0.0:port for every instance: the address a client connected to names the
+/// instance (one file descriptor instead of one per instance). A refusing instance's connections
+/// are reset as soon as they are accepted.
+fn listen_everywhere(shared: &Arc<Shared>, port: u16) -> Result<tokio::task::JoinHandle<()>, SimError> {
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let listener = bind(addr).map_err(|source| SimError::Bind { addr, source })?;
+    let shared = shared.clone();
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok(local) = stream.local_addr() else { continue };
+            let key = InstanceKey::new(local.ip().to_string(), local.port());
+            let inst = shared.instances.read().expect("instances").get(&key).cloned();
+            match inst {
+                Some(inst) if inst.state.lock().expect("state").mode != Mode::Refuse => {
+                    tokio::spawn(connection(shared.clone(), inst, stream));
+                }
+                _ => drop(stream), // closed at once
+            }
+        }
+    }))
+}
+
+async fn connection(shared: Arc<Shared>, inst: Arc<SimInstance>, mut stream: tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    if inst.state.lock().expect("state").mode == Mode::Hang {
+        // Accepted, never answered (not even the greeting), until the client gives up.
+        let mut buf = [0u8; 64];
+        use tokio::io::AsyncReadExt;
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        return;
+    }
+    let id = shared.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _ = wire::serve(stream, VERSION, id, Shim { shared, inst }).await;
 }
 
 /// A listener with a backlog big enough for thousands of clients connecting at once.
