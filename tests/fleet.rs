@@ -148,3 +148,121 @@ async fn a_hanging_instance_goes_to_the_backoff_lane() {
     wait_until("back to the healthy lane", Duration::from_secs(10), || async { p.backoff_lane() == 0 }).await;
     p.stop();
 }
+
+/// The poller on real MariaDB (the shared 1+3 sandbox): the lean client logs in
+/// (mysql_native_password) and its probe reads what the full probe reads; the view finds the
+/// cluster ready for a takeover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lean_probe_reads_real_mariadb_as_the_full_probe_does() {
+    let t = common::shared();
+    let cfg = t.cfg();
+    let creds = cfg.topology.credentials();
+    for k in t.sandbox.keys() {
+        let full = baton::mysql::probe(&t.connector(), &k).await.unwrap();
+        let mut conn = baton::mysql::lean::LeanConn::connect(
+            &k.to_string(),
+            &creds.user,
+            creds.password.expose().as_bytes(),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        let (lean, _) = baton::mysql::probe::probe_lean(&mut conn, &k, None, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(lean.server_id, full.server_id, "{k}");
+        assert_eq!(lean.read_only, full.read_only, "{k}");
+        assert_eq!(lean.version, full.version, "{k}");
+        assert_eq!(lean.source(), full.source(), "{k}");
+        assert_eq!(lean.reported_replicas, full.reported_replicas, "{k}");
+        assert_eq!(format!("{:?}", lean.gtid), format!("{:?}", full.gtid), "{k}");
+        assert_eq!(lean.binlog.is_some(), full.binlog.is_some(), "{k}");
+    }
+    // A wrong password is refused by the server, named.
+    let bad =
+        baton::mysql::lean::LeanConn::connect(&t.master().to_string(), &creds.user, b"wrong", Duration::from_secs(2))
+            .await
+            .err()
+            .expect("a wrong password is refused");
+    assert!(bad.to_string().contains("1045"), "{bad}");
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let members = t.sandbox.keys();
+    let k = KnownCluster {
+        name: t.master().to_string(),
+        alias: Some("real".into()),
+        members,
+        claimed_alias: None,
+        seen_at: 0,
+    };
+    store.remember_cluster(&k).unwrap();
+    let mut pcfg = cfg.clone();
+    pcfg.discovery.poll_interval_s = 1;
+    let p = Poller::start(Arc::new(pcfg), store);
+    wait_until("the real cluster is ready", Duration::from_secs(10), || async {
+        p.views().unwrap().iter().any(|v| v.alias.as_deref() == Some("real") && v.members == 4 && v.readiness.ready)
+    })
+    .await;
+    p.stop();
+}
+
+/// The service reads the fleet from the poller's cache: `GET /api/v1/fleet`, orchestrator's
+/// `clusters-info` and `problems` (with the data's age in a header), and the fleet metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_answers_from_the_cache() {
+    baton::init_crypto();
+    let sim = Sim::start(&spec(3, 3)).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("baton-fleet-{}", uuid::Uuid::new_v4().simple()));
+    let mut cfg = config();
+    cfg.paths.data_dir = dir.join("data");
+    cfg.paths.scripts_dir = dir.join("scripts");
+    cfg.paths.hooks_dir = dir.join("hooks");
+    cfg.scripts.policy = String::new();
+    let mut state = baton::http::AppState::new(&cfg).await.unwrap();
+    for (i, members) in sim.clusters().into_iter().enumerate() {
+        let k = KnownCluster {
+            name: members[0].to_string(),
+            alias: Some(format!("c{i}")),
+            members,
+            claimed_alias: None,
+            seen_at: 0,
+        };
+        state.engine.store.remember_cluster(&k).unwrap();
+    }
+    let poller = Poller::start(state.cfg.clone(), state.engine.store.clone());
+    state.fleet = Some(poller.clone());
+    let broken = sim.clusters()[1][2].clone();
+    sim.break_replication(&broken).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, baton::http::router(state)).await });
+    let http = reqwest::Client::new();
+    wait_until("every instance probed", Duration::from_secs(10), || async {
+        poller.instances().iter().filter(|i| i.up).count() == 9
+    })
+    .await;
+    wait_until("the fleet route: c0 ready, c1 with its problems", Duration::from_secs(10), || async {
+        let v: serde_json::Value = http.get(format!("{base}/api/v1/fleet")).send().await.unwrap().json().await.unwrap();
+        let list = v["clusters"].as_array().cloned().unwrap_or_default();
+        let c = |a: &str| list.iter().find(|c| c["alias"] == a).cloned().unwrap_or_default();
+        list.len() == 3 && c("c0")["readiness"]["ready"] == true && c("c1")["problems"].as_u64() >= Some(1)
+    })
+    .await;
+    let r = http.get(format!("{base}/api/clusters-info")).send().await.unwrap();
+    assert!(r.headers().get("x-baton-data-age-s").is_some(), "{:?}", r.headers());
+    let info: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(info.as_array().map(Vec::len), Some(3), "{info}");
+    let problems: serde_json::Value =
+        http.get(format!("{base}/api/problems")).send().await.unwrap().json().await.unwrap();
+    let hosts: Vec<String> = problems
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["Key"]["Hostname"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(hosts, [broken.host.clone()], "{problems}");
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("baton_fleet_instance_up{"), "{metrics}");
+    assert!(metrics.contains("baton_fleet_cluster_takeover_ready{"), "{metrics}");
+    assert!(metrics.matches("# EOF").count() <= 1);
+    poller.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -441,6 +441,7 @@ async fn probe(inner: Arc<Inner>, key: InstanceKey, lane: Lane, interval: Durati
     // The connect timeout bounds a server that never greets; the read timeout one that never answers.
     let limit = inner.cfg.connect_timeout() + inner.cfg.read_timeout();
     let result = probe_one(&inner, &key, limit).await;
+    let answered = result.is_ok();
     drop(permit);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     inner.stats.probes.fetch_add(1, Ordering::Relaxed);
@@ -475,7 +476,8 @@ async fn probe(inner: Arc<Inner>, key: InstanceKey, lane: Lane, interval: Durati
             }
         }
     };
-    {
+    if answered {
+        // Answered: its latency is a sample (failures are counted, not timed).
         let mut l = inner.latencies.lock().unwrap_or_else(|e| e.into_inner());
         if l.len() < LATENCY_SAMPLES {
             l.push(ms);
