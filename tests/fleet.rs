@@ -258,7 +258,7 @@ async fn the_service_answers_from_the_cache() {
         .flatten()
         .filter_map(|i| i["Key"]["Hostname"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(hosts, [broken.host.clone()], "{problems}");
+    assert_eq!(hosts, std::slice::from_ref(&broken.host), "{problems}");
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("baton_fleet_instance_up{"), "{metrics}");
     assert!(metrics.contains("baton_fleet_cluster_takeover_ready{"), "{metrics}");

@@ -63,7 +63,7 @@ fn main() -> std::process::ExitCode {
             );
             return std::process::ExitCode::FAILURE;
         }
-        let step = if hang == 0 { 1 } else { replicas.len() / hang };
+        let step = replicas.len().checked_div(hang).unwrap_or(1);
         for k in replicas.iter().step_by(step.max(1)).take(hang) {
             let _ = sim.set_mode(k, baton::sim::Mode::Hang).await;
         }

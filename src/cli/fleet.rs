@@ -29,8 +29,8 @@ fn table(v: &serde_json::Value, filter: Option<&str>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:<14} {:<22} {:>7} {:>9} {:>8}  {:<44} {}",
-        "CLUSTER", "ALIAS", "MASTER", "MEMBERS", "WORST LAG", "PROBLEMS", "TAKEOVER", "LAST TAKEOVER"
+        "{:<24} {:<14} {:<22} {:>7} {:>9} {:>8}  {:<44} LAST TAKEOVER",
+        "CLUSTER", "ALIAS", "MASTER", "MEMBERS", "WORST LAG", "PROBLEMS", "TAKEOVER"
     );
     let text = |j: &serde_json::Value| j.as_str().unwrap_or("-").to_string();
     for c in v["clusters"].as_array().into_iter().flatten() {

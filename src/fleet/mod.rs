@@ -364,10 +364,10 @@ fn sync_members(inner: &Inner, interval: Duration) {
             warn!(max, "fleet poller: discovery.poll_max_instances reached; not following more instances");
             break;
         }
-        if !entries.contains_key(&k) {
-            let first = if inner.spread { offset(&k, interval) } else { Duration::ZERO };
-            schedule.push(Reverse((now + first, k.clone())));
-            entries.insert(k, new_entry(true));
+        if let std::collections::hash_map::Entry::Vacant(slot) = entries.entry(k) {
+            let first = if inner.spread { offset(slot.key(), interval) } else { Duration::ZERO };
+            schedule.push(Reverse((now + first, slot.key().clone())));
+            slot.insert(new_entry(true));
         }
     }
 }
