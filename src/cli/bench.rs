@@ -57,6 +57,9 @@ pub enum BenchCmd {
         /// Replicas that hang (accept, never answer), in percent of the instances.
         #[arg(long, default_value_t = 0.0)]
         hanging: f64,
+        /// Baseline: probe through the full connector (mysql_async behind the password guard).
+        #[arg(long)]
+        via_connector: bool,
     },
     /// Several nodes on etcd: takeover through a follower vs the leader, memory, leader handover
     /// (SIGTERM) and failover (SIGKILL).
@@ -160,9 +163,15 @@ pub async fn run(cmd: BenchCmd) -> CliResult {
         BenchCmd::Http { rounds, base_port, seconds, clients } => {
             super::bench_http::run(rounds, base_port, seconds, clients).await
         }
-        BenchCmd::Fleet { instances, cluster_size, poll_s, duration_s, hanging } => {
-            let b =
-                super::bench_fleet::FleetBench { instances, cluster_size, poll_s, duration_s, hanging_pct: hanging };
+        BenchCmd::Fleet { instances, cluster_size, poll_s, duration_s, hanging, via_connector } => {
+            let b = super::bench_fleet::FleetBench {
+                instances,
+                cluster_size,
+                poll_s,
+                duration_s,
+                hanging_pct: hanging,
+                via_connector,
+            };
             super::bench_fleet::run(b).await
         }
         BenchCmd::Ha { takeovers, handovers, lease_ttl_s, base_port } => {

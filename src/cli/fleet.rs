@@ -106,7 +106,11 @@ async fn local(
         cfg.discovery.poll_interval_s = 5;
     }
     // Everything probed at once: this is one look, not a steady load.
-    let p = crate::fleet::Poller::start_with(Arc::new(cfg), store.clone(), false);
+    let p = crate::fleet::Poller::start_with(
+        Arc::new(cfg),
+        store.clone(),
+        crate::fleet::Options { spread: false, ..Default::default() },
+    );
     let deadline = tokio::time::Instant::now() + p.interval() * 2 + Duration::from_secs(1);
     // Every instance has an outcome once none is waiting for its first probe.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -17,16 +17,27 @@ pub fn panic_point(_: Phase) {}
 #[cfg(not(feature = "lab"))]
 pub fn stop_point(_: Phase) {}
 
+/// Whether the variable `var` names `phase` (read once per process, into `cell`).
+#[cfg(feature = "lab")]
+fn wanted(cell: &std::sync::OnceLock<Option<String>>, var: &str, phase: Phase) -> bool {
+    cell.get_or_init(|| std::env::var(var).ok()).as_deref() == Some(phase.name())
+}
+
+/// Sends `signal` to this process, saying why.
+#[cfg(feature = "lab")]
+fn signal_self(signal: i32, var: &str, phase: Phase) {
+    tracing::error!(phase = phase.name(), "{var}: signal {signal} to this process");
+    // SAFETY: sending a signal to ourselves has no memory effects.
+    unsafe {
+        libc::kill(libc::getpid(), signal);
+    }
+}
+
 #[cfg(feature = "lab")]
 pub fn crash_point(phase: Phase) {
     static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let want = WANT.get_or_init(|| std::env::var("BATON_FAULT_CRASH_AFTER").ok());
-    if want.as_deref() == Some(phase.name()) {
-        tracing::error!(phase = phase.name(), "BATON_FAULT_CRASH_AFTER: killing this process");
-        // SAFETY: sending a signal to ourselves has no memory effects.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+    if wanted(&WANT, "BATON_FAULT_CRASH_AFTER", phase) {
+        signal_self(libc::SIGKILL, "BATON_FAULT_CRASH_AFTER", phase);
     }
 }
 
@@ -35,8 +46,7 @@ pub fn crash_point(phase: Phase) {
 #[cfg(feature = "lab")]
 pub fn panic_point(phase: Phase) {
     static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let want = WANT.get_or_init(|| std::env::var("BATON_FAULT_PANIC_AFTER").ok());
-    if want.as_deref() == Some(phase.name()) {
+    if wanted(&WANT, "BATON_FAULT_PANIC_AFTER", phase) {
         panic!("BATON_FAULT_PANIC_AFTER: a panic after {}", phase.name());
     }
 }
@@ -47,12 +57,7 @@ pub fn panic_point(phase: Phase) {
 #[cfg(feature = "lab")]
 pub fn stop_point(phase: Phase) {
     static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let want = WANT.get_or_init(|| std::env::var("BATON_FAULT_STOP_AFTER").ok());
-    if want.as_deref() == Some(phase.name()) {
-        tracing::error!(phase = phase.name(), "BATON_FAULT_STOP_AFTER: stopping this process");
-        // SAFETY: sending a signal to ourselves has no memory effects.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGSTOP);
-        }
+    if wanted(&WANT, "BATON_FAULT_STOP_AFTER", phase) {
+        signal_self(libc::SIGSTOP, "BATON_FAULT_STOP_AFTER", phase);
     }
 }

@@ -28,6 +28,22 @@ use crate::store::Store;
 use crate::topology::{BuildOptions, Instance, InstanceKey};
 pub use view::{Cached, ClusterView, Readiness};
 
+/// How a poller runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// First probes spread over the interval (else all due at once: a one-off look).
+    pub spread: bool,
+    /// Every probe through the full `Connector` (`mysql_async` behind the password guard), not
+    /// the lean client: the benchmark's baseline.
+    pub full_connector: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { spread: true, full_connector: false }
+    }
+}
+
 /// Which lane an instance's probes take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -83,6 +99,8 @@ struct Inner {
     cfg: Arc<Config>,
     connector: Connector,
     links: Mutex<HashMap<InstanceKey, Link>>,
+    /// Every probe through the `Connector` (the benchmark's baseline).
+    full_connector: bool,
     /// The remembered clusters, as last read (every interval).
     known: RwLock<Arc<Vec<crate::store::KnownCluster>>>,
     store: Arc<dyn Store>,
@@ -163,15 +181,17 @@ pub fn rows(views: &[ClusterView], recent: &[crate::store::AuditEntry]) -> Vec<F
 impl Poller {
     /// Starts polling the members of the clusters `store` remembers (re-read every interval).
     pub fn start(cfg: Arc<Config>, store: Arc<dyn Store>) -> Poller {
-        Poller::start_with(cfg, store, true)
+        Poller::start_with(cfg, store, Options::default())
     }
 
-    /// `start`; with `spread` false the first probes are all due at once (a one-off look).
-    pub fn start_with(cfg: Arc<Config>, store: Arc<dyn Store>, spread: bool) -> Poller {
+    /// `start` with other `Options`.
+    pub fn start_with(cfg: Arc<Config>, store: Arc<dyn Store>, opts: Options) -> Poller {
+        let Options { spread, full_connector } = opts;
         let d = &cfg.discovery;
         let inner = Arc::new(Inner {
             connector: Connector::for_polling(&cfg),
             links: Mutex::new(HashMap::new()),
+            full_connector,
             known: RwLock::new(Arc::new(Vec::new())),
             store,
             entries: RwLock::new(HashMap::new()),
@@ -378,7 +398,7 @@ fn sync_members(inner: &Inner, interval: Duration) {
 async fn probe_one(inner: &Inner, key: &InstanceKey, limit: Duration) -> Result<Instance, String> {
     use crate::mysql::lean::{LeanConn, LeanError};
     let link = inner.links.lock().unwrap_or_else(|e| e.into_inner()).remove(key).unwrap_or_default();
-    if link.full || inner.cfg.topology.tls {
+    if link.full || inner.full_connector || inner.cfg.topology.tls {
         let r = match tokio::time::timeout(limit, crate::mysql::probe(&inner.connector, key)).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
