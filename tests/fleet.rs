@@ -35,10 +35,8 @@ fn config() -> Config {
     cfg
 }
 
-async fn started(clusters: usize, size: usize) -> (Sim, Arc<dyn Store>, Poller) {
-    baton::process::raise_fd_limit();
-    let sim = Sim::start(&spec(clusters, size)).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+/// Every simulated cluster remembered, aliased c0, c1, ...
+fn remember_all(sim: &Sim, store: &dyn Store) {
     for (i, members) in sim.clusters().into_iter().enumerate() {
         let k = KnownCluster {
             name: members[0].to_string(),
@@ -49,6 +47,13 @@ async fn started(clusters: usize, size: usize) -> (Sim, Arc<dyn Store>, Poller) 
         };
         store.remember_cluster(&k).unwrap();
     }
+}
+
+async fn started(clusters: usize, size: usize) -> (Sim, Arc<dyn Store>, Poller) {
+    baton::process::raise_fd_limit();
+    let sim = Sim::start(&spec(clusters, size)).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    remember_all(&sim, store.as_ref());
     let poller = Poller::start(Arc::new(config()), store.clone());
     (sim, store, poller)
 }
@@ -217,16 +222,7 @@ async fn the_service_answers_from_the_cache() {
     cfg.paths.hooks_dir = dir.join("hooks");
     cfg.scripts.policy = String::new();
     let mut state = baton::http::AppState::new(&cfg).await.unwrap();
-    for (i, members) in sim.clusters().into_iter().enumerate() {
-        let k = KnownCluster {
-            name: members[0].to_string(),
-            alias: Some(format!("c{i}")),
-            members,
-            claimed_alias: None,
-            seen_at: 0,
-        };
-        state.engine.store.remember_cluster(&k).unwrap();
-    }
+    remember_all(&sim, state.engine.store.as_ref());
     let poller = Poller::start(state.cfg.clone(), state.engine.store.clone());
     state.fleet = Some(poller.clone());
     let broken = sim.clusters()[1][2].clone();

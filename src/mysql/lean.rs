@@ -18,15 +18,23 @@ use tokio::net::TcpStream;
 
 use super::conn::RowMap;
 
-const CLIENT_LONG_PASSWORD: u32 = 0x1;
-const CLIENT_PROTOCOL_41: u32 = 0x200;
-const CLIENT_TRANSACTIONS: u32 = 0x2000;
-const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
-const CLIENT_MULTI_STATEMENTS: u32 = 0x1_0000;
-const CLIENT_MULTI_RESULTS: u32 = 0x2_0000;
-const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
-const CLIENT_PLUGIN_AUTH_LENENC: u32 = 0x20_0000;
-const STATUS_MORE_RESULTS: u16 = 0x8;
+/// The protocol's capability and status flags this client (and the simulator's server) use.
+pub mod flags {
+    pub const CLIENT_LONG_PASSWORD: u32 = 0x1;
+    pub const CLIENT_FOUND_ROWS: u32 = 0x2;
+    pub const CLIENT_LONG_FLAG: u32 = 0x4;
+    pub const CLIENT_CONNECT_WITH_DB: u32 = 0x8;
+    pub const CLIENT_PROTOCOL_41: u32 = 0x200;
+    pub const CLIENT_TRANSACTIONS: u32 = 0x2000;
+    pub const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
+    pub const CLIENT_MULTI_STATEMENTS: u32 = 0x1_0000;
+    pub const CLIENT_MULTI_RESULTS: u32 = 0x2_0000;
+    pub const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
+    pub const CLIENT_PLUGIN_AUTH_LENENC: u32 = 0x20_0000;
+    pub const STATUS_AUTOCOMMIT: u16 = 0x2;
+    pub const STATUS_MORE_RESULTS: u16 = 0x8;
+}
+use flags::*;
 /// The largest packet accepted from a server (a probe's answer is a few KiB).
 const MAX_PACKET: usize = 4 << 20;
 

@@ -6,17 +6,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-const CLIENT_LONG_PASSWORD: u32 = 0x1;
-const CLIENT_FOUND_ROWS: u32 = 0x2;
-const CLIENT_LONG_FLAG: u32 = 0x4;
-const CLIENT_CONNECT_WITH_DB: u32 = 0x8;
-const CLIENT_PROTOCOL_41: u32 = 0x200;
-const CLIENT_TRANSACTIONS: u32 = 0x2000;
-const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
-const CLIENT_MULTI_STATEMENTS: u32 = 0x1_0000;
-const CLIENT_MULTI_RESULTS: u32 = 0x2_0000;
-const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
-const CLIENT_PLUGIN_AUTH_LENENC: u32 = 0x20_0000;
+use crate::mysql::lean::flags::*;
 
 const SERVER_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_FOUND_ROWS
@@ -29,9 +19,6 @@ const SERVER_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_MULTI_RESULTS
     | CLIENT_PLUGIN_AUTH
     | CLIENT_PLUGIN_AUTH_LENENC;
-
-const STATUS_AUTOCOMMIT: u16 = 0x2;
-const STATUS_MORE_RESULTS: u16 = 0x8;
 
 /// The longest command accepted (a probe is ~1 KiB).
 const MAX_PACKET: usize = 1 << 20;
