@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod native;
 pub mod orc_shapes;
 pub mod track;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,7 +90,7 @@ impl AppState {
 /// The whole service: native routes, orchestrator routes (unless switched off), auth, limits,
 /// request metrics, JSON 404s.
 pub fn router(state: AppState) -> Router {
-    let mut app = native::routes();
+    let mut app = native::routes().merge(ui::routes());
     if state.cfg.http.orchestrator_routes {
         app = app.merge(compat::routes());
     }

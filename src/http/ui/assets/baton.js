@@ -1,0 +1,27 @@
+// Baton's console: progressive enhancement only (every page works without it).
+// The cluster list refreshes its rows every 5 s, and the filter box filters as one types.
+"use strict";
+// What went wrong on this page, for the browser tests (and anyone with the inspector open).
+const problems = [];
+window.addEventListener("error", (e) => problems.push(String(e.message)));
+document.addEventListener("securitypolicyviolation", (e) => problems.push("CSP: " + e.violatedDirective));
+window.batonProblems = problems;
+document.documentElement.dataset.js = "ok";
+(function () {
+  const age = document.getElementById("age");
+  const rows = document.getElementById("clusters");
+  if (!age || !rows) return;
+  const input = document.querySelector("form.filter input[name=q]");
+  async function refresh() {
+    const q = input ? input.value : "";
+    try {
+      const r = await fetch(age.dataset.refresh + "?q=" + encodeURIComponent(q), { credentials: "same-origin" });
+      if (!r.ok) return;
+      rows.innerHTML = await r.text();
+      const n = r.headers.get("x-baton-clusters");
+      age.textContent = n + (n === "1" ? " cluster" : " clusters") + " · data at most " + r.headers.get("x-baton-data-age-s") + " s old";
+    } catch (e) { /* the next tick tries again */ }
+  }
+  if (input) input.addEventListener("input", refresh);
+  setInterval(refresh, 5000);
+})();

@@ -1,0 +1,180 @@
+//! The web console (issue 12, first part) in a real browser: Debian's headless `chromium`
+//! driven over WebDriver (`chromedriver`, `fantoccini`) against `baton serve` on a 1+3 MariaDB
+//! sandbox. The cluster list shows the sandbox, the topology page draws 4 boxes with the master
+//! marked, the history lists a takeover and its page draws its phases; the pages work at
+//! 1280x800 and at a phone's width, and their script runs under the content security policy
+//! with no error. A screenshot of each page is kept in `target/ui-screenshots/`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fantoccini::{ClientBuilder, Locator};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// chromedriver on a free port, killed when dropped; None when it is not installed.
+struct Driver(std::process::Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn driver() -> Option<Driver> {
+    let port = free_port();
+    let child = std::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let d = Driver(child, port);
+    wait_until("chromedriver listens", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    Some(d)
+}
+
+async fn shot(c: &fantoccini::Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), c.screenshot().await.unwrap()).unwrap();
+}
+
+/// The page's script ran (allowed by the CSP) and recorded no error.
+async fn script_ok(c: &fantoccini::Client) {
+    let v = c
+        .execute(
+            "return [document.documentElement.dataset.js || '', (window.batonProblems || ['no script']).join('; ')];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(v[0], "ok", "the console's script did not run: {v}");
+    assert_eq!(v[1], "", "errors on the page: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_a_real_browser() {
+    let Some(d) = driver().await else {
+        eprintln!("SKIPPED: chromedriver is not installed (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let t = fresh(3).await;
+    let mut cfg = t.cfg();
+    cfg.discovery.poll_interval_s = 1;
+    cfg.scripts.policy = String::new();
+    cfg.paths.scripts_dir = t.sandbox.dir.join("no-scripts");
+    cfg.paths.hooks_dir = t.sandbox.dir.join("no-hooks");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        baton::http::run(&cfg, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap()
+    });
+    let http = reqwest::Client::new();
+    let m = t.master();
+    // Known from here on (a discovery remembers it).
+    wait_until("the service answers", Duration::from_secs(10), || async {
+        http.get(format!("{base}/api/v1/clusters/{m}")).send().await.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let alias = t.sandbox.alias.clone();
+
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"] }),
+    );
+    let c = ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", d.1))
+        .await
+        .expect("chromium through chromedriver");
+
+    // The cluster list shows the sandbox, with its readiness, refreshed by the script.
+    c.goto(&format!("{base}/")).await.unwrap();
+    let row = c
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::XPath(&format!("//tr[td[2][text()='{alias}']]")))
+        .await;
+    let row = match row {
+        Ok(r) => r,
+        Err(_) => {
+            // The poller's first round may land after the page: the script's refresh brings it.
+            c.refresh().await.unwrap();
+            c.wait()
+                .at_most(Duration::from_secs(10))
+                .for_element(Locator::XPath(&format!("//tr[td[2][text()='{alias}']]")))
+                .await
+                .unwrap()
+        }
+    };
+    let text = row.text().await.unwrap();
+    assert!(text.contains(&m.to_string()) && text.contains("ready"), "{text}");
+    script_ok(&c).await;
+    shot(&c, "clusters").await;
+
+    // The topology: four boxes, the master marked.
+    c.goto(&format!("{base}/ui/clusters/{alias}")).await.unwrap();
+    let boxes = c.find_all(Locator::Css("svg.topology g.instance")).await.unwrap();
+    assert_eq!(boxes.len(), 4);
+    let master = c.find(Locator::Css("svg.topology g.instance[data-role=master]")).await.unwrap();
+    assert_eq!(master.attr("data-instance").await.unwrap(), Some(m.to_string()));
+    assert!(master.attr("class").await.unwrap().unwrap_or_default().contains("master"));
+    script_ok(&c).await;
+    shot(&c, "topology").await;
+
+    // A takeover (over the API), then the history and its page.
+    let to = t.replicas()[0].clone();
+    let body = serde_json::json!({ "designated": to.to_string(), "start_replication": true });
+    let rep: serde_json::Value = http
+        .post(format!("{base}/api/v1/clusters/{alias}/takeover"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rep["status"], "promoted", "{rep}");
+    c.goto(&format!("{base}/ui/takeovers")).await.unwrap();
+    let link = c.find(Locator::Css("table.takeovers tbody tr td a")).await.unwrap();
+    shot(&c, "takeovers").await;
+    link.click().await.unwrap();
+    let bars = c.wait().for_element(Locator::Css("svg.timeline")).await.unwrap();
+    assert!(bars.html(false).await.unwrap().contains("promote"));
+    let page = c.source().await.unwrap();
+    assert!(page.contains("SET GLOBAL read_only = ON") || page.contains("read_only"), "the SQL per instance is shown");
+    script_ok(&c).await;
+    shot(&c, "takeover").await;
+
+    // The new topology, on the page.
+    c.goto(&format!("{base}/ui/clusters/{alias}")).await.unwrap();
+    let master = c.find(Locator::Css("svg.topology g.instance[data-role=master]")).await.unwrap();
+    assert_eq!(master.attr("data-instance").await.unwrap(), Some(to.to_string()));
+
+    // A phone's width: nothing wider than the window but the scrolling table and picture.
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{base}/")).await.unwrap();
+    let fits = c.execute("return document.body.scrollWidth <= window.innerWidth + 1;", vec![]).await.unwrap();
+    assert_eq!(fits, true, "the page is wider than a phone");
+    shot(&c, "clusters-phone").await;
+
+    c.close().await.unwrap();
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
