@@ -138,19 +138,39 @@ async fn the_console_in_a_real_browser() {
     script_ok(&c).await;
     shot(&c, "topology").await;
 
-    // A takeover (over the API), then the history and its page.
-    let to = t.replicas()[0].clone();
-    let body = serde_json::json!({ "designated": to.to_string(), "start_replication": true });
-    let rep: serde_json::Value = http
-        .post(format!("{base}/api/v1/clusters/{alias}/takeover"))
-        .json(&body)
-        .send()
+    // A refusal, in words: a designated replica whose SQL thread is stopped.
+    let stopped = t.replicas()[1].clone();
+    exec(&t.connector(), &stopped, "STOP SLAVE SQL_THREAD").await;
+    c.goto(&format!("{base}/ui/clusters/{alias}")).await.unwrap();
+    c.find(Locator::Css(&format!("form.takeover select option[value='{stopped}']")))
         .await
         .unwrap()
-        .json()
+        .click()
         .await
         .unwrap();
-    assert_eq!(rep["status"], "promoted", "{rep}");
+    c.find(Locator::Css("form.takeover button")).await.unwrap().click().await.unwrap();
+    let refused = c.wait().for_element(Locator::Css("div.refusal")).await.unwrap().text().await.unwrap();
+    assert!(refused.contains("replication_running") && refused.contains(&stopped.to_string()), "{refused}");
+    shot(&c, "refusal").await;
+    exec(&t.connector(), &stopped, "START SLAVE SQL_THREAD").await;
+
+    // A takeover from the page: the plan first, then the confirmation; its phases live, then
+    // the finished takeover's page.
+    let to = t.replicas()[0].clone();
+    c.goto(&format!("{base}/ui/clusters/{alias}")).await.unwrap();
+    c.find(Locator::Css(&format!("form.takeover select option[value='{to}']"))).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("form.takeover button")).await.unwrap().click().await.unwrap();
+    let confirm = c.wait().for_element(Locator::Css("form.confirm button")).await.unwrap();
+    let plan = c.source().await.unwrap();
+    assert!(plan.contains("Plan hash") && plan.contains("read_only"), "the plan shows its hash and statements");
+    shot(&c, "plan").await;
+    confirm.click().await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::XPath("//dd/span[contains(@class,'status') and text()='promoted']"))
+        .await
+        .expect("the finished takeover's page, promoted");
+    assert_eq!(assert_one_master(&t, &[]).await, to, "the new master, on the servers");
     c.goto(&format!("{base}/ui/takeovers")).await.unwrap();
     let link = c.find(Locator::Css("table.takeovers tbody tr td a")).await.unwrap();
     shot(&c, "takeovers").await;
@@ -166,6 +186,28 @@ async fn the_console_in_a_real_browser() {
     c.goto(&format!("{base}/ui/clusters/{alias}")).await.unwrap();
     let master = c.find(Locator::Css("svg.topology g.instance[data-role=master]")).await.unwrap();
     assert_eq!(master.attr("data-instance").await.unwrap(), Some(to.to_string()));
+
+    // A forged POST (another browser's token, or from another site) is refused; nothing runs.
+    let forged = http
+        .post(format!("{base}/ui/clusters/{alias}/takeover"))
+        .form(&[
+            ("csrf", "0123456789abcdef0123456789abcdef"),
+            ("designated", m.to_string().as_str()),
+            ("plan_hash", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    let cross = http
+        .post(format!("{base}/ui/clusters/{alias}/plan"))
+        .header("origin", "https://evil.example")
+        .form(&[("csrf", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status().as_u16(), 403);
+    assert_eq!(assert_one_master(&t, &[]).await, to, "nothing changed");
 
     // A phone's width: nothing wider than the window but the scrolling table and picture.
     c.set_window_size(390, 844).await.unwrap();

@@ -50,6 +50,11 @@ impl Tracks {
     }
 
     /// Starts a takeover in its own task; the handle ends with its report.
+    /// Whether takeover `id` runs in this process now.
+    pub fn is_running(&self, id: &str) -> bool {
+        self.running.lock().expect("tracks").contains_key(id)
+    }
+
     pub fn start(
         self: &Arc<Self>,
         engine: &Engine,

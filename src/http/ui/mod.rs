@@ -6,11 +6,16 @@
 //! - `/`: every known cluster (the fleet poller's cache), filterable, refreshing itself;
 //! - `/ui/clusters/{cluster}`: the live topology drawn as a tree (SVG), with its members' details;
 //! - `/ui/takeovers`, `/ui/takeovers/{id}`: the history, and one takeover's phases on a time axis
-//!   with the SQL per instance.
+//!   with the SQL per instance (followed live while it runs);
+//! - for role admin, a takeover from the topology page: the dry-run plan first
+//!   (`POST /ui/clusters/{cluster}/plan`), then a confirmation bound to its `plan_hash`
+//!   (`POST /ui/clusters/{cluster}/takeover`). Both forms carry a CSRF token that must match the
+//!   `baton_csrf` cookie (SameSite=Strict) the pages set, on top of the Origin and
+//!   `Sec-Fetch-Site` checks every state-changing request passes (`browser.rs`).
 
 mod draw;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -29,6 +34,8 @@ pub fn routes() -> Router<AppState> {
         .route("/ui", get(clusters))
         .route("/ui/fragments/clusters", get(clusters_rows))
         .route("/ui/clusters/{cluster}", get(topology))
+        .route("/ui/clusters/{cluster}/plan", axum::routing::post(plan))
+        .route("/ui/clusters/{cluster}/takeover", axum::routing::post(start_takeover))
         .route("/ui/takeovers", get(takeovers))
         .route("/ui/takeovers/{id}", get(takeover))
         .route("/ui/assets/baton.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
@@ -101,6 +108,55 @@ impl IntoResponse for UiError {
 }
 
 type UiResult = Result<Response, UiError>;
+
+const CSRF_COOKIE: &str = "baton_csrf";
+
+/// The CSRF token of this browser: its cookie's, or a new one (then set by `with_csrf`).
+fn csrf_of(headers: &axum::http::HeaderMap) -> (String, bool) {
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, v)| *k == CSRF_COOKIE && v.len() == 32 && v.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(|(_, v)| v.to_string());
+    match cookie {
+        Some(t) => (t, false),
+        None => (uuid::Uuid::new_v4().simple().to_string(), true),
+    }
+}
+
+fn with_csrf(mut r: Response, token: &str, new: bool) -> Response {
+    if new {
+        let c = format!("{CSRF_COOKIE}={token}; Path=/ui; SameSite=Strict; HttpOnly");
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+/// Refuses a form whose token is not this browser's cookie.
+fn check_csrf(headers: &axum::http::HeaderMap, sent: &str) -> Result<(), UiError> {
+    let (cookie, new) = csrf_of(headers);
+    if new || cookie != sent {
+        return Err(UiError(ApiError::Forbidden(
+            "the form's token does not match this browser's: reload the page and try again".into(),
+        )));
+    }
+    Ok(())
+}
+
+/// A running takeover's page: its phases appear as they end (the script reads the event stream
+/// and reloads the page at the end).
+fn live(id: &str) -> Markup {
+    html! {
+        h1 { "Takeover " span.mono { (id) } " " span.status.running { "running" } }
+        ol.live #live data-events=(format!("/api/v1/takeovers/{id}/events")) {}
+        noscript { p { "Reload the page to see its progress." } }
+    }
+}
 
 #[derive(serde::Deserialize, Default)]
 struct Filter {
@@ -221,7 +277,10 @@ async fn topology(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(hint): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> UiResult {
+    let admin = caller.role == crate::config::Role::Admin;
+    let (token, new) = csrf_of(&headers);
     let c = super::native::discover(&s, caller, &hint).await?;
     let inputs = s.engine.plan_inputs()?;
     let extra = |k: &crate::topology::InstanceKey| {
@@ -229,10 +288,26 @@ async fn topology(
         (rule, inputs.downtimed(k))
     };
     let picture = draw::topology(&c, &extra);
-    Ok(page(
+    let replicas: Vec<String> =
+        c.master.as_ref().map(|m| c.replicas_of(m).iter().map(|r| r.key.to_string()).collect()).unwrap_or_default();
+    let actions = html! {
+        @if admin {
+            form.takeover method="post" action=(format!("/ui/clusters/{}/plan", c.name)) {
+                input type="hidden" name="csrf" value=(token);
+                label { "Take over to " select name="designated" {
+                    option value="" { "the best replica (auto)" }
+                    @for r in &replicas { option value=(r) { (r) } }
+                } }
+                " " button type="submit" { "Plan the takeover" }
+                span.muted { " a dry run first: nothing changes until you confirm" }
+            }
+        }
+    };
+    let r = page(
         &c.name,
         html! {
             h1 { "Cluster " (c.name) @if let Some(a) = &c.alias { " " span.alias { (a) } } }
+            (actions)
             p.legend {
                 span.key.master { "writable master" } span.key.replica { "healthy replica" }
                 span.key.lagging { "lagging / not as expected" } span.key.broken { "broken / unreachable" } span.key.downtimed { "downtimed" }
@@ -266,7 +341,113 @@ async fn topology(
                 }
             }
         },
-    ))
+    );
+    Ok(with_csrf(r, &token, new))
+}
+
+#[derive(serde::Deserialize)]
+struct TakeoverForm {
+    csrf: String,
+    #[serde(default)]
+    designated: String,
+    #[serde(default)]
+    plan_hash: String,
+}
+
+fn request(cluster: &str, f: &TakeoverForm, dry_run: bool) -> Result<crate::engine::TakeoverRequest, UiError> {
+    let designated = match f.designated.trim() {
+        "" => None,
+        d => Some(d.parse().map_err(|e| UiError(ApiError::BadRequest(format!("designated '{d}': {e}"))))?),
+    };
+    Ok(crate::engine::TakeoverRequest {
+        cluster_hint: cluster.to_string(),
+        auto: designated.is_none(),
+        designated,
+        start_replication: true,
+        expected_master: None,
+        dry_run,
+        plan_hash: (!dry_run && !f.plan_hash.is_empty()).then(|| f.plan_hash.clone()),
+    })
+}
+
+/// The refusal of a takeover, in words: the check, the instance, why.
+fn refusal(r: &TakeoverReport) -> Markup {
+    html! {
+        div.refusal {
+            h2 { "Refused" }
+            @if let Some(x) = &r.refusal {
+                p { "The check " b { (x.check) } @if let Some(i) = &x.instance { " on " b { (i) } } " refused in phase " (x.phase.name()) "." }
+            }
+            ul.errors { @for e in &r.errors { li { (e) } } }
+        }
+    }
+}
+
+/// `POST /ui/clusters/{cluster}/plan`: the dry run, and a form to confirm it.
+async fn plan(
+    State(s): State<AppState>,
+    Path(cluster): Path<String>,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<TakeoverForm>,
+) -> UiResult {
+    check_csrf(&headers, &f.csrf)?;
+    let req = request(&cluster, &f, true)?;
+    let r = s.engine.takeover(req, None).await;
+    let body = html! {
+        h1 { "Plan: take over " (r.alias.as_deref().unwrap_or(&r.cluster)) }
+        @if r.status != crate::engine::Status::Planned {
+            (refusal(&r))
+            p { a href=(format!("/ui/clusters/{cluster}")) { "Back to the topology" } }
+        } @else {
+            dl.summary {
+                dt { "Old master" } dd { (r.old_master.as_deref().unwrap_or("?")) }
+                dt { "New master" } dd { b { (r.designated.as_deref().unwrap_or("?")) } }
+                dt { "Why" } dd { (r.choice.as_deref().unwrap_or("-")) }
+                dt { "Plan hash" } dd.mono { (r.plan_hash.as_deref().unwrap_or("")) }
+            }
+            h2 { "Checks" }
+            ul.checks {
+                @for p in &r.phases { @for c in &p.checks {
+                    li class=(if c.ok { "ok" } else { "bad" }) { (if c.ok { "✓ " } else { "✗ " }) b { (c.name) } " on " (c.instance) ": " (c.detail) }
+                } }
+            }
+            @if let Some(plan) = &r.plan {
+                h2 { "Statements, in order" }
+                @for st in &plan.steps {
+                    div.op { b { (st.phase.name()) } " · " span.mono { (st.instance) } " · " (st.action)
+                        pre { @for x in &st.statements { (x) "\n" } } }
+                }
+                h2 { "Hooks" }
+                @if plan.hooks.values().all(Vec::is_empty) { p.muted { "none" } }
+                ul { @for (phase, hooks) in &plan.hooks { @if !hooks.is_empty() { li { b { (phase) } ": " (hooks.join(", ")) } } } }
+            }
+            form.confirm method="post" action=(format!("/ui/clusters/{cluster}/takeover")) {
+                input type="hidden" name="csrf" value=(f.csrf);
+                input type="hidden" name="designated" value=(r.designated.as_deref().unwrap_or(""));
+                input type="hidden" name="plan_hash" value=(r.plan_hash.as_deref().unwrap_or(""));
+                button type="submit" { "Confirm: take over to " (r.designated.as_deref().unwrap_or("?")) }
+                span.muted { " runs only if the topology still matches this plan" }
+            }
+        }
+    };
+    Ok(page("Plan", body))
+}
+
+/// `POST /ui/clusters/{cluster}/takeover`: starts the confirmed takeover, bound to its plan, and
+/// sends the browser to its page (followed live there).
+async fn start_takeover(
+    State(s): State<AppState>,
+    Path(cluster): Path<String>,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<TakeoverForm>,
+) -> UiResult {
+    check_csrf(&headers, &f.csrf)?;
+    if f.plan_hash.is_empty() {
+        return Err(UiError(ApiError::BadRequest("a takeover from the console needs its plan: plan it first".into())));
+    }
+    let req = request(&cluster, &f, false)?;
+    let (id, _) = s.tracks.start(&s.engine, &s.metrics, req);
+    Ok((axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, format!("/ui/takeovers/{id}"))]).into_response())
 }
 
 async fn takeovers(State(s): State<AppState>) -> UiResult {
@@ -299,7 +480,17 @@ async fn takeovers(State(s): State<AppState>) -> UiResult {
 }
 
 async fn takeover(State(s): State<AppState>, Path(id): Path<String>) -> UiResult {
-    let r = super::native::stored_report(&s, &id)?;
+    let r = match super::native::stored_report(&s, &id) {
+        Ok(r) => r,
+        // Just started: not journaled yet. The page follows it live.
+        Err(ApiError::NotFound(_)) if s.tracks.is_running(&id) => {
+            return Ok(page(&format!("Takeover {id}"), live(&id)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if r.status == crate::engine::Status::Running {
+        return Ok(page(&format!("Takeover {id}"), live(&id)));
+    }
     Ok(page(
         &format!("Takeover {}", r.id),
         html! {

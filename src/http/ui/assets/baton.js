@@ -25,3 +25,19 @@ document.documentElement.dataset.js = "ok";
   if (input) input.addEventListener("input", refresh);
   setInterval(refresh, 5000);
 })();
+
+// A running takeover: its phases as they end, from the event stream; the full page at the end.
+(function () {
+  const list = document.getElementById("live");
+  if (!list) return;
+  const events = new EventSource(list.dataset.events);
+  events.addEventListener("phase", (e) => {
+    const ev = JSON.parse(e.data);
+    if (ev.event !== "finished") return;
+    const li = document.createElement("li");
+    li.className = ev.record.outcome;
+    li.textContent = ev.record.name + " · " + ev.record.duration_ms.toFixed(1) + " ms · " + ev.record.outcome;
+    list.appendChild(li);
+  });
+  events.addEventListener("done", () => { events.close(); location.reload(); });
+})();
