@@ -202,6 +202,11 @@ pub fn remember(store: &dyn Store, cfg: &Config, cluster: &mut Cluster) -> Resul
         return Ok(()); // nothing stable to name it by
     };
     let members: Vec<InstanceKey> = cluster.members.iter().map(|m| m.key.clone()).collect();
+    // The servers named no alias (no alias query, or its row is missing): the alias the cluster
+    // owns already stays with it (only an admin moves an alias).
+    if cluster.alias.is_none() {
+        cluster.alias = store.cluster_of(&master)?.and_then(|k| k.alias);
+    }
     let mut claimed_alias = None;
     if let Some(alias) = cluster.alias.clone() {
         let owner = match cfg.aliases.get(&alias) {

@@ -220,3 +220,103 @@ async fn the_console_in_a_real_browser() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }
+
+/// Roles on the console (basic auth, over HTTP: no browser needed): a read user sees the topology
+/// without the takeover form and cannot post one; an admin sees the form; a form posted without
+/// this browser's token is refused. Against `baton-sim` (the page discovers live).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_user_sees_no_action_and_cannot_post_one() {
+    use baton::config::{AuthMode, HttpUser, Role};
+    baton::init_crypto();
+    let port = free_port();
+    let b = 2 + (std::process::id() % 200) as u8;
+    let spec = baton::sim::SimSpec {
+        clusters: 1,
+        cluster_size: 3,
+        first_ip: std::net::Ipv4Addr::new(127, b, 9, 1),
+        port,
+        wildcard: false,
+    };
+    let sim = baton::sim::Sim::start(&spec).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("baton-console-{}", uuid::Uuid::new_v4().simple()));
+    let mut cfg = baton::config::Config::default();
+    cfg.paths.data_dir = dir.join("data");
+    cfg.paths.scripts_dir = dir.join("scripts");
+    cfg.paths.hooks_dir = dir.join("hooks");
+    cfg.scripts.policy = String::new();
+    cfg.http.auth = AuthMode::Basic;
+    let hash = |p: &str| baton::http::auth::hash_password(p).unwrap();
+    cfg.http.users.insert("ops".into(), HttpUser { password_hash: hash("ops-secret"), role: Role::Admin });
+    cfg.http.users.insert("viewer".into(), HttpUser { password_hash: hash("view-secret"), role: Role::Read });
+    let state = baton::http::AppState::new(&cfg).await.unwrap();
+    let members = sim.clusters().remove(0);
+    let master = members[0].to_string();
+    let k = baton::store::KnownCluster {
+        name: members[0].to_string(),
+        alias: Some("sim".into()),
+        members,
+        claimed_alias: None,
+        seen_at: 0,
+    };
+    state.engine.store.remember_cluster(&k).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, baton::http::router(state)).await });
+    let http = reqwest::Client::new();
+
+    let page = |user: &'static str, pass: &'static str| {
+        let (http, base, master) = (http.clone(), base.clone(), master.clone());
+        async move {
+            let r = http.get(format!("{base}/ui/clusters/{master}")).basic_auth(user, Some(pass)).send().await.unwrap();
+            assert!(r.status().is_success(), "{user}: {}", r.status());
+            let cookie = r.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_string());
+            (r.text().await.unwrap(), cookie)
+        }
+    };
+    let (viewer_page, _) = page("viewer", "view-secret").await;
+    assert!(
+        viewer_page.contains("svg") && !viewer_page.contains("form class=\"takeover\""),
+        "a read user sees no form"
+    );
+    // The alias still resolves after that discovery (the simulator names none itself).
+    let by_alias =
+        http.get(format!("{base}/ui/clusters/sim")).basic_auth("viewer", Some("view-secret")).send().await.unwrap();
+    assert!(by_alias.status().is_success(), "the alias was lost: {}", by_alias.status());
+    let (admin_page, cookie) = page("ops", "ops-secret").await;
+    assert!(admin_page.contains("Plan the takeover"), "an admin sees the form");
+    let cookie = cookie.expect("the page sets the CSRF cookie");
+    let token = cookie.split(';').next().unwrap().trim_start_matches("baton_csrf=").to_string();
+
+    // A read user cannot post (role), even with a valid token.
+    let r = http
+        .post(format!("{base}/ui/clusters/{master}/plan"))
+        .basic_auth("viewer", Some("view-secret"))
+        .header("cookie", format!("baton_csrf={token}"))
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    // An admin's form without the token its browser holds is refused; with it, the plan shows.
+    let r = http
+        .post(format!("{base}/ui/clusters/{master}/plan"))
+        .basic_auth("ops", Some("ops-secret"))
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "no cookie: refused");
+    let r = http
+        .post(format!("{base}/ui/clusters/{master}/plan"))
+        .basic_auth("ops", Some("ops-secret"))
+        .header("cookie", format!("baton_csrf={token}"))
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let plan = r.text().await.unwrap();
+    assert!(plan.contains("Plan hash"), "{plan}");
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&dir);
+}
