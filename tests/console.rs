@@ -209,6 +209,17 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(cross.status().as_u16(), 403);
     assert_eq!(assert_one_master(&t, &[]).await, to, "nothing changed");
 
+    // The scripts page: the policy tried on the live cluster (a dry run), then a reload.
+    c.goto(&format!("{base}/ui/scripts?cluster={alias}")).await.unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("The policy picks"), "{page}");
+    script_ok(&c).await;
+    shot(&c, "scripts").await;
+    c.find(Locator::Css("form.takeover button")).await.unwrap().click().await.unwrap();
+    let done = c.wait().for_element(Locator::Css("main h1")).await.unwrap().text().await.unwrap();
+    assert_eq!(done, "Scripts reloaded");
+    assert_eq!(assert_one_master(&t, &[]).await, to, "a dry run changes nothing");
+
     // A phone's width: nothing wider than the window but the scrolling table and picture.
     c.set_window_size(390, 844).await.unwrap();
     c.goto(&format!("{base}/")).await.unwrap();

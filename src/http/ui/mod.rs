@@ -37,6 +37,8 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/clusters/{cluster}/plan", axum::routing::post(plan))
         .route("/ui/clusters/{cluster}/takeover", axum::routing::post(start_takeover))
         .route("/ui/takeovers", get(takeovers))
+        .route("/ui/scripts", get(scripts))
+        .route("/ui/scripts/reload", axum::routing::post(reload_scripts))
         .route("/ui/takeovers/{id}", get(takeover))
         .route("/ui/assets/baton.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
         .route("/ui/assets/baton.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
@@ -61,7 +63,7 @@ fn page(title: &str, body: Markup) -> Response {
             body {
                 header {
                     a.brand href="/" { "Baton" }
-                    nav { a href="/" { "Clusters" } a href="/ui/takeovers" { "Takeovers" } }
+                    nav { a href="/" { "Clusters" } a href="/ui/takeovers" { "Takeovers" } a href="/ui/scripts" { "Scripts" } }
                 }
                 main { (body) }
             }
@@ -522,4 +524,101 @@ async fn takeover(State(s): State<AppState>, Path(id): Path<String>) -> UiResult
             }
         },
     ))
+}
+
+#[derive(serde::Deserialize, Default)]
+struct TryPolicy {
+    /// A cluster to try the policy on (a dry run: nothing changes).
+    cluster: Option<String>,
+}
+
+fn ago_ms(unix_ms: u64) -> String {
+    ago(unix_ms as i64)
+}
+
+/// `/ui/scripts`: the loaded version, the policy and the hooks per phase, the last reload and
+/// its error; for an admin, a button that reloads and checks them; and the policy tried on a
+/// live cluster (a dry run's choice, nothing changed).
+async fn scripts(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(t): Query<TryPolicy>,
+    headers: axum::http::HeaderMap,
+) -> UiResult {
+    let admin = caller.role == crate::config::Role::Admin;
+    let (token, new) = csrf_of(&headers);
+    let st = s.scripts.status();
+    let tried = match t.cluster.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        Some(c) => {
+            let req = crate::engine::TakeoverRequest {
+                cluster_hint: c.to_string(),
+                designated: None,
+                auto: true,
+                start_replication: true,
+                expected_master: None,
+                dry_run: true,
+                plan_hash: None,
+            };
+            Some(s.engine.takeover(req, None).await)
+        }
+        None => None,
+    };
+    let body = html! {
+        h1 { "Scripts" }
+        dl.summary {
+            dt { "Version" } dd.mono { (st.version.id) }
+            dt { "Loaded" } dd { (ago_ms(st.version.loaded_at)) }
+            dt { "Policy" } dd.mono { (st.policy.as_deref().unwrap_or("built-in order (no policy script)")) }
+            dt { "Files" } dd.mono { @if st.version.files.is_empty() { "none" } @for f in &st.version.files { (f) br; } }
+            dt { "Last reload" } dd { @match &st.last_error { Some(e) => span.bad { "failed, the version above kept: " (e) }, None => "ok" } }
+            @if let Some(f) = &st.failed { dt { "Stopped" } dd.bad { (f) } }
+        }
+        h2 { "Hooks per phase" }
+        ul { @for (phase, hooks) in &st.hooks { li { b { (phase) } ": " @if hooks.is_empty() { span.muted { "none" } } @else { (hooks.join(", ")) } } } }
+        @if admin {
+            form.takeover method="post" action="/ui/scripts/reload" {
+                input type="hidden" name="csrf" value=(token);
+                button type="submit" { "Reload and check" }
+                span.muted { " loads every file beside the running version; swaps only if all of them load" }
+            }
+        }
+        h2 { "Try the policy on a cluster" }
+        form.filter method="get" action="/ui/scripts" {
+            input type="search" name="cluster" placeholder="alias or host:port" value=(t.cluster.as_deref().unwrap_or("")) aria-label="Cluster";
+            " " button type="submit" { "Try" }
+            span.muted { " a dry run: the policy's choice on the live cluster; nothing changes" }
+        }
+        @if let Some(r) = &tried {
+            @if r.status == crate::engine::Status::Planned {
+                p { "The policy picks " b { (r.designated.as_deref().unwrap_or("?")) } ": " (r.choice.as_deref().unwrap_or("")) }
+            } @else { (refusal(r)) }
+        }
+    };
+    Ok(with_csrf(page("Scripts", body), &token, new))
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+/// `POST /ui/scripts/reload`: loads the scripts again (kept only if every file loads).
+async fn reload_scripts(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> UiResult {
+    check_csrf(&headers, &f.csrf)?;
+    let body = match s.scripts.reload().await {
+        Ok(v) => {
+            html! { h1 { "Scripts reloaded" } p { "Version " span.mono { (v.id) } " runs now." } p { a href="/ui/scripts" { "Back" } } }
+        }
+        Err(e) => html! {
+            h1 { "Reload refused" }
+            p.error { (e) }
+            p { "The running version stays: " span.mono { (s.scripts.status().version.id) } }
+            p { a href="/ui/scripts" { "Back" } }
+        },
+    };
+    Ok(page("Scripts", body))
 }
