@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/clusters/{cluster}/takeover", axum::routing::post(start_takeover))
         .route("/ui/takeovers", get(takeovers))
         .route("/ui/scripts", get(scripts))
+        .route("/ui/instances/{host}/{port}/{action}", axum::routing::post(instance_action))
         .route("/ui/scripts/reload", axum::routing::post(reload_scripts))
         .route("/ui/takeovers/{id}", get(takeover))
         .route("/ui/assets/baton.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
@@ -322,7 +323,7 @@ async fn topology(
             h2 { "Members" }
             div.scroll {
                 table {
-                    thead { tr { th { "Instance" } th { "Source" } th { "read_only" } th { "IO / SQL" } th { "Lag" } th { "Version" } th { "Rule" } } }
+                    thead { tr { th { "Instance" } th { "Source" } th { "read_only" } th { "IO / SQL" } th { "Lag" } th { "Version" } th { "Rule" } @if admin { th { "Actions" } } } }
                     tbody {
                         @for m in &c.members {
                             tr {
@@ -336,7 +337,9 @@ async fn topology(
                                     }
                                     None => { td colspan="4" .bad { "unreachable: " (m.error.as_deref().unwrap_or("")) } }
                                 }
-                                td { (inputs.rules.get(&m.key).map(|r| r.to_string()).unwrap_or_else(|| "neutral".into())) }
+                                td { (inputs.rules.get(&m.key).map(|r| r.to_string()).unwrap_or_else(|| "neutral".into()))
+                                     @if inputs.downtimed(&m.key) { br; span.muted { "downtimed" } } }
+                                @if admin { td.actions { (instance_actions(&c.name, &m.key, inputs.downtimed(&m.key), &token)) } }
                             }
                         }
                     }
@@ -621,4 +624,93 @@ async fn reload_scripts(
         },
     };
     Ok(page("Scripts", body))
+}
+
+/// An admin's actions on one member: its promotion rule, and a downtime (begun or ended). Each
+/// form asks for confirmation (the script) and carries the CSRF token.
+fn instance_actions(cluster: &str, key: &crate::topology::InstanceKey, downtimed: bool, token: &str) -> Markup {
+    let action = |what: &str| format!("/ui/instances/{}/{}/{what}", key.host, key.port);
+    html! {
+        form.inline method="post" action=(action("rule")) data-confirm=(format!("Set the promotion rule of {key}?")) {
+            input type="hidden" name="csrf" value=(token);
+            input type="hidden" name="cluster" value=(cluster);
+            select name="rule" aria-label="Promotion rule" {
+                option value="neutral" { "neutral" } option value="prefer" { "prefer" }
+                option value="prefer_not" { "prefer_not" } option value="must_not" { "must_not" }
+            }
+            " " button type="submit" { "Set rule" }
+        }
+        @if downtimed {
+            form.inline method="post" action=(action("end-downtime")) data-confirm=(format!("End the downtime of {key}?")) {
+                input type="hidden" name="csrf" value=(token);
+                input type="hidden" name="cluster" value=(cluster);
+                button type="submit" { "End downtime" }
+            }
+        } @else {
+            form.inline method="post" action=(action("downtime")) data-confirm=(format!("Downtime {key}? A takeover then leaves it behind.")) {
+                input type="hidden" name="csrf" value=(token);
+                input type="hidden" name="cluster" value=(cluster);
+                input type="number" name="hours" min="1" max="720" value="1" aria-label="Hours";
+                input type="text" name="reason" placeholder="reason" required aria-label="Reason";
+                " " button type="submit" { "Downtime" }
+            }
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct InstanceForm {
+    csrf: String,
+    cluster: String,
+    #[serde(default)]
+    rule: String,
+    #[serde(default)]
+    hours: Option<u64>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /ui/instances/{host}/{port}/rule|downtime|end-downtime`, then back to the topology.
+async fn instance_action(
+    State(s): State<AppState>,
+    Path((host, port, what)): Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<InstanceForm>,
+) -> UiResult {
+    check_csrf(&headers, &f.csrf)?;
+    let key: crate::topology::InstanceKey =
+        format!("{host}:{port}").parse().map_err(|e| UiError(ApiError::BadRequest(format!("{host}:{port}: {e}"))))?;
+    let bad = |m: String| UiError(ApiError::BadRequest(m));
+    match what.as_str() {
+        "rule" => {
+            let rule: crate::store::PromotionRule = f.rule.parse().map_err(bad)?;
+            if rule == crate::store::PromotionRule::Neutral {
+                s.engine.store.clear_promotion_rule(&key)?;
+            } else {
+                s.engine.store.set_promotion_rule(&crate::store::RuleEntry { instance: key, rule, until: None })?;
+            }
+        }
+        "downtime" => {
+            if f.reason.trim().is_empty() {
+                return Err(bad("a downtime needs a reason".into()));
+            }
+            let hours = f.hours.unwrap_or(1);
+            let until = crate::store::expiry_after("hours", hours.saturating_mul(3600)).map_err(bad)?;
+            let d = crate::store::Downtime {
+                instance: key,
+                owner: "console".into(),
+                reason: f.reason.trim().into(),
+                until,
+            };
+            s.engine.store.begin_downtime(&d)?;
+        }
+        "end-downtime" => {
+            s.engine.store.end_downtime(&key)?;
+        }
+        other => return Err(UiError(ApiError::NotFound(format!("no instance action '{other}'")))),
+    }
+    // Back to the cluster's page; a name that is not a plain cluster name goes to the list.
+    let plain = !f.cluster.is_empty() && f.cluster.chars().all(|c| c.is_ascii_alphanumeric() || "._:-[]".contains(c));
+    let back = if plain { format!("/ui/clusters/{}", f.cluster) } else { "/".into() };
+    Ok((axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, back)]).into_response())
 }

@@ -41,3 +41,8 @@ document.documentElement.dataset.js = "ok";
   });
   events.addEventListener("done", () => { events.close(); location.reload(); });
 })();
+
+// Forms that change something ask first.
+document.querySelectorAll("form[data-confirm]").forEach((f) => {
+  f.addEventListener("submit", (e) => { if (!window.confirm(f.dataset.confirm)) e.preventDefault(); });
+});
