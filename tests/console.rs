@@ -210,7 +210,10 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(assert_one_master(&t, &[]).await, to, "nothing changed");
 
     // The scripts page: the policy tried on the live cluster (a dry run), then a reload.
-    c.goto(&format!("{base}/ui/scripts?cluster={alias}")).await.unwrap();
+    c.goto(&format!("{base}/ui/scripts")).await.unwrap();
+    c.find(Locator::Css("form.try input[name=cluster]")).await.unwrap().send_keys(&alias).await.unwrap();
+    c.find(Locator::Css("form.try button")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::XPath("//p[starts-with(., 'The policy picks')]")).await.expect("the policy's choice");
     let page = c.source().await.unwrap();
     assert!(page.contains("The policy picks"), "{page}");
     script_ok(&c).await;

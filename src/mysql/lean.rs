@@ -113,10 +113,25 @@ fn lenenc(b: &[u8], at: &mut usize) -> Option<u64> {
 }
 
 fn lenenc_bytes<'a>(b: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
-    let n = lenenc(b, at)? as usize;
-    let s = b.get(*at..*at + n)?;
-    *at += n;
+    let n = usize::try_from(lenenc(b, at)?).ok()?;
+    let end = at.checked_add(n)?;
+    let s = b.get(*at..end)?;
+    *at = end;
     Some(s)
+}
+
+/// The most columns a server's table (and so a result set) can have.
+const MAX_COLUMNS: u64 = 4096;
+
+/// The column count that opens a result set; a server claiming more than any server allows is
+/// not believed (nothing is allocated for it).
+fn column_count(first: &[u8]) -> Result<usize, LeanError> {
+    let mut at = 0;
+    match lenenc(first, &mut at) {
+        Some(n) if (1..=MAX_COLUMNS).contains(&n) => Ok(n as usize),
+        Some(n) => Err(LeanError::Protocol(format!("a result set of {n} columns"))),
+        None => Err(LeanError::Protocol("column count".into())),
+    }
 }
 
 fn server_error(p: &[u8]) -> LeanError {
@@ -279,8 +294,7 @@ impl LeanConn {
                     first.get(at..at + 2).is_some_and(|s| u16::from_le_bytes([s[0], s[1]]) & STATUS_MORE_RESULTS != 0)
                 }
                 _ => {
-                    let mut at = 0;
-                    let n = lenenc(&first, &mut at).ok_or_else(|| LeanError::Protocol("column count".into()))? as usize;
+                    let n = column_count(&first)?;
                     let mut names = Vec::with_capacity(n);
                     for _ in 0..n {
                         let def = self.read_packet().await?;
@@ -340,6 +354,16 @@ impl LeanConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hostile_length_is_not_believed() {
+        // A column count of 2^40, and a string claiming more bytes than usize holds.
+        assert!(column_count(&[0xfe, 0, 0, 0, 0, 1, 0, 0, 0]).is_err());
+        assert!(column_count(&[0xfd, 0x01, 0x10, 0x00]).is_err());
+        assert_eq!(column_count(&[12]).unwrap(), 12);
+        let mut at = 0;
+        assert_eq!(lenenc_bytes(&[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, b'x'], &mut at), None);
+    }
 
     #[test]
     fn lenenc_reads_every_width() {

@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/scripts", get(scripts))
         .route("/ui/instances/{host}/{port}/{action}", axum::routing::post(instance_action))
         .route("/ui/scripts/reload", axum::routing::post(reload_scripts))
+        .route("/ui/scripts/try", axum::routing::post(try_policy))
         .route("/ui/takeovers/{id}", get(takeover))
         .route("/ui/assets/baton.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
         .route("/ui/assets/baton.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
@@ -138,6 +139,12 @@ fn with_csrf(mut r: Response, token: &str, new: bool) -> Response {
         }
     }
     r
+}
+
+/// Whether the caller may act, and this browser's CSRF token (new: to be set as its cookie).
+fn who(caller: &Caller, headers: &axum::http::HeaderMap) -> (bool, String, bool) {
+    let (token, new) = csrf_of(headers);
+    (caller.role == crate::config::Role::Admin, token, new)
 }
 
 /// Refuses a form whose token is not this browser's cookie.
@@ -282,8 +289,7 @@ async fn topology(
     Path(hint): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> UiResult {
-    let admin = caller.role == crate::config::Role::Admin;
-    let (token, new) = csrf_of(&headers);
+    let (admin, token, new) = who(&caller, &headers);
     let c = super::native::discover(&s, caller, &hint).await?;
     let inputs = s.engine.plan_inputs()?;
     let extra = |k: &crate::topology::InstanceKey| {
@@ -529,48 +535,39 @@ async fn takeover(State(s): State<AppState>, Path(id): Path<String>) -> UiResult
     ))
 }
 
-#[derive(serde::Deserialize, Default)]
-struct TryPolicy {
-    /// A cluster to try the policy on (a dry run: nothing changes).
-    cluster: Option<String>,
-}
-
-fn ago_ms(unix_ms: u64) -> String {
-    ago(unix_ms as i64)
-}
-
 /// `/ui/scripts`: the loaded version, the policy and the hooks per phase, the last reload and
-/// its error; for an admin, a button that reloads and checks them; and the policy tried on a
-/// live cluster (a dry run's choice, nothing changed).
+/// its error; for an admin, a button that reloads and checks them, and a form that tries the
+/// policy on a live cluster (a dry run, a POST: a dry run is recorded in the audit).
 async fn scripts(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Query(t): Query<TryPolicy>,
     headers: axum::http::HeaderMap,
 ) -> UiResult {
-    let admin = caller.role == crate::config::Role::Admin;
-    let (token, new) = csrf_of(&headers);
+    let (admin, token, new) = who(&caller, &headers);
+    Ok(with_csrf(scripts_page(&s, admin, &token, None), &token, new))
+}
+
+#[derive(serde::Deserialize)]
+struct TryForm {
+    csrf: String,
+    cluster: String,
+}
+
+/// `POST /ui/scripts/try`: the policy's choice on a live cluster (a dry run), on the scripts page.
+async fn try_policy(State(s): State<AppState>, headers: axum::http::HeaderMap, Form(f): Form<TryForm>) -> UiResult {
+    check_csrf(&headers, &f.csrf)?;
+    let form = TakeoverForm { csrf: f.csrf.clone(), designated: String::new(), plan_hash: String::new() };
+    let r = s.engine.takeover(request(f.cluster.trim(), &form, true)?, None).await;
+    Ok(scripts_page(&s, true, &f.csrf, Some((&f.cluster, &r))))
+}
+
+fn scripts_page(s: &AppState, admin: bool, token: &str, tried: Option<(&str, &TakeoverReport)>) -> Response {
     let st = s.scripts.status();
-    let tried = match t.cluster.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
-        Some(c) => {
-            let req = crate::engine::TakeoverRequest {
-                cluster_hint: c.to_string(),
-                designated: None,
-                auto: true,
-                start_replication: true,
-                expected_master: None,
-                dry_run: true,
-                plan_hash: None,
-            };
-            Some(s.engine.takeover(req, None).await)
-        }
-        None => None,
-    };
     let body = html! {
         h1 { "Scripts" }
         dl.summary {
             dt { "Version" } dd.mono { (st.version.id) }
-            dt { "Loaded" } dd { (ago_ms(st.version.loaded_at)) }
+            dt { "Loaded" } dd { (ago(st.version.loaded_at as i64)) }
             dt { "Policy" } dd.mono { (st.policy.as_deref().unwrap_or("built-in order (no policy script)")) }
             dt { "Files" } dd.mono { @if st.version.files.is_empty() { "none" } @for f in &st.version.files { (f) br; } }
             dt { "Last reload" } dd { @match &st.last_error { Some(e) => span.bad { "failed, the version above kept: " (e) }, None => "ok" } }
@@ -584,20 +581,21 @@ async fn scripts(
                 button type="submit" { "Reload and check" }
                 span.muted { " loads every file beside the running version; swaps only if all of them load" }
             }
+            h2 { "Try the policy on a cluster" }
+            form.try method="post" action="/ui/scripts/try" {
+                input type="hidden" name="csrf" value=(token);
+                input type="search" name="cluster" placeholder="alias or host:port" value=(tried.map(|t| t.0).unwrap_or("")) aria-label="Cluster";
+                " " button type="submit" { "Try" }
+                span.muted { " a dry run: the policy's choice on the live cluster; no server changes" }
+            }
         }
-        h2 { "Try the policy on a cluster" }
-        form.filter method="get" action="/ui/scripts" {
-            input type="search" name="cluster" placeholder="alias or host:port" value=(t.cluster.as_deref().unwrap_or("")) aria-label="Cluster";
-            " " button type="submit" { "Try" }
-            span.muted { " a dry run: the policy's choice on the live cluster; nothing changes" }
-        }
-        @if let Some(r) = &tried {
+        @if let Some((_, r)) = tried {
             @if r.status == crate::engine::Status::Planned {
                 p { "The policy picks " b { (r.designated.as_deref().unwrap_or("?")) } ": " (r.choice.as_deref().unwrap_or("")) }
             } @else { (refusal(r)) }
         }
     };
-    Ok(with_csrf(page("Scripts", body), &token, new))
+    page("Scripts", body)
 }
 
 #[derive(serde::Deserialize)]
