@@ -7,7 +7,6 @@
 //! node that cannot renew its lease within the TTL stops being the leader at once (before etcd
 //! expires the lease, so two nodes never both believe they lead for longer than the margin).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +34,14 @@ impl Lease {
     pub fn remaining(&self) -> Option<Duration> {
         let until = (*self.0.lock().unwrap_or_else(|e| e.into_inner()))?;
         until.checked_duration_since(Instant::now())
+    }
+
+    /// A renewal while leading moves the deadline on (a node that does not lead stays so).
+    fn renewed(&self, until: Instant) {
+        let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if d.is_some() {
+            *d = Some(until);
+        }
     }
 
     fn lead_until(&self, until: Option<Instant>) {
@@ -198,9 +205,8 @@ async fn campaign_loop(
         }
         // The send time of the last renewal etcd acknowledged: the leader's deadline counts from it.
         let renewed = Arc::new(Mutex::new(granted));
-        let leading = Arc::new(AtomicBool::new(false));
         let mut keep = client.clone();
-        let (rn, ld, lease_of, eps) = (renewed.clone(), leading.clone(), state.lease.clone(), endpoints.clone());
+        let (rn, lease_of, eps) = (renewed.clone(), state.lease.clone(), endpoints.clone());
         let keepalive = async move {
             // The stream is re-opened when it breaks (an etcd member died: another one answers),
             // for as long as etcd may still hold the lease; a renewal answered with TTL 0 means
@@ -227,9 +233,7 @@ async fn campaign_loop(
                     match tokio::time::timeout(ttl / 3, stream.message()).await {
                         Ok(Ok(Some(r))) if r.ttl() > 0 => {
                             *rn.lock().unwrap_or_else(|e| e.into_inner()) = sent;
-                            if ld.load(Ordering::SeqCst) {
-                                lease_of.lead_until(Some(sent + ttl - margin(ttl)));
-                            }
+                            lease_of.renewed(sent + ttl - margin(ttl));
                         }
                         Ok(Ok(Some(_))) => return,
                         _ => break,
@@ -242,7 +246,7 @@ async fn campaign_loop(
         let mut camp = client.clone();
         let (value, st, nm, fc) = (state.advertise_url.clone(), state.clone(), name.clone(), fence.clone());
         let elected = on_elected.clone();
-        let (rn, ld) = (renewed.clone(), leading.clone());
+        let rn = renewed.clone();
         let campaign = async move {
             // Campaigning blocks until elected; a failed call (the member it went to died) is
             // made again on the same lease (etcd finds this node's key and keeps its place).
@@ -254,7 +258,6 @@ async fn campaign_loop(
                         }
                         let last = *rn.lock().unwrap_or_else(|e| e.into_inner());
                         st.lease.lead_until(Some(last + ttl - margin(ttl)));
-                        ld.store(true, Ordering::SeqCst);
                         *st.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = Some(st.advertise_url.clone());
                         info!(node = %st.node_id, "this node leads");
                         elected();

@@ -69,17 +69,8 @@ fn table(v: &serde_json::Value, filter: Option<&str>) -> String {
 }
 
 /// The fleet as the poller `p` sees it now, in the route's JSON shape.
-fn snapshot(
-    cfg: &Config,
-    p: &crate::fleet::Poller,
-    store: &dyn crate::store::Store,
-) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
-    let views = p.views()?;
-    let rows = crate::fleet::rows(&views, &store.takeovers(None, 1000)?);
-    let age = views.iter().map(|v| v.age_s()).fold(0.0, f64::max);
-    Ok(
-        serde_json::json!({ "poll_interval_s": cfg.discovery.poll_interval_s.max(1), "data_age_s": age, "clusters": rows }),
-    )
+fn snapshot(p: &crate::fleet::Poller) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    Ok(serde_json::to_value(p.report()?)?)
 }
 
 fn print(v: &serde_json::Value, args: &FleetArgs) -> CliResult {
@@ -93,9 +84,7 @@ fn print(v: &serde_json::Value, args: &FleetArgs) -> CliResult {
 
 /// Starts a poller here and waits until every followed instance has been probed once (or has
 /// failed once), at most two intervals.
-async fn local(
-    cfg: &Config,
-) -> Result<(crate::fleet::Poller, Arc<dyn crate::store::Store>), Box<dyn std::error::Error>> {
+async fn local(cfg: &Config) -> Result<crate::fleet::Poller, Box<dyn std::error::Error>> {
     crate::process::raise_fd_limit();
     let store = crate::store::open(cfg)?;
     if store.clusters()?.is_empty() {
@@ -121,15 +110,15 @@ async fn local(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok((p, store))
+    Ok(p)
 }
 
 pub async fn fleet(cfg: &Config, args: FleetArgs) -> CliResult {
     if !args.api.is_empty() {
         return print(&super::client::fleet(&args.api).await?, &args);
     }
-    let (p, store) = local(cfg).await?;
-    let v = snapshot(cfg, &p, store.as_ref())?;
+    let p = local(cfg).await?;
+    let v = snapshot(&p)?;
     p.stop();
     print(&v, &args)
 }
@@ -140,7 +129,7 @@ pub async fn watch(cfg: &Config, args: FleetArgs) -> CliResult {
     let local = if args.api.is_empty() { Some(local(cfg).await?) } else { None };
     loop {
         let v = match &local {
-            Some((p, store)) => snapshot(cfg, p, store.as_ref())?,
+            Some(p) => snapshot(p)?,
             None => super::client::fleet(&args.api).await?,
         };
         if !args.json {

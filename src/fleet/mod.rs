@@ -57,11 +57,20 @@ struct Entry {
     instance: Option<Arc<Instance>>,
     last_ok: Option<Instant>,
     error: Option<String>,
+    /// Probes failed in a row (0: the last one answered).
     failures: u32,
-    lane: Lane,
     latency_ms: Option<f64>,
-    /// Remembered as a member of a known cluster (else followed from a probe's answer).
-    remembered: bool,
+}
+
+impl Entry {
+    /// An instance whose last probe failed is probed in the back-off lane.
+    fn lane(&self) -> Lane {
+        if self.failures > 0 {
+            Lane::Backoff
+        } else {
+            Lane::Healthy
+        }
+    }
 }
 
 /// Counters the poller keeps about itself.
@@ -154,6 +163,20 @@ pub struct FleetRow {
     pub last_takeover: Option<LastTakeover>,
 }
 
+/// The whole fleet as `GET /api/v1/fleet` and `baton fleet` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FleetReport {
+    pub poll_interval_s: u64,
+    /// The oldest data among the clusters (seconds).
+    pub data_age_s: f64,
+    pub clusters: Vec<FleetRow>,
+}
+
+/// The oldest data (seconds) among `views`.
+pub fn oldest_s(views: &[ClusterView]) -> f64 {
+    views.iter().map(ClusterView::age_s).fold(0.0, f64::max)
+}
+
 /// Joins each cluster with its newest takeover among `recent` (newest first, as the audit lists
 /// them), found by the cluster's name then, its new master's, or its alias.
 pub fn rows(views: &[ClusterView], recent: &[crate::store::AuditEntry]) -> Vec<FleetRow> {
@@ -226,7 +249,7 @@ impl Poller {
 
     /// Instances in the back-off lane now.
     pub fn backoff_lane(&self) -> usize {
-        self.read().values().filter(|e| e.lane == Lane::Backoff).count()
+        self.read().values().filter(|e| e.lane() == Lane::Backoff).count()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<InstanceKey, Entry>> {
@@ -242,7 +265,7 @@ impl Poller {
             .map(|(k, e)| InstanceState {
                 key: k.clone(),
                 up: e.error.is_none() && e.instance.is_some(),
-                lane: e.lane,
+                lane: e.lane(),
                 latency_ms: e.latency_ms,
                 age_s: e.last_ok.map(|t| now.duration_since(t).as_secs_f64()),
                 error: e.error.clone(),
@@ -294,6 +317,17 @@ impl Poller {
         Ok(v)
     }
 
+    /// The fleet now: every cluster's view with its newest takeover (from the audit's last 1,000).
+    pub fn report(&self) -> Result<FleetReport, crate::store::StoreError> {
+        let views = self.views()?;
+        let recent = self.inner.store.takeovers(None, 1000)?;
+        Ok(FleetReport {
+            poll_interval_s: self.interval().as_secs(),
+            data_age_s: oldest_s(&views),
+            clusters: rows(&views, &recent),
+        })
+    }
+
     /// Takes the recent probe latencies (ms), for a benchmark's percentiles.
     pub fn take_latencies(&self) -> Vec<f64> {
         std::mem::take(&mut *self.inner.latencies.lock().unwrap_or_else(|e| e.into_inner()))
@@ -335,7 +369,7 @@ async fn run(inner: Arc<Inner>, mut stopped: tokio::sync::watch::Receiver<bool>)
         };
         for key in due {
             let lane = match inner.entries.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
-                Some(e) => e.lane,
+                Some(e) => e.lane(),
                 None => continue, // no longer followed
             };
             inner.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -371,10 +405,7 @@ fn sync_members(inner: &Inner, interval: Duration) {
         .filter_map(|e| e.instance.as_ref())
         .flat_map(|i| i.source().cloned().into_iter().chain(i.reported_replicas.iter().cloned()))
         .collect();
-    entries.retain(|k, e| {
-        e.remembered = remembered.contains(k);
-        e.remembered || reported.contains(k)
-    });
+    entries.retain(|k, _| remembered.contains(k) || reported.contains(k));
     inner.links.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| entries.contains_key(k));
     let now = Instant::now();
     let mut schedule = inner.schedule.lock().unwrap_or_else(|e| e.into_inner());
@@ -387,7 +418,7 @@ fn sync_members(inner: &Inner, interval: Duration) {
         if let std::collections::hash_map::Entry::Vacant(slot) = entries.entry(k) {
             let first = if inner.spread { offset(slot.key(), interval) } else { Duration::ZERO };
             schedule.push(Reverse((now + first, slot.key().clone())));
-            slot.insert(new_entry(true));
+            slot.insert(new_entry());
         }
     }
 }
@@ -449,8 +480,8 @@ async fn probe_one(inner: &Inner, key: &InstanceKey, limit: Duration) -> Result<
     }
 }
 
-fn new_entry(remembered: bool) -> Entry {
-    Entry { instance: None, last_ok: None, error: None, failures: 0, lane: Lane::Healthy, latency_ms: None, remembered }
+fn new_entry() -> Entry {
+    Entry { instance: None, last_ok: None, error: None, failures: 0, latency_ms: None }
 }
 
 async fn probe(inner: Arc<Inner>, key: InstanceKey, lane: Lane, interval: Duration) {
@@ -472,7 +503,7 @@ async fn probe(inner: Arc<Inner>, key: InstanceKey, lane: Lane, interval: Durati
         let Some(e) = entries.get_mut(&key) else { return };
         match result {
             Ok(i) => {
-                if e.lane == Lane::Backoff {
+                if e.lane() == Lane::Backoff {
                     debug!(instance = %key, "fleet poller: answering again; back to the healthy lane");
                 }
                 follow.extend(i.source().cloned());
@@ -481,7 +512,6 @@ async fn probe(inner: Arc<Inner>, key: InstanceKey, lane: Lane, interval: Durati
                 e.last_ok = Some(now);
                 e.error = None;
                 e.failures = 0;
-                e.lane = Lane::Healthy;
                 e.latency_ms = Some(ms);
                 now + interval
             }
@@ -489,7 +519,6 @@ async fn probe(inner: Arc<Inner>, key: InstanceKey, lane: Lane, interval: Durati
                 inner.stats.failures.fetch_add(1, Ordering::Relaxed);
                 e.error = Some(err);
                 e.failures = e.failures.saturating_add(1);
-                e.lane = Lane::Backoff;
                 let max = Duration::from_secs(inner.cfg.discovery.poll_backoff_max_s.max(1));
                 let backoff = interval.saturating_mul(1 << e.failures.min(16).saturating_sub(1)).min(max);
                 now + backoff
@@ -515,7 +544,7 @@ async fn probe(inner: Arc<Inner>, key: InstanceKey, lane: Lane, interval: Durati
             }
             if !entries.contains_key(&k) {
                 debug!(instance = %k, "fleet poller: following a newly reported instance");
-                entries.insert(k.clone(), new_entry(false));
+                entries.insert(k.clone(), new_entry());
                 new.push(k);
             }
         }

@@ -369,7 +369,7 @@ async fn all_live(s: &AppState, caller: Caller) -> Result<(Vec<Cluster>, Option<
     if let Some(p) = s.fleet.clone() {
         let views =
             tokio::task::spawn_blocking(move || p.views()).await.map_err(|e| ApiError::Internal(e.to_string()))??;
-        let age = views.iter().map(|v| v.age_s()).fold(0.0, f64::max);
+        let age = crate::fleet::oldest_s(&views);
         return Ok((views.iter().map(|v| v.cluster.clone()).collect(), Some(age)));
     }
     let known = s.engine.store.clusters()?;

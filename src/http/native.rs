@@ -88,19 +88,13 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 /// `GET /api/v1/fleet`: every cluster as the poller's cache shows it, with its takeover
 /// readiness and the age of its data; 503 when the poller is off.
-async fn fleet(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn fleet(State(s): State<AppState>) -> Result<Json<crate::fleet::FleetReport>, ApiError> {
     let Some(poller) = s.fleet.clone() else {
         return Err(ApiError::Unavailable("the fleet poller is off (discovery.poll_interval_s = 0)".into()));
     };
-    let store = s.engine.store.clone();
-    let (views, recent) = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
-        Ok((poller.views()?, store.takeovers(None, 1000)?))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let clusters = crate::fleet::rows(&views, &recent);
-    let age = views.iter().map(|v| v.age_s()).fold(0.0, f64::max);
-    Ok(Json(json!({ "poll_interval_s": s.cfg.discovery.poll_interval_s, "data_age_s": age, "clusters": clusters })))
+    let report =
+        tokio::task::spawn_blocking(move || poller.report()).await.map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(report))
 }
 
 async fn clusters(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

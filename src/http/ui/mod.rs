@@ -197,9 +197,9 @@ fn cluster_rows(s: &AppState, q: Option<&str>) -> Result<(Markup, f64, usize), U
         };
         return Ok((rows, 0.0, known.len()));
     };
-    let views = poller.views()?;
-    let rows = crate::fleet::rows(&views, &s.engine.store.takeovers(None, 500)?);
-    let shown: Vec<&crate::fleet::FleetRow> = rows
+    let report = poller.report()?;
+    let shown: Vec<&crate::fleet::FleetRow> = report
+        .clusters
         .iter()
         .filter(|r| {
             q.as_ref().is_none_or(|q| {
@@ -208,7 +208,7 @@ fn cluster_rows(s: &AppState, q: Option<&str>) -> Result<(Markup, f64, usize), U
             })
         })
         .collect();
-    let age = rows.iter().map(|r| r.data_age_s).fold(0.0, f64::max);
+    let age = report.data_age_s;
     let markup = html! {
         @for r in &shown {
             @let v = &r.view;
