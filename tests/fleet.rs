@@ -180,6 +180,12 @@ async fn the_lean_probe_reads_real_mariadb_as_the_full_probe_does() {
         assert_eq!(lean.reported_replicas, full.reported_replicas, "{k}");
         assert_eq!(format!("{:?}", lean.gtid), format!("{:?}", full.gtid), "{k}");
         assert_eq!(lean.binlog.is_some(), full.binlog.is_some(), "{k}");
+        // A statement after the first that fails: an error, and the connection answers the next
+        // query with its own answer.
+        let err = conn.query_sets("DO 1; SELECT * FROM nosuch_db.nosuch; SELECT 4", Duration::from_secs(2)).await;
+        assert!(err.as_ref().is_err_and(|e| e.to_string().contains("nosuch")), "{k}: {err:?}");
+        let rows = conn.query_sets("SELECT 7 AS n", Duration::from_secs(2)).await.unwrap();
+        assert_eq!(rows[0][0].text(&["n"]), Some("7"), "{k}");
     }
     // A wrong password is refused by the server, named.
     let bad =

@@ -223,6 +223,17 @@ async fn refusals_change_nothing() {
     let err = baton::mysql::ops::repoint(&conn, &r3, &spec, true).await.unwrap_err().to_string();
     assert!(err.contains("too long"), "{err}");
     assert!(!err.contains("Zq77777777") && !err.contains("77777777"), "the server's message was not masked: {err}");
+    // The three statements went as one round trip: the error names the one that failed, and
+    // the server ran none after it (replication stays stopped).
+    assert!(err.contains("CHANGE MASTER TO") && !err.contains("START SLAVE"), "{err}");
+    let status = conn.query(&r3, "SHOW SLAVE STATUS").await.unwrap();
+    assert_eq!(status[0].text(&["Slave_SQL_Running"]), Some("No"), "START SLAVE ran after the failed statement");
+    // Any multi-statement query (probes are one): a statement after the first that fails is an
+    // error, and its error does not answer the next query on that connection.
+    let err = conn.query_sets(&r3, "DO 1; SELECT * FROM nosuch_db.nosuch; SELECT 4").await.unwrap_err().to_string();
+    assert!(err.contains("nosuch"), "{err}");
+    let rows = conn.query(&r3, "SELECT 7 AS n").await.unwrap();
+    assert_eq!(rows[0].text(&["n"]), Some("7"));
     let ok = baton::mysql::SourceSpec { password: baton::config::Secret::new("repl"), ..spec };
     // Below a sibling, r3 is no direct replica: the refusal says whom it replicates from.
     let below_r2 = baton::mysql::SourceSpec { host: r2.host.clone(), port: r2.port, ..ok.clone() };

@@ -185,7 +185,13 @@ impl Run {
         }
         // 5. Caught up with the live master, before the fence (a recovery that finishes a
         // promoted takeover moves leftover siblings only: the designated is the master already).
+        // What the designated had executed is read first: the catch-up inside the window then
+        // needs one round trip, not two.
         if !self.promoted {
+            if dialect.flavor() == Flavor::MariaDb {
+                let had = ops::executed_gtid(self.conn(), dialect.as_ref(), d).await.map_err(sql)?;
+                self.designated_had = Some((d.clone(), had));
+            }
             let live = ops::own_position(self.conn(), &t.master).await.map_err(sql)?;
             let keep_up = Duration::from_secs(self.cfg().takeover.reasonable_lag_s);
             match self.wait_executed_within(&t.cluster, d, &live, keep_up).await {
@@ -212,14 +218,15 @@ impl Run {
         Ok(())
     }
 
-    /// read_only on the master, with a bounded lock wait; optionally kill client connections.
-    pub(super) async fn fence(&mut self, t: &Target) -> PhaseResult {
+    /// read_only on the master, with a bounded lock wait, and its final position read in the same
+    /// round trip; optionally kill client connections.
+    pub(super) async fn fence(&mut self, t: &Target) -> Result<OwnPosition, TakeoverError> {
         let phase = Phase::Fence;
         let master = &t.master;
         let lock_wait = self.cfg().takeover.fence_lock_wait_s;
         self.fenced_at = Some(Instant::now());
         let semi_sync = t.cluster.instance(master).and_then(|i| i.semi_sync.as_ref()).is_some_and(|s| s.master_enabled);
-        let op = ops::set_read_only(self.conn(), master, true, lock_wait).await.map_err(|source| {
+        let (op, position) = ops::fence(self.conn(), master, lock_wait).await.map_err(|source| {
             // On a semi-sync master, the usual lock to wait behind is a commit waiting for an
             // acknowledgement no replica sends.
             if semi_sync {
@@ -241,21 +248,19 @@ impl Run {
             self.detail = format!("killed {} client connections; ", op.statements.len().saturating_sub(1));
             self.ops.push(op);
         }
-        self.detail.push_str(&format!("{master} is read-only"));
-        Ok(())
+        self.detail.push_str(&format!("{master} is read-only at {}", shown_position(&position)));
+        Ok(position)
     }
 
-    /// Reads the fenced master's final position and waits, in the designated replica's server,
-    /// until it has executed it.
-    pub(super) async fn catch_up(&mut self, t: &Target) -> Result<OwnPosition, TakeoverError> {
+    /// Waits, in the designated replica's server, until it has executed the fenced master's final
+    /// position (read by the fence).
+    pub(super) async fn catch_up(&mut self, t: &Target, pos: &OwnPosition) -> PhaseResult {
         let phase = Phase::CatchUp;
         let d = &t.designated;
-        let sql = |source| TakeoverError::Sql { phase, source };
-        let pos = ops::own_position(self.conn(), &t.master).await.map_err(sql)?;
-        let op = self.wait_executed(&t.cluster, d, &pos).await.map_err(sql)?;
+        let op = self.wait_executed(&t.cluster, d, pos).await.map_err(|source| TakeoverError::Sql { phase, source })?;
         self.ops.push(op);
-        self.detail = format!("{d} executed {}", if pos.gtid.is_empty() { "everything" } else { &pos.gtid });
-        Ok(pos)
+        self.detail = format!("{d} executed {}", shown_position(pos));
+        Ok(())
     }
 
     /// Waits, in `d`'s server, until it has executed `pos` of the master: by GTID when it
@@ -269,7 +274,8 @@ impl Run {
         self.wait_executed_within(c, d, pos, Duration::from_millis(self.cfg().takeover.catchup_timeout_ms)).await
     }
 
-    /// `wait_executed`, bounded by `limit`.
+    /// `wait_executed`, bounded by `limit`. What the designated replica had executed before the
+    /// fence (read then) spares a round trip inside the window.
     pub(super) async fn wait_executed_within(
         &self,
         c: &Cluster,
@@ -279,9 +285,10 @@ impl Run {
     ) -> Result<OpRecord, SqlError> {
         let dialect = self.conn().dialect(d).await?;
         let gtid = c.instance(d).and_then(|i| i.replication.as_ref()).is_some_and(|r| r.gtid_mode != GtidMode::No);
+        let had = self.designated_had.as_ref().filter(|(k, _)| k == d).map(|(_, had)| had.as_str());
         match (&pos.coordinates, gtid) {
             (Some(coords), false) => ops::wait_for_coordinates(self.conn(), dialect.as_ref(), d, coords, limit).await,
-            _ => ops::wait_for_gtid(self.conn(), dialect.as_ref(), d, &pos.gtid, limit).await,
+            _ => ops::wait_for_gtid_after(self.conn(), dialect.as_ref(), d, &pos.gtid, had, limit).await,
         }
     }
 
@@ -290,14 +297,11 @@ impl Run {
         let phase = Phase::Promote;
         let d = &t.designated;
         let sql = |source| TakeoverError::Sql { phase, source };
-        self.ops.push(ops::reset_replication(self.conn(), d).await.map_err(sql)?);
-        // Semi-sync carried over before the new master takes a write: no commit on it is
-        // acknowledged with less durability than the old master gave.
-        if let Some(change) = Run::semi_sync_for_new_master(t) {
-            self.ops.push(ops::set_semi_sync(self.conn(), d, &change).await.map_err(sql)?);
-        }
+        // One round trip. Semi-sync is carried over before the new master takes a write: no commit
+        // on it is acknowledged with less durability than the old master gave.
+        let semi_sync = Run::semi_sync_for_new_master(t);
         let lock_wait = self.cfg().takeover.fence_lock_wait_s;
-        self.ops.push(ops::set_read_only(self.conn(), d, false, lock_wait).await.map_err(sql)?);
+        self.ops.push(ops::promote(self.conn(), d, semi_sync.as_ref(), lock_wait).await.map_err(sql)?);
         self.promoted = true;
         self.report.new_master = Some(d.to_string());
         self.detail = format!("{d} is the master and writable");
@@ -348,4 +352,13 @@ where
 {
     use futures::StreamExt;
     futures::stream::iter(work).buffered(AT_ONCE).collect().await
+}
+
+/// A position as the phases' details show it.
+fn shown_position(pos: &OwnPosition) -> String {
+    match (&pos.coordinates, pos.gtid.is_empty()) {
+        (_, false) => pos.gtid.clone(),
+        (Some(c), true) => c.to_string(),
+        (None, true) => "an empty position".into(),
+    }
 }

@@ -51,8 +51,8 @@ impl Run {
         step(
             Phase::Fence,
             &master,
-            "read_only on".into(),
-            shown(ops::statements::set_read_only(md.as_ref(), true, lock_wait)),
+            "read_only on, and the position it stopped at".into(),
+            shown(ops::statements::fence(md.as_ref(), lock_wait)),
         );
         if self.cfg().takeover.kill_connections_after_ms.is_some() {
             step(
@@ -71,11 +71,8 @@ impl Run {
             "wait until the fenced master's position is executed".into(),
             vec![dd.wait_for_gtid("<the master's position after the fence>", limit).shown],
         );
-        let mut promote = shown(ops::statements::reset_replication(dd.as_ref()));
-        if let Some(change) = Run::semi_sync_for_new_master(t) {
-            promote.extend(shown(dd.set_semi_sync(&change)));
-        }
-        promote.extend(shown(ops::statements::set_read_only(dd.as_ref(), false, lock_wait)));
+        let promote =
+            shown(ops::statements::promote(dd.as_ref(), Run::semi_sync_for_new_master(t).as_ref(), lock_wait));
         step(Phase::Promote, &d, "forget replication, read_only off".into(), promote);
         let (spec, start) = self.old_master_spec(t);
         let mut repoint = Run::semi_sync_for_old_master(t).map(|c| shown(md.set_semi_sync(&c))).unwrap_or_default();

@@ -274,6 +274,8 @@ struct Run {
     members: Vec<InstanceKey>,
     // Progress.
     fenced_at: Option<Instant>,
+    /// What the designated replica had executed before the fence (MariaDB), for the catch-up.
+    designated_had: Option<(InstanceKey, String)>,
     promoted: bool,
     rolled_back: Vec<String>,
     /// The last journal write that failed, for `step` to act on.
@@ -343,6 +345,7 @@ impl Run {
             deposed: false,
             members: Vec::new(),
             fenced_at: None,
+            designated_had: None,
             promoted: false,
             rolled_back: Vec::new(),
             journal_error: None,
@@ -435,8 +438,8 @@ impl Run {
         self.step(RelocateSiblings, async |r: &mut Run| r.relocate_siblings(t).await).await?;
         self.step(PreFenceHooks, async |r: &mut Run| r.hooks(PreFenceHooks, HookPhase::PreFence, t).await).await?;
         self.report.undo.unfence(&t.master);
-        self.step(Fence, async |r: &mut Run| r.fence(t).await).await?;
-        let fenced = self.step(CatchUp, async |r: &mut Run| r.catch_up(t).await).await?;
+        let fenced = self.step(Fence, async |r: &mut Run| r.fence(t).await).await?;
+        self.step(CatchUp, async |r: &mut Run| r.catch_up(t, &fenced).await).await?;
         self.report.undo.replica_back(&t.designated, &t.master, true, &t.cluster, Promote);
         if Run::semi_sync_for_new_master(t).is_some() {
             let was =

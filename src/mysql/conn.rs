@@ -281,6 +281,9 @@ impl Connector {
                     break;
                 }
             }
+            // A statement after the first that failed: its error is still unread (mysql_async
+            // says "empty" after the set before it), and would otherwise answer the next query.
+            result.drop_result().await?;
             Ok(sets)
         })
         .await

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::dialect::{Dialect, SourceSpec, Statement};
-use super::{Connector, SqlError};
+use super::{Connector, RowMap, SqlError};
 use crate::topology::{BinlogCoordinates, GtidPos, InstanceKey};
 
 /// What one primitive did.
@@ -35,18 +35,29 @@ async fn run(
     stmts: Vec<Statement>,
     limit: Duration,
 ) -> Result<OpRecord, SqlError> {
+    Ok(run_sets(conn, key, &stmts, limit).await?.0)
+}
+
+/// The statements in one round trip (one multi-statement query), with every result set. The
+/// server stops at the first statement that fails, and the error names that one.
+async fn run_sets(
+    conn: &Connector,
+    key: &InstanceKey,
+    stmts: &[Statement],
+    limit: Duration,
+) -> Result<(OpRecord, Vec<Vec<RowMap>>), SqlError> {
     let start = Instant::now();
     let c = conn.conn(key).await?;
     // A connection that broke under the statements: all of them once more, on a new one (the
     // session settings among them must be on the connection that runs the rest).
-    match run_on(conn, c, key, &stmts, limit).await {
+    let sets = match run_on(conn, c, key, stmts, limit).await {
         Err(e) if e.connection_lost() => {
             let c = conn.reconnect(key, &e).await?;
-            run_on(conn, c, key, &stmts, limit).await?;
+            run_on(conn, c, key, stmts, limit).await?
         }
         r => r?,
-    }
-    Ok(OpRecord::new(key, &stmts, start.elapsed()))
+    };
+    Ok((OpRecord::new(key, stmts, start.elapsed()), sets))
 }
 
 async fn run_on(
@@ -55,23 +66,47 @@ async fn run_on(
     key: &InstanceKey,
     stmts: &[Statement],
     limit: Duration,
-) -> Result<(), SqlError> {
+) -> Result<Vec<Vec<RowMap>>, SqlError> {
     use mysql_async::prelude::Queryable;
-    for s in stmts {
+    let Some(last) = stmts.last() else { return Ok(Vec::new()) };
+    let sql = stmts.iter().map(|s| s.sql.as_str()).collect::<Vec<_>>().join(";\n");
+    let shown = stmts.iter().map(|s| s.shown.as_str()).collect::<Vec<_>>().join("; ");
+    // Result sets read so far: the statement that failed is the next one (a statement of
+    // several, like `own_position`'s, is the last of a batch).
+    let mut done = 0usize;
+    let sets = conn
+        .bounded(key, &shown, limit, async {
+            let mut result = c.query_iter(sql.as_str()).await?;
+            let mut sets = Vec::new();
+            loop {
+                let rows: Vec<mysql_async::Row> = result.collect().await?;
+                sets.push(rows.into_iter().map(RowMap::from_row).collect());
+                done += 1;
+                if result.is_empty() {
+                    break;
+                }
+            }
+            // A statement after the first that failed: its error is still unread (mysql_async
+            // says "empty" after the set before it), and would otherwise answer the next query.
+            result.drop_result().await?;
+            Ok(sets)
+        })
+        .await;
+    sets.map_err(|e| match e {
         // A broken connection carries no server message to mask (and `shown` is masked already).
-        conn.bounded(key, &s.shown, limit, c.query_drop(s.sql.as_str())).await.map_err(|e| {
+        SqlError::Query { instance, source, .. } => {
+            let s = stmts.get(done).unwrap_or(last);
+            let e = SqlError::Query { instance, sql: s.shown.clone(), source };
             if e.connection_lost() {
                 e
             } else {
                 e.masked(s)
             }
-        })?;
-    }
-    Ok(())
+        }
+        other => other,
+    })
 }
 
-/// `read_only` (and `super_read_only` on MySQL) on or off. `lock_wait_s` bounds how long the
-/// statement waits behind locks (a long transaction, FLUSH TABLES WITH READ LOCK).
 pub async fn set_read_only(
     conn: &Connector,
     key: &InstanceKey,
@@ -102,13 +137,41 @@ pub struct OwnPosition {
 
 pub async fn own_position(conn: &Connector, key: &InstanceKey) -> Result<OwnPosition, SqlError> {
     let d = conn.dialect(key).await?;
-    let sets = conn.query_sets(key, &d.own_position()).await?;
+    Ok(position_from(&conn.query_sets(key, &d.own_position()).await?))
+}
+
+/// `own_position`'s two result sets: the GTID position, then the binlog status.
+fn position_from(sets: &[Vec<RowMap>]) -> OwnPosition {
     let gtid = sets.first().and_then(|s| s.first()).map(|r| r.string(&["gtid"])).unwrap_or_default();
     let coordinates = sets
         .get(1)
         .and_then(|s| s.first())
         .and_then(|r| Some(BinlogCoordinates { file: r.text(&["File"])?.to_string(), pos: r.u64(&["Position"])? }));
-    Ok(OwnPosition { gtid: gtid.replace('\n', ""), coordinates })
+    OwnPosition { gtid: gtid.replace('\n', ""), coordinates }
+}
+
+/// The fence: read_only on (with a bounded lock wait) and, in the same round trip, the position
+/// the server stopped at.
+pub async fn fence(conn: &Connector, key: &InstanceKey, lock_wait_s: u64) -> Result<(OpRecord, OwnPosition), SqlError> {
+    let d = conn.dialect(key).await?;
+    let stmts = statements::fence(d.as_ref(), lock_wait_s);
+    let (op, sets) = run_sets(conn, key, &stmts, Duration::from_secs(lock_wait_s) + conn.read_timeout()).await?;
+    // The position's two result sets are the last ones.
+    let position = position_from(&sets[sets.len().saturating_sub(2)..]);
+    Ok((op, position))
+}
+
+/// The promotion, in one round trip: replication stopped and forgotten, semi-sync's master side
+/// as `semi_sync` says, then read_only off. The server stops at the first statement that fails.
+pub async fn promote(
+    conn: &Connector,
+    key: &InstanceKey,
+    semi_sync: Option<&super::dialect::SemiSyncChange>,
+    lock_wait_s: u64,
+) -> Result<OpRecord, SqlError> {
+    let d = conn.dialect(key).await?;
+    let stmts = statements::promote(d.as_ref(), semi_sync, lock_wait_s);
+    run(conn, key, stmts, Duration::from_secs(lock_wait_s) + conn.read_timeout()).await
 }
 
 /// What a replica has executed of its source's transactions: MariaDB `@@gtid_slave_pos`, MySQL
@@ -127,18 +190,40 @@ pub async fn wait_for_gtid(
     gtid: &str,
     timeout: Duration,
 ) -> Result<OpRecord, SqlError> {
+    wait_for_gtid_after(conn, d, key, gtid, None, timeout).await
+}
+
+/// What `key` has executed, its own transactions included (MariaDB `@@gtid_current_pos`).
+pub async fn executed_gtid(conn: &Connector, d: &dyn Dialect, key: &InstanceKey) -> Result<String, SqlError> {
+    let rows = conn.query(key, d.executed_position()).await?;
+    Ok(rows.first().map(|r| r.string(&["gtid"])).unwrap_or_default())
+}
+
+/// `wait_for_gtid`, given what `key` had executed at some earlier moment (`executed_gtid`), which
+/// spares reading it now: the wait is then one round trip. A read-only replica's executed
+/// position only grows, so the domains it lacked then include every domain it lacks now, and
+/// waiting on one it has since replicated returns at once.
+pub async fn wait_for_gtid_after(
+    conn: &Connector,
+    d: &dyn Dialect,
+    key: &InstanceKey,
+    gtid: &str,
+    had: Option<&str>,
+    timeout: Duration,
+) -> Result<OpRecord, SqlError> {
     let mut target = gtid.to_string();
     if d.flavor() == crate::topology::Flavor::MariaDb {
         // MASTER_GTID_WAIT watches gtid_slave_pos, which never holds what this server wrote itself
         // (a demoted master's own transactions): wait only for the domains it has not executed.
-        let rows = conn.query(key, d.executed_position()).await?;
-        let have: GtidPos = rows.first().map(|r| r.string(&["gtid"])).unwrap_or_default().parse().map_err(
-            |e: crate::topology::GtidError| SqlError::Unexpected {
-                instance: key.clone(),
-                what: "gtid_current_pos".into(),
-                detail: e.to_string(),
-            },
-        )?;
+        let have = match had {
+            Some(h) => h.to_string(),
+            None => executed_gtid(conn, d, key).await?,
+        };
+        let have: GtidPos = have.parse().map_err(|e: crate::topology::GtidError| SqlError::Unexpected {
+            instance: key.clone(),
+            what: "gtid_current_pos".into(),
+            detail: e.to_string(),
+        })?;
         let want: GtidPos = gtid.parse().map_err(|e: crate::topology::GtidError| SqlError::Unexpected {
             instance: key.clone(),
             what: "wait target".into(),
@@ -146,7 +231,9 @@ pub async fn wait_for_gtid(
         })?;
         let remaining = want.ahead_of(&have);
         if remaining.is_empty() {
-            return Ok(OpRecord::new(key, &[Statement::new(d.executed_position())], Duration::ZERO));
+            // Nothing to wait for (and nothing ran when the position was given).
+            let read = if had.is_some() { vec![] } else { vec![Statement::new(d.executed_position())] };
+            return Ok(OpRecord::new(key, &read, Duration::ZERO));
         }
         target = remaining.to_string();
     }
@@ -348,6 +435,7 @@ impl Drop for ServerLock {
 /// The statements of the primitives that run several, built without running them: the
 /// primitives above use these, and so do dry-run plans.
 pub mod statements {
+    use super::super::dialect::SemiSyncChange;
     use super::{Dialect, SourceSpec, Statement};
 
     pub fn set_read_only(d: &dyn Dialect, on: bool, lock_wait_s: u64) -> Vec<Statement> {
@@ -366,6 +454,22 @@ pub mod statements {
 
     pub fn reset_replication(d: &dyn Dialect) -> Vec<Statement> {
         vec![d.stop_replication(), d.reset_replication()]
+    }
+
+    /// read_only on, then the position the server stopped at (`own_position`'s statements).
+    pub fn fence(d: &dyn Dialect, lock_wait_s: u64) -> Vec<Statement> {
+        let mut stmts = set_read_only(d, true, lock_wait_s);
+        stmts.push(Statement::new(d.own_position()));
+        stmts
+    }
+
+    pub fn promote(d: &dyn Dialect, semi_sync: Option<&SemiSyncChange>, lock_wait_s: u64) -> Vec<Statement> {
+        let mut stmts = reset_replication(d);
+        if let Some(change) = semi_sync {
+            stmts.extend(d.set_semi_sync(change));
+        }
+        stmts.extend(set_read_only(d, false, lock_wait_s));
+        stmts
     }
 }
 
@@ -398,4 +502,54 @@ pub async fn read_query(
     let rows = rows?;
     end?;
     Ok(rows.into_iter().map(super::RowMap::from_row).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::dialect::{MariaDb, MySql, SemiSyncChange};
+    use super::statements;
+    use crate::topology::Version;
+
+    fn sql(stmts: Vec<super::Statement>) -> Vec<String> {
+        stmts.into_iter().map(|s| s.sql).collect()
+    }
+
+    /// The window's two batches (each sent as one round trip), per flavor. The MySQL text is
+    /// checked here only: no MySQL server can run on these machines.
+    #[test]
+    fn fence_and_promote_batches() {
+        assert_eq!(
+            sql(statements::fence(&MariaDb, 5)),
+            [
+                "SET SESSION lock_wait_timeout = 5",
+                "SET GLOBAL read_only = ON",
+                "SELECT @@gtid_binlog_pos AS gtid; SHOW MASTER STATUS"
+            ]
+        );
+        assert_eq!(
+            sql(statements::promote(&MariaDb, None, 5)),
+            ["STOP SLAVE", "RESET SLAVE ALL", "SET SESSION lock_wait_timeout = 5", "SET GLOBAL read_only = OFF"]
+        );
+        let mysql = MySql { version: Version(8, 4, 0) };
+        assert_eq!(
+            sql(statements::fence(&mysql, 5)),
+            [
+                "SET SESSION lock_wait_timeout = 5",
+                "SET GLOBAL super_read_only = ON",
+                "SELECT @@gtid_executed AS gtid; SHOW BINARY LOG STATUS"
+            ]
+        );
+        let semi = SemiSyncChange { master: Some(true), ..Default::default() };
+        assert_eq!(
+            sql(statements::promote(&mysql, Some(&semi), 5)),
+            [
+                "STOP REPLICA",
+                "RESET REPLICA ALL",
+                "SET GLOBAL rpl_semi_sync_source_enabled = ON",
+                "SET SESSION lock_wait_timeout = 5",
+                "SET GLOBAL super_read_only = OFF",
+                "SET GLOBAL read_only = OFF"
+            ]
+        );
+    }
 }

@@ -23,9 +23,19 @@ pub struct WriterStats {
     pub errors: u64,
 }
 
+/// The writer's gaps since the last `take_window_gap`, in ms.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WindowGaps {
+    /// The longest gap between two acknowledged writes.
+    pub longest: f64,
+    /// The longest gap in which a write was refused or failed: the one across a takeover's fence
+    /// (0 when every write went through). The other gaps are the machine's own latency.
+    pub across_refusal: f64,
+}
+
 pub struct Writer {
     stop: Arc<AtomicBool>,
-    window_gap: Arc<std::sync::Mutex<f64>>,
+    window_gap: Arc<std::sync::Mutex<WindowGaps>>,
     task: tokio::task::JoinHandle<WriterStats>,
 }
 
@@ -68,28 +78,37 @@ async fn insert(
     }
 }
 
-/// The instances other than `current` that answer `read_only = 0` (all asked at once); none while
-/// the takeover's window is open.
-async fn writable_first(
-    conns: &mut [(InstanceKey, Option<Conn>)],
-    current: usize,
-    user: &str,
-    password: &str,
-) -> Vec<usize> {
-    let asks = conns.iter_mut().enumerate().filter(|(i, _)| *i != current).map(|(i, (key, conn))| async move {
-        if conn.is_none() {
-            *conn = connect(key, user, password).await;
-        }
-        let writable = match conn.as_mut() {
-            Some(c) => matches!(
-                tokio::time::timeout(Duration::from_secs(2), c.query_first::<u8, _>("SELECT @@global.read_only")).await,
-                Ok(Ok(Some(0)))
-            ),
-            None => false,
-        };
-        (i, writable)
-    });
-    futures::future::join_all(asks).await.into_iter().filter(|(_, writable)| *writable).map(|(i, _)| i).collect()
+/// Asks every instance at once whether it is writable; each answer comes back with its
+/// connection.
+type Asks = futures::stream::FuturesUnordered<
+    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Option<Conn>, bool)> + Send>>,
+>;
+
+fn ask_writable(conns: &mut [(InstanceKey, Option<Conn>)], user: &str, password: &str) -> Asks {
+    conns
+        .iter_mut()
+        .enumerate()
+        .map(|(i, (key, conn))| {
+            let (key, mut conn, user, password) = (key.clone(), conn.take(), user.to_string(), password.to_string());
+            Box::pin(async move {
+                if conn.is_none() {
+                    conn = connect(&key, &user, &password).await;
+                }
+                let writable = match conn.as_mut() {
+                    Some(c) => matches!(
+                        tokio::time::timeout(
+                            Duration::from_secs(2),
+                            c.query_first::<u8, _>("SELECT @@global.read_only")
+                        )
+                        .await,
+                        Ok(Ok(Some(0)))
+                    ),
+                    None => false,
+                };
+                (i, conn, writable)
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+        })
+        .collect()
 }
 
 impl Writer {
@@ -109,7 +128,7 @@ impl Writer {
         let (user, password) = (user.to_string(), password.to_string());
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let window_gap = Arc::new(std::sync::Mutex::new(0.0f64));
+        let window_gap = Arc::new(std::sync::Mutex::new(WindowGaps::default()));
         let window = window_gap.clone();
         let task = tokio::spawn(async move {
             let mut stats = WriterStats::default();
@@ -117,41 +136,74 @@ impl Writer {
             let mut last_ack = Instant::now();
             let mut current = 0usize;
             let mut n: i64 = 0;
+            let mut refused_since_ack = false;
             while !flag.load(Ordering::Relaxed) {
                 let id = writer_id * 1_000_000_000 + n;
                 // The instance that last accepted; when it refuses, ask every other one at once which
                 // is writable (as an application's failover would; trying them one by one would
                 // make the gap grow with the cluster) and try those.
                 let mut acked = insert(&mut conns[current], &user, &password, id, writer_id, &mut stats).await;
+                let mut acked_at = Instant::now();
                 if !acked {
-                    for idx in writable_first(&mut conns, current, &user, &password).await {
-                        if insert(&mut conns[idx], &user, &password, id, writer_id, &mut stats).await {
-                            acked = true;
-                            current = idx;
+                    refused_since_ack = true;
+                    let refused_at = Instant::now();
+                    // Every instance is asked at once which is writable (the refusing one too: a
+                    // takeover that rolls back makes it writable again), and the first to answer
+                    // yes is written to at once, as an application's failover would (trying them
+                    // one by one, or waiting for the slowest answer, would make the gap grow with
+                    // the cluster). Rounds follow each other at once for 20 ms, then 1 ms apart.
+                    use futures::StreamExt;
+                    while !flag.load(Ordering::Relaxed) {
+                        let mut asks = ask_writable(&mut conns, &user, &password);
+                        let mut found = None;
+                        while let Some((i, conn, writable)) = asks.next().await {
+                            conns[i].1 = conn;
+                            if writable {
+                                found = Some(i);
+                                break;
+                            }
+                        }
+                        let rest = tokio::spawn(async move { asks.collect::<Vec<_>>().await });
+                        if let Some(idx) = found {
+                            if insert(&mut conns[idx], &user, &password, id, writer_id, &mut stats).await {
+                                acked = true;
+                                acked_at = Instant::now();
+                                current = idx;
+                            }
+                        }
+                        for (i, conn, _) in rest.await.unwrap_or_default() {
+                            conns[i].1 = conn;
+                        }
+                        if acked {
                             break;
+                        }
+                        if refused_at.elapsed() > Duration::from_millis(20) {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        } else {
+                            tokio::task::yield_now().await;
                         }
                     }
                 }
                 if acked {
                     stats.acked.push(id);
                     n += 1;
-                    let gap = last_ack.elapsed().as_secs_f64() * 1000.0;
-                    last_ack = Instant::now();
+                    let gap = (acked_at - last_ack).as_secs_f64() * 1000.0;
+                    last_ack = acked_at;
                     let at = start.elapsed().as_secs_f64() * 1000.0;
                     if gap > stats.max_gap_ms {
                         stats.max_gap_ms = gap;
                     }
                     {
                         let mut w = window.lock().expect("gap mutex");
-                        *w = w.max(gap);
+                        w.longest = w.longest.max(gap);
+                        if std::mem::take(&mut refused_since_ack) {
+                            w.across_refusal = w.across_refusal.max(gap);
+                        }
                     }
                     if gap > gap_threshold_ms {
                         stats.long_gaps.push((at, gap));
                     }
                     tokio::time::sleep(interval).await;
-                } else {
-                    // Nobody writable right now (the fence window): retry soon.
-                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
             for (_, c) in conns {
@@ -164,8 +216,8 @@ impl Writer {
         Writer { stop, window_gap, task }
     }
 
-    /// The longest gap since the previous call, and starts a new window.
-    pub fn take_window_gap(&self) -> f64 {
+    /// The gaps since the previous call, and starts a new window.
+    pub fn take_window_gap(&self) -> WindowGaps {
         std::mem::take(&mut *self.window_gap.lock().expect("gap mutex"))
     }
 
