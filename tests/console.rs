@@ -187,6 +187,38 @@ async fn the_console_in_a_real_browser() {
     let master = c.find(Locator::Css("svg.topology g.instance[data-role=master]")).await.unwrap();
     assert_eq!(master.attr("data-instance").await.unwrap(), Some(to.to_string()));
 
+    // An instance command from the page, confirmed in the browser's own dialog: replication
+    // stopped on a replica (the outcome on the page it returns to, and on the server), then
+    // started again the same way.
+    let r = t.replicas().into_iter().find(|k| *k != to).unwrap();
+    let form = format!("form.command[action='/ui/instances/{}/{}/command']", r.host, r.port);
+    for (command, sql_running) in [("stop-replica", "No"), ("start-replica", "Yes")] {
+        c.find(Locator::Css(&format!("{form} select[name=command] option[value='{command}']")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.find(Locator::Css(&format!("{form} button"))).await.unwrap().click().await.unwrap();
+        wait_until("the confirmation dialog", Duration::from_secs(10), || async { c.accept_alert().await.is_ok() })
+            .await;
+        let outcome = c
+            .wait()
+            .for_element(Locator::XPath(&format!("//div[@id='outcome'][contains(., '{command} {r}')]")))
+            .await
+            .expect("the command's outcome on the page")
+            .text()
+            .await
+            .unwrap();
+        assert!(outcome.contains(": done"), "{outcome}");
+        let status = t.connector().query(&r, "SHOW SLAVE STATUS").await.unwrap();
+        assert_eq!(status[0].text(&["Slave_SQL_Running"]), Some(sql_running), "{command} on the server");
+        if command == "stop-replica" {
+            shot(&c, "command").await;
+        }
+    }
+    script_ok(&c).await;
+
     // A forged POST (another browser's token, or from another site) is refused; nothing runs.
     let forged = http
         .post(format!("{base}/ui/clusters/{alias}/takeover"))
@@ -379,4 +411,104 @@ async fn a_read_user_sees_no_action_and_cannot_post_one() {
     assert_eq!(act("ops", "ops-secret", "downtime", no_reason).await, 400);
     drop(sim);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Auth `token` on the console (over HTTP, against `baton-sim`): a browser without its token is
+/// sent to the login page; a wrong token is refused, a cross-site login too; a good one becomes
+/// an HttpOnly, SameSite=Strict cookie that opens the console and the API's reads, never the
+/// API's changes; the login sends nowhere but this service; logging out drops the cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_user_logs_in_on_the_console() {
+    use baton::config::{AuthMode, HttpToken, Role};
+    baton::init_crypto();
+    let port = free_port();
+    let b = 2 + (std::process::id() % 200) as u8;
+    let spec = baton::sim::SimSpec {
+        clusters: 1,
+        cluster_size: 3,
+        first_ip: std::net::Ipv4Addr::new(127, b, 10, 1),
+        port,
+        wildcard: false,
+    };
+    let sim = baton::sim::Sim::start(&spec).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("baton-console-{}", uuid::Uuid::new_v4().simple()));
+    let mut cfg = baton::config::Config::default();
+    cfg.paths.data_dir = dir.join("data");
+    cfg.paths.scripts_dir = dir.join("scripts");
+    cfg.paths.hooks_dir = dir.join("hooks");
+    cfg.scripts.policy = String::new();
+    cfg.http.auth = AuthMode::Token;
+    let good = "tok-admin-3f9c2a7d";
+    cfg.http
+        .tokens
+        .insert("ops".into(), HttpToken { sha256: baton::http::auth::token_digest(good), role: Role::Admin });
+    let state = baton::http::AppState::new(&cfg).await.unwrap();
+    let master = sim.clusters().remove(0)[0].to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, baton::http::router(state)).await });
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let location = |r: &reqwest::Response| r.headers().get("location").map(|v| v.to_str().unwrap().to_string());
+
+    // No token: to the login page (which, with its assets, needs none).
+    let r = http.get(format!("{base}/ui/clusters/{master}")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let to = location(&r).unwrap();
+    assert!(to.starts_with("/ui/login?next=%2Fui%2Fclusters%2F"), "{to}");
+    let login = http.get(format!("{base}{to}")).send().await.unwrap();
+    assert!(login.status().is_success());
+    let page = login.text().await.unwrap();
+    assert!(page.contains("name=\"token\"") && page.contains("/ui/clusters/"), "the form, and where it goes next");
+    assert!(http.get(format!("{base}/ui/assets/baton.css")).send().await.unwrap().status().is_success());
+    // The API answers 401 as before (no redirect for programs).
+    assert_eq!(http.get(format!("{base}/api/v1/clusters")).send().await.unwrap().status().as_u16(), 401);
+
+    // A wrong token, and a login posted from another site: refused, no cookie.
+    let r = http.post(format!("{base}/ui/login")).form(&[("token", "nope"), ("next", "/")]).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    let r = http
+        .post(format!("{base}/ui/login"))
+        .header("origin", "https://evil.example")
+        .form(&[("token", good), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
+
+    // The good token: a cookie, and back to this service only (not to another host).
+    let r = http
+        .post(format!("{base}/ui/login"))
+        .form(&[("token", good), ("next", "//evil.example/x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(location(&r).as_deref(), Some("/"));
+    let set = r.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    assert!(set.starts_with(&format!("baton_token={good};")), "{set}");
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/"), "{set}");
+    let cookie = format!("baton_token={good}");
+
+    // The console and the API's reads open with it; the API's changes do not.
+    let r = http.get(format!("{base}/ui/clusters/{master}")).header("cookie", &cookie).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert!(r.text().await.unwrap().contains("Plan the takeover"), "an admin's page");
+    let r = http.get(format!("{base}/api/v1/clusters")).header("cookie", &cookie).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = http
+        .post(format!("{base}/api/v1/clusters/{master}/takeover"))
+        .header("cookie", &cookie)
+        .json(&serde_json::json!({ "dry_run": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "the cookie never counts for the API's changes");
+
+    // Logging out drops it.
+    let r = http.post(format!("{base}/ui/logout")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let gone = r.headers().get("set-cookie").unwrap().to_str().unwrap();
+    assert!(gone.starts_with("baton_token=;") && gone.contains("Max-Age=0"), "{gone}");
 }

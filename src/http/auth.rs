@@ -109,11 +109,26 @@ impl Auth {
     /// Checks the request's credentials for `needed`; the caller's role when they suffice (auth
     /// `none`, loopback only, makes every caller an admin). `client` is the caller's address, for
     /// the back-off after failed logins.
-    pub async fn check(&self, headers: &HeaderMap, needed: Role, client: Option<IpAddr>) -> Result<Role, ApiError> {
+    /// With auth `token`, a browser that logged in on the console's login page sends its token
+    /// in the `baton_token` cookie (HttpOnly, SameSite=Strict); it counts for the console's pages
+    /// and forms (which carry a CSRF token) and for reads, never for the API's changes.
+    pub async fn check(
+        &self,
+        headers: &HeaderMap,
+        needed: Role,
+        client: Option<IpAddr>,
+        path: &str,
+    ) -> Result<Role, ApiError> {
         let role = match self.cfg.auth {
             AuthMode::None => return Ok(Role::Admin),
             AuthMode::Basic => self.basic(headers, client).await?,
-            AuthMode::Token => self.token(headers)?,
+            AuthMode::Token => {
+                let console = path == "/" || path == "/ui" || path.starts_with("/ui/");
+                let token = Self::header(headers, "bearer")
+                    .or_else(|| (console || needed == Role::Read).then(|| cookie(headers, TOKEN_COOKIE)).flatten())
+                    .ok_or(ApiError::Unauthorized)?;
+                self.token_role(token).ok_or(ApiError::Unauthorized)?
+            }
         };
         if role >= needed {
             Ok(role)
@@ -209,8 +224,7 @@ impl Auth {
         e.1 = Instant::now() + wait;
     }
 
-    fn token(&self, headers: &HeaderMap) -> Result<Role, ApiError> {
-        let token = Self::header(headers, "bearer").ok_or(ApiError::Unauthorized)?;
+    fn token_role(&self, token: &str) -> Option<Role> {
         let digest = token_digest(token);
         let mut found = None;
         for t in self.cfg.tokens.values() {
@@ -219,8 +233,47 @@ impl Auth {
                 found = Some(t.role);
             }
         }
-        found.ok_or(ApiError::Unauthorized)
+        found
     }
+
+    /// The console's login page: a token typed in by `client`, with the same back-off after
+    /// failures as a basic-auth password.
+    pub fn login_with_token(&self, token: &str, client: Option<IpAddr>) -> Result<Role, ApiError> {
+        self.backing_off(client)?;
+        match self.token_role(token.trim()) {
+            Some(role) => {
+                if let Some(ip) = client {
+                    self.failures.lock().expect("auth failures").remove(&ip);
+                }
+                Ok(role)
+            }
+            None => {
+                if let Some(ip) = client {
+                    self.failed(ip);
+                }
+                Err(ApiError::Unauthorized)
+            }
+        }
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.cfg.auth
+    }
+}
+
+/// The console's login cookie (auth `token`).
+pub const TOKEN_COOKIE: &str = "baton_token";
+
+/// A cookie's value from the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v)
 }
 
 /// The hash of a password nobody has, verified for unknown users.
@@ -251,7 +304,7 @@ mod tests {
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let check = |pw: &'static str| {
             let auth = &auth;
-            async move { auth.check(&basic("ops", pw), Role::Read, Some(ip)).await }
+            async move { auth.check(&basic("ops", pw), Role::Read, Some(ip), "/api/v1/clusters").await }
         };
 
         assert_eq!(check("right").await.unwrap(), Role::Admin);

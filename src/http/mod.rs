@@ -138,19 +138,32 @@ impl Caller {
     }
 }
 
+/// The caller's address on the routes that need no credentials (the login form's back-off).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
 /// Auth first (and the cross-site refusal for changes), then the handler; every answer is
 /// counted by route and status code.
 async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let path = req.uri().path().to_string();
-    let open = path == "/healthz" || path == "/metrics";
+    // The console's login page and its assets need no credentials (the login form passes the
+    // cross-site checks in its handler).
+    let open = matches!(
+        path.as_str(),
+        "/healthz" | "/metrics" | "/ui/login" | "/ui/logout" | "/ui/assets/baton.css" | "/ui/assets/baton.js"
+    );
     let resp = match open {
-        true => next.run(req).await,
+        true => {
+            let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            req.extensions_mut().insert(ClientAddr(client));
+            next.run(req).await
+        }
         false => {
             let needed = Auth::needed(req.method(), &path);
             let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-            let checked = state.auth.check(req.headers(), needed, client).await.and_then(|role| match needed {
+            let checked = state.auth.check(req.headers(), needed, client, &path).await.and_then(|role| match needed {
                 Role::Admin => {
                     browser::check_state_changing(req.method(), &path, req.headers(), &state.cfg.http.allowed_origins)
                         .map(|()| role)
@@ -166,6 +179,14 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
                 Ok(role) => {
                     req.extensions_mut().insert(Caller { role, client });
                     next.run(req).await
+                }
+                // A browser without its token cookie is sent to the console's login page.
+                Err(ApiError::Unauthorized)
+                    if state.auth.mode() == crate::config::AuthMode::Token
+                        && req.method() == axum::http::Method::GET
+                        && (path == "/" || path.starts_with("/ui")) =>
+                {
+                    ui::to_login(&path)
                 }
                 Err(e) => e.into_response(),
             }

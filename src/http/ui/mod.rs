@@ -11,7 +11,13 @@
 //!   (`POST /ui/clusters/{cluster}/plan`), then a confirmation bound to its `plan_hash`
 //!   (`POST /ui/clusters/{cluster}/takeover`). Both forms carry a CSRF token that must match the
 //!   `baton_csrf` cookie (SameSite=Strict) the pages set, on top of the Origin and
-//!   `Sec-Fetch-Site` checks every state-changing request passes (`browser.rs`).
+//!   `Sec-Fetch-Site` checks every state-changing request passes (`browser.rs`);
+//! - for role admin, on the topology page: each member's promotion rule and downtime, and the
+//!   instance commands (start/stop/restart replication, read_only, relocate, move up), each
+//!   confirmed first; the command's outcome is shown on the page it returns to;
+//! - `/ui/login`: with auth `token`, a browser logs in by typing its token once; it is kept in an
+//!   HttpOnly, SameSite=Strict cookie (`baton_token`) that counts for the console and for reads
+//!   only (`auth.rs`). With auth `basic`, the browser's own prompt does the same.
 
 mod draw;
 
@@ -38,7 +44,10 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/clusters/{cluster}/takeover", axum::routing::post(start_takeover))
         .route("/ui/takeovers", get(takeovers))
         .route("/ui/scripts", get(scripts))
+        .route("/ui/instances/{host}/{port}/command", axum::routing::post(instance_command))
         .route("/ui/instances/{host}/{port}/{action}", axum::routing::post(instance_action))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", axum::routing::post(logout))
         .route("/ui/scripts/reload", axum::routing::post(reload_scripts))
         .route("/ui/scripts/try", axum::routing::post(try_policy))
         .route("/ui/takeovers/{id}", get(takeover))
@@ -65,7 +74,10 @@ fn page(title: &str, body: Markup) -> Response {
             body {
                 header {
                     a.brand href="/" { "Baton" }
-                    nav { a href="/" { "Clusters" } a href="/ui/takeovers" { "Takeovers" } a href="/ui/scripts" { "Scripts" } }
+                    nav {
+                        a href="/" { "Clusters" } a href="/ui/takeovers" { "Takeovers" } a href="/ui/scripts" { "Scripts" }
+                        a.session href="/ui/login" { "Session" }
+                    }
                 }
                 main { (body) }
             }
@@ -117,14 +129,9 @@ const CSRF_COOKIE: &str = "baton_csrf";
 
 /// The CSRF token of this browser: its cookie's, or a new one (then set by `with_csrf`).
 fn csrf_of(headers: &axum::http::HeaderMap) -> (String, bool) {
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, v)| *k == CSRF_COOKIE && v.len() == 32 && v.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(|(_, v)| v.to_string());
+    let cookie = super::auth::cookie(headers, CSRF_COOKIE)
+        .filter(|v| v.len() == 32 && v.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_string);
     match cookie {
         Some(t) => (t, false),
         None => (uuid::Uuid::new_v4().simple().to_string(), true),
@@ -283,13 +290,40 @@ async fn clusters_rows(State(s): State<AppState>, Query(f): Query<Filter>) -> Ui
     Ok(r)
 }
 
+#[derive(serde::Deserialize, Default)]
+struct TopologyQuery {
+    /// An instance command just run from this page: its outcome is shown.
+    op: Option<String>,
+}
+
+/// An instance command's outcome, from the record the engine saved.
+fn command_outcome(s: &AppState, id: &str) -> Result<Markup, UiError> {
+    let found = s.engine.store.operations(200)?.into_iter().find(|e| e.id == id);
+    let Some(r) = found.and_then(|e| serde_json::from_value::<crate::engine::CommandReport>(e.record).ok()) else {
+        return Ok(html! { p.notice { "No command " span.mono { (id) } " on record." } });
+    };
+    let done = r.status == "done";
+    Ok(html! {
+        div.notice.(if done { "ok" } else { "bad" }) #outcome {
+            b { (r.command.name()) " " (r.instance) ": " (r.status) } " in " (format!("{:.1} ms", r.ms))
+            @if let Some(e) = &r.error { br; (e) }
+            @for op in &r.ops { @for st in &op.statements { br; span.mono.small { (op.instance) ": " (st) } } }
+        }
+    })
+}
+
 async fn topology(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(hint): Path<String>,
+    Query(q): Query<TopologyQuery>,
     headers: axum::http::HeaderMap,
 ) -> UiResult {
     let (admin, token, new) = who(&caller, &headers);
+    let outcome = match q.op.as_deref() {
+        Some(id) => Some(command_outcome(&s, id)?),
+        None => None,
+    };
     let c = super::native::discover(&s, caller, &hint).await?;
     let inputs = s.engine.plan_inputs()?;
     let extra = |k: &crate::topology::InstanceKey| {
@@ -316,6 +350,7 @@ async fn topology(
         &c.name,
         html! {
             h1 { "Cluster " (c.name) @if let Some(a) = &c.alias { " " span.alias { (a) } } }
+            @if let Some(o) = &outcome { (o) }
             (actions)
             p.legend {
                 span.key.master { "writable master" } span.key.replica { "healthy replica" }
@@ -345,7 +380,10 @@ async fn topology(
                                 }
                                 td { (inputs.rules.get(&m.key).map(|r| r.to_string()).unwrap_or_else(|| "neutral".into()))
                                      @if inputs.downtimed(&m.key) { br; span.muted { "downtimed" } } }
-                                @if admin { td.actions { (instance_actions(&c.name, &m.key, inputs.downtimed(&m.key), &token)) } }
+                                @if admin { td.actions {
+                                    (instance_actions(&c.name, &m.key, inputs.downtimed(&m.key), &token))
+                                    (instance_commands(&c, m, &token))
+                                } }
                             }
                         }
                     }
@@ -707,8 +745,202 @@ async fn instance_action(
         }
         other => return Err(UiError(ApiError::NotFound(format!("no instance action '{other}'")))),
     }
-    // Back to the cluster's page; a name that is not a plain cluster name goes to the list.
-    let plain = !f.cluster.is_empty() && f.cluster.chars().all(|c| c.is_ascii_alphanumeric() || "._:-[]".contains(c));
-    let back = if plain { format!("/ui/clusters/{}", f.cluster) } else { "/".into() };
-    Ok((axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, back)]).into_response())
+    Ok(back_to(&f.cluster, ""))
+}
+
+/// An admin's instance commands on one member, as one form: the commands that make sense for
+/// its place (replication ones for a replica; relocation below another member), each confirmed
+/// first. The engine's own checks refuse the rest, in words.
+fn instance_commands(c: &crate::topology::Cluster, m: &crate::topology::Member, token: &str) -> Markup {
+    let key = &m.key;
+    let replica = m.source.is_some();
+    let below_source = m.source.as_ref().is_some_and(|s| Some(s) != c.master.as_ref());
+    let others: Vec<String> = c.members.iter().filter(|o| o.key != *key).map(|o| o.key.to_string()).collect();
+    html! {
+        form.inline.command method="post" action=(format!("/ui/instances/{}/{}/command", key.host, key.port))
+            data-confirm=(format!("Run this command on {key}?")) {
+            input type="hidden" name="csrf" value=(token);
+            input type="hidden" name="cluster" value=(c.name);
+            select name="command" aria-label=(format!("Command for {key}")) {
+                @if replica {
+                    option value="stop-replica" { "stop replication" }
+                    option value="start-replica" { "start replication" }
+                    option value="restart-replica" { "restart replication" }
+                }
+                option value="set-read-only" { "read_only on" }
+                option value="set-writeable" { "read_only off" }
+                @if below_source { option value="move-up" { "move up (below its source's source)" } }
+                @if replica && !others.is_empty() { option value="relocate" { "relocate below…" } }
+            }
+            @if replica && !others.is_empty() {
+                " " select name="below" aria-label=(format!("Relocate {key} below")) {
+                    option value="" { "(for relocate)" }
+                    @for o in &others { option value=(o) { (o) } }
+                }
+            }
+            " " button type="submit" { "Run" }
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CommandForm {
+    csrf: String,
+    cluster: String,
+    command: String,
+    #[serde(default)]
+    below: String,
+}
+
+/// Back to a cluster's page (with `query`); a name that is not a plain cluster name goes to the
+/// list.
+fn back_to(cluster: &str, query: &str) -> Response {
+    let plain = !cluster.is_empty() && cluster.chars().all(|c| c.is_ascii_alphanumeric() || "._:-[]".contains(c));
+    let back = if plain { format!("/ui/clusters/{cluster}{query}") } else { "/".into() };
+    (axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, back)]).into_response()
+}
+
+/// `POST /ui/instances/{host}/{port}/command`: runs the command (recorded like the API's), then
+/// back to the cluster's page, which shows its outcome.
+async fn instance_command(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((host, port)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<CommandForm>,
+) -> UiResult {
+    use crate::engine::InstanceCommand;
+    check_csrf(&headers, &f.csrf)?;
+    let bad = |m: String| UiError(ApiError::BadRequest(m));
+    let key: crate::topology::InstanceKey =
+        format!("{host}:{port}").parse().map_err(|e| bad(format!("{host}:{port}: {e}")))?;
+    let cmd = match f.command.as_str() {
+        "start-replica" => InstanceCommand::StartReplica,
+        "stop-replica" => InstanceCommand::StopReplica,
+        "restart-replica" => InstanceCommand::RestartReplica,
+        "set-read-only" => InstanceCommand::SetReadOnly,
+        "set-writeable" => InstanceCommand::SetWriteable,
+        "move-up" => InstanceCommand::MoveUp,
+        "relocate" => {
+            let below = f.below.trim();
+            if below.is_empty() {
+                return Err(bad("relocate needs the instance to replicate from (the second list)".into()));
+            }
+            InstanceCommand::Relocate { below: below.parse().map_err(|e| bad(format!("{below}: {e}")))? }
+        }
+        other => return Err(bad(format!("no instance command '{other}'"))),
+    };
+    let (report, _) = s.engine.instance_command(&key, cmd, &format!("console {}", caller.who())).await;
+    Ok(back_to(&f.cluster, &format!("?op={}", report.id)))
+}
+
+/// Where a browser without its token goes: the login page, then back.
+pub fn to_login(path: &str) -> Response {
+    let next = percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC);
+    (axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, format!("/ui/login?next={next}"))]).into_response()
+}
+
+#[derive(serde::Deserialize, Default)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+/// Only a path of this service: no scheme, no other host (`//host`), no backslash tricks.
+fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && !p.contains("://") => p.into(),
+        _ => "/".into(),
+    }
+}
+
+async fn login_page(
+    State(s): State<AppState>,
+    Query(q): Query<LoginQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    use crate::config::AuthMode;
+    let next = local_path(q.next.as_deref());
+    let logged_in = super::auth::cookie(&headers, super::auth::TOKEN_COOKIE).is_some();
+    let body = match s.auth.mode() {
+        AuthMode::Token => html! {
+            h1 { "Log in" }
+            @if logged_in {
+                p { "This browser holds a token. " }
+                form method="post" action="/ui/logout" { button type="submit" { "Log out" } }
+                h2 { "Another token" }
+            }
+            form.login method="post" action="/ui/login" {
+                input type="hidden" name="next" value=(next);
+                label { "Token " input type="password" name="token" autocomplete="current-password" required autofocus; }
+                " " button type="submit" { "Log in" }
+            }
+            p.muted { "The token is kept in an HttpOnly cookie of this site, for 12 hours or until you log out." }
+        },
+        AuthMode::Basic => html! {
+            h1 { "Session" }
+            p { "This service uses basic auth: the browser asked for your user and password, and keeps them until it is closed." }
+            p { a href=(next) { "Back" } }
+        },
+        AuthMode::None => html! {
+            h1 { "Session" }
+            p { "This service needs no login (auth none: loopback callers only)." }
+            p { a href=(next) { "Back" } }
+        },
+    };
+    page("Log in", body)
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// `POST /ui/login`: a token typed in; a good one is set as the `baton_token` cookie.
+async fn login(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Extension(client): Extension<super::ClientAddr>,
+    Form(f): Form<LoginForm>,
+) -> UiResult {
+    // No credentials reach this route, so the cross-site checks the others get in the guard
+    // happen here: another site cannot log this browser in.
+    super::browser::check_state_changing(
+        &axum::http::Method::POST,
+        "/ui/login",
+        &headers,
+        &s.cfg.http.allowed_origins,
+    )?;
+    if s.auth.mode() != crate::config::AuthMode::Token {
+        return Err(UiError(ApiError::BadRequest("this service does not use tokens (http.auth)".into())));
+    }
+    let token = f.token.trim();
+    // A token is printable ASCII without separators: anything else cannot be one of ours, and
+    // must never reach a header.
+    if token.is_empty() || token.len() > 512 || !token.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',') {
+        return Err(UiError(ApiError::Unauthorized));
+    }
+    s.auth.login_with_token(token, client.0)?;
+    let https = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|o| o.starts_with("https://"));
+    let cookie = format!(
+        "{}={token}; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict{}",
+        super::auth::TOKEN_COOKIE,
+        if https { "; Secure" } else { "" }
+    );
+    let mut r = (axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, local_path(Some(&f.next)))]).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(r)
+}
+
+/// `POST /ui/logout`: the token cookie is dropped.
+async fn logout() -> Response {
+    let mut r = (axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, "/ui/login")]).into_response();
+    let gone = format!("{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict", super::auth::TOKEN_COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&gone) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
 }
