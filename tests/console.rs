@@ -48,6 +48,28 @@ async fn shot(c: &fantoccini::Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), c.screenshot().await.unwrap()).unwrap();
 }
 
+/// The browser's own console log (chromedriver's `goog:loggingPrefs`) since the last call:
+/// failed loads, CSP violations and script errors all land there as SEVERE.
+async fn browser_errors(c: &fantoccini::Client, driver_port: u16) -> Vec<String> {
+    let id = c.session_id().await.unwrap().unwrap();
+    let log: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{driver_port}/session/{id}/se/log"))
+        .json(&serde_json::json!({ "type": "browser" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    log["value"]
+        .as_array()
+        .expect("chromedriver's log")
+        .iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// The page's script ran (allowed by the CSP) and recorded no error.
 async fn script_ok(c: &fantoccini::Client) {
     let v = c
@@ -97,6 +119,7 @@ async fn the_console_in_a_real_browser() {
         "goog:chromeOptions".into(),
         serde_json::json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"] }),
     );
+    caps.insert("goog:loggingPrefs".into(), serde_json::json!({ "browser": "ALL" }));
     let c = ClientBuilder::rustls()
         .unwrap()
         .capabilities(caps)
@@ -262,6 +285,10 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(fits, true, "the page is wider than a phone");
     shot(&c, "clusters-phone").await;
 
+    // Nothing went wrong in the browser on any page: no failed load, no policy violation, no
+    // script error (the pages' own listener above sees only the last two).
+    let errors = browser_errors(&c, d.1).await;
+    assert!(errors.is_empty(), "the browser's console: {errors:?}");
     c.close().await.unwrap();
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;

@@ -150,10 +150,8 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
     let path = req.uri().path().to_string();
     // The console's login page and its assets need no credentials (the login form passes the
     // cross-site checks in its handler).
-    let open = matches!(
-        path.as_str(),
-        "/healthz" | "/metrics" | "/ui/login" | "/ui/logout" | "/ui/assets/baton.css" | "/ui/assets/baton.js"
-    );
+    let open = matches!(path.as_str(), "/healthz" | "/metrics" | "/ui/login" | "/ui/logout")
+        || path.starts_with("/ui/assets/");
     let resp = match open {
         true => {
             let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());

@@ -33,6 +33,7 @@ use crate::engine::TakeoverReport;
 
 const CSS: &str = include_str!("assets/baton.css");
 const JS: &str = include_str!("assets/baton.js");
+const ICON: &str = include_str!("assets/baton.svg");
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -53,6 +54,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/takeovers/{id}", get(takeover))
         .route("/ui/assets/baton.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
         .route("/ui/assets/baton.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
+        .route("/ui/assets/baton.svg", get(|| async { asset("image/svg+xml", ICON) }))
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {
@@ -69,6 +71,7 @@ fn page(title: &str, body: Markup) -> Response {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Baton" }
                 link rel="stylesheet" href="/ui/assets/baton.css";
+                link rel="icon" type="image/svg+xml" href="/ui/assets/baton.svg";
                 script src="/ui/assets/baton.js" defer {}
             }
             body {
