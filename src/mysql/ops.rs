@@ -308,12 +308,6 @@ pub async fn repoint(
     run(conn, key, statements::repoint(d.as_ref(), spec, start), conn.read_timeout()).await
 }
 
-/// Stop replication and forget its settings: the promoted replica.
-pub async fn reset_replication(conn: &Connector, key: &InstanceKey) -> Result<OpRecord, SqlError> {
-    let d = conn.dialect(key).await?;
-    run(conn, key, statements::reset_replication(d.as_ref()), conn.read_timeout()).await
-}
-
 /// Kills client connections (not replication, not system threads, not `own_user`'s).
 pub async fn kill_client_connections(
     conn: &Connector,
