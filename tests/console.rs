@@ -284,20 +284,16 @@ async fn the_console_in_a_real_browser() {
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }
 
-/// Roles on the console (basic auth, over HTTP: no browser needed): a read user sees the topology
-/// without the takeover form and cannot post one; an admin sees the form; a form posted without
-/// this browser's token is refused. Against `baton-sim` (the page discovers live).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_user_sees_no_action_and_cannot_post_one() {
-    use baton::config::{AuthMode, HttpUser, Role};
+/// A 1+2 cluster of `baton-sim` on loopback addresses of its own (`127.x.{net}.1` onwards), and
+/// a configuration for a service in a fresh directory, without scripts (auth left to the test).
+async fn sim_service(net: u8) -> (baton::sim::Sim, baton::config::Config, std::path::PathBuf) {
     baton::init_crypto();
-    let port = free_port();
     let b = 2 + (std::process::id() % 200) as u8;
     let spec = baton::sim::SimSpec {
         clusters: 1,
         cluster_size: 3,
-        first_ip: std::net::Ipv4Addr::new(127, b, 9, 1),
-        port,
+        first_ip: std::net::Ipv4Addr::new(127, b, net, 1),
+        port: free_port(),
         wildcard: false,
     };
     let sim = baton::sim::Sim::start(&spec).await.unwrap();
@@ -307,6 +303,16 @@ async fn a_read_user_sees_no_action_and_cannot_post_one() {
     cfg.paths.scripts_dir = dir.join("scripts");
     cfg.paths.hooks_dir = dir.join("hooks");
     cfg.scripts.policy = String::new();
+    (sim, cfg, dir)
+}
+
+/// Roles on the console (basic auth, over HTTP: no browser needed): a read user sees the topology
+/// without the takeover form and cannot post one; an admin sees the form; a form posted without
+/// this browser's token is refused. Against `baton-sim` (the page discovers live).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_user_sees_no_action_and_cannot_post_one() {
+    use baton::config::{AuthMode, HttpUser, Role};
+    let (sim, mut cfg, dir) = sim_service(9).await;
     cfg.http.auth = AuthMode::Basic;
     let hash = |p: &str| baton::http::auth::hash_password(p).unwrap();
     cfg.http.users.insert("ops".into(), HttpUser { password_hash: hash("ops-secret"), role: Role::Admin });
@@ -437,23 +443,7 @@ async fn a_read_user_sees_no_action_and_cannot_post_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_user_logs_in_on_the_console() {
     use baton::config::{AuthMode, HttpToken, Role};
-    baton::init_crypto();
-    let port = free_port();
-    let b = 2 + (std::process::id() % 200) as u8;
-    let spec = baton::sim::SimSpec {
-        clusters: 1,
-        cluster_size: 3,
-        first_ip: std::net::Ipv4Addr::new(127, b, 10, 1),
-        port,
-        wildcard: false,
-    };
-    let sim = baton::sim::Sim::start(&spec).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("baton-console-{}", uuid::Uuid::new_v4().simple()));
-    let mut cfg = baton::config::Config::default();
-    cfg.paths.data_dir = dir.join("data");
-    cfg.paths.scripts_dir = dir.join("scripts");
-    cfg.paths.hooks_dir = dir.join("hooks");
-    cfg.scripts.policy = String::new();
+    let (sim, mut cfg, dir) = sim_service(10).await;
     cfg.http.auth = AuthMode::Token;
     let good = "tok-admin-3f9c2a7d";
     cfg.http
@@ -528,4 +518,6 @@ async fn a_token_user_logs_in_on_the_console() {
     assert_eq!(r.status().as_u16(), 303);
     let gone = r.headers().get("set-cookie").unwrap().to_str().unwrap();
     assert!(gone.starts_with("baton_token=;") && gone.contains("Max-Age=0"), "{gone}");
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&dir);
 }

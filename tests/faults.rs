@@ -214,10 +214,11 @@ async fn old_master_hangs_while_fenced() {
 }
 
 /// 5. The old master crashes (SIGKILL) after the fence.
-/// Expected: catch-up cannot read its position; the takeover does not promote; the rollback
-/// cannot make it writable (it is down): failed, saying so. Nothing was promoted, so no two
-/// masters. Restarted, the old master comes back read-only (my.cnf); made writable by the
-/// operator, the cluster is whole again with every acknowledged write.
+/// Expected: the fence read the position the master stopped at in the same round trip as
+/// read_only, so every write it acknowledged is known, and the designated replica executes it:
+/// promoted, with the repoint of the dead old master reported (promoted_with_errors). One
+/// writable master throughout. Restarted, the old master comes back read-only (my.cnf) and is
+/// pointed below the new master by the operator; no acknowledged write is lost.
 #[tokio::test]
 async fn old_master_crashes_after_fence() {
     let mut t = fresh(3).await;
@@ -233,14 +234,23 @@ async fn old_master_crashes_after_fence() {
             })),
         )
         .await;
-    status(&rep, Status::Failed);
-    assert!(rep.new_master.is_none());
-    assert!(rep.errors.iter().any(|e| e.starts_with("rollback:") && e.contains(&m.to_string())), "{:?}", rep.errors);
+    status(&rep, Status::PromotedWithErrors);
+    assert_eq!(rep.new_master.as_deref(), Some(d.to_string().as_str()));
+    let repoint = rep.phases.iter().find(|p| p.name == Phase::RepointOldMaster).expect("a repoint phase");
+    assert!(repoint.detail.contains(&m.to_string()), "{}", repoint.detail);
     t.sandbox.restart_instance(m.port).await.unwrap();
-    ops::set_read_only(&t.connector(), &m, false, 1).await.unwrap();
+    let spec = baton::mysql::SourceSpec {
+        host: d.host.clone(),
+        port: d.port,
+        user: cfg.replication.user.clone(),
+        password: cfg.replication.password.clone(),
+        position: baton::mysql::SourcePosition::GtidSlavePos,
+        tls: false,
+    };
+    ops::repoint(&t.connector(), &m, &spec, true).await.unwrap();
     let stats = w.stop().await;
-    assert_rows_everywhere(&t, &m, 105, &stats.acked).await;
-    assert_eq!(assert_one_master(&t, &[]).await, m);
+    assert_rows_everywhere(&t, &d, 105, &stats.acked).await;
+    assert_eq!(assert_one_master(&t, &[]).await, d);
 }
 
 /// 6. A sibling replica crashes while the siblings are relocated.

@@ -34,6 +34,20 @@ pub enum InstanceCommand {
 }
 
 impl InstanceCommand {
+    /// The command `name()` names; `relocate` needs `below`.
+    pub fn parse(name: &str, below: Option<InstanceKey>) -> Result<InstanceCommand, CommandNameError> {
+        Ok(match name {
+            "start-replica" => InstanceCommand::StartReplica,
+            "stop-replica" => InstanceCommand::StopReplica,
+            "restart-replica" => InstanceCommand::RestartReplica,
+            "set-read-only" => InstanceCommand::SetReadOnly,
+            "set-writeable" => InstanceCommand::SetWriteable,
+            "move-up" => InstanceCommand::MoveUp,
+            "relocate" => InstanceCommand::Relocate { below: below.ok_or(CommandNameError::NeedsBelow)? },
+            other => return Err(CommandNameError::Unknown(other.to_string())),
+        })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             InstanceCommand::StartReplica => "start-replica",
@@ -45,6 +59,17 @@ impl InstanceCommand {
             InstanceCommand::MoveUp => "move-up",
         }
     }
+}
+
+/// A command name that `InstanceCommand::parse` does not take.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandNameError {
+    #[error(
+        "no instance command '{0}' (start-replica, stop-replica, restart-replica, set-read-only, set-writeable, relocate, move-up)"
+    )]
+    Unknown(String),
+    #[error("relocate needs the instance to replicate from (below)")]
+    NeedsBelow,
 }
 
 /// What a command did, as recorded in the store and answered.

@@ -37,7 +37,7 @@ use crate::mysql::{Connector, SourcePosition, SourceSpec, SqlError};
 use crate::store::{KnownCluster, Store, StoreError};
 use crate::topology::{Cluster, Flavor, GtidMode, InstanceKey, ThreadState};
 
-pub use commands::{CommandError, CommandReport, InstanceCommand};
+pub use commands::{CommandError, CommandNameError, CommandReport, InstanceCommand};
 pub use hooks::{
     Choice, ChoiceFuture, HookContext, HookFuture, HookPhase, HookRun, NoScripts, PhaseTiming, PolicyInput, ScriptOp,
     ScriptSource, Scripts, ScriptsVersion, Undo,

@@ -344,25 +344,13 @@ async fn instance_command(
     Path((host, port, command)): Path<(String, String, String)>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    use crate::engine::{CommandError, InstanceCommand};
+    use crate::engine::{CommandError, CommandNameError, InstanceCommand};
     let key = key_from_parts(&host, &port)?;
     let b: CommandBody = body(&bytes)?;
-    let cmd = match command.as_str() {
-        "start-replica" => InstanceCommand::StartReplica,
-        "stop-replica" => InstanceCommand::StopReplica,
-        "restart-replica" => InstanceCommand::RestartReplica,
-        "set-read-only" => InstanceCommand::SetReadOnly,
-        "set-writeable" => InstanceCommand::SetWriteable,
-        "move-up" => InstanceCommand::MoveUp,
-        "relocate" => InstanceCommand::Relocate {
-            below: key_field("below", &b.below)?.ok_or_else(|| ApiError::BadRequest("relocate needs {\"below\": \"host:port\"}".into()))?,
-        },
-        other => {
-            return Err(ApiError::NotFound(format!(
-                "no instance command '{other}' (start-replica, stop-replica, restart-replica, set-read-only, set-writeable, relocate, move-up)"
-            )))
-        }
-    };
+    let cmd = InstanceCommand::parse(&command, key_field("below", &b.below)?).map_err(|e| match e {
+        CommandNameError::NeedsBelow => ApiError::BadRequest("relocate needs {\"below\": \"host:port\"}".into()),
+        e @ CommandNameError::Unknown(_) => ApiError::NotFound(e.to_string()),
+    })?;
     let (report, result) = s.engine.instance_command(&key, cmd, &caller.who()).await;
     match result {
         Ok(c) => Ok(Json(json!({ "operation": report, "instance": c.instance(&key) })).into_response()),

@@ -817,22 +817,11 @@ async fn instance_command(
     let bad = |m: String| UiError(ApiError::BadRequest(m));
     let key: crate::topology::InstanceKey =
         format!("{host}:{port}").parse().map_err(|e| bad(format!("{host}:{port}: {e}")))?;
-    let cmd = match f.command.as_str() {
-        "start-replica" => InstanceCommand::StartReplica,
-        "stop-replica" => InstanceCommand::StopReplica,
-        "restart-replica" => InstanceCommand::RestartReplica,
-        "set-read-only" => InstanceCommand::SetReadOnly,
-        "set-writeable" => InstanceCommand::SetWriteable,
-        "move-up" => InstanceCommand::MoveUp,
-        "relocate" => {
-            let below = f.below.trim();
-            if below.is_empty() {
-                return Err(bad("relocate needs the instance to replicate from (the second list)".into()));
-            }
-            InstanceCommand::Relocate { below: below.parse().map_err(|e| bad(format!("{below}: {e}")))? }
-        }
-        other => return Err(bad(format!("no instance command '{other}'"))),
+    let below = match f.below.trim() {
+        "" => None,
+        b => Some(b.parse::<crate::topology::InstanceKey>().map_err(|e| bad(format!("{b}: {e}")))?),
     };
+    let cmd = InstanceCommand::parse(&f.command, below).map_err(|e| bad(e.to_string()))?;
     let (report, _) = s.engine.instance_command(&key, cmd, &format!("console {}", caller.who())).await;
     Ok(back_to(&f.cluster, &format!("?op={}", report.id)))
 }
