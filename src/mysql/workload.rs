@@ -94,18 +94,22 @@ fn ask_writable(conns: &mut [(InstanceKey, Option<Conn>)], user: &str, password:
                 if conn.is_none() {
                     conn = connect(&key, &user, &password).await;
                 }
-                let writable = match conn.as_mut() {
-                    Some(c) => matches!(
+                let answer = match conn.as_mut() {
+                    Some(c) => {
                         tokio::time::timeout(
                             Duration::from_secs(2),
-                            c.query_first::<u8, _>("SELECT @@global.read_only")
+                            c.query_first::<u8, _>("SELECT @@global.read_only"),
                         )
-                        .await,
-                        Ok(Ok(Some(0)))
-                    ),
-                    None => false,
+                        .await
+                    }
+                    None => return (i, None, false),
                 };
-                (i, conn, writable)
+                match answer {
+                    Ok(Ok(read_only)) => (i, conn, read_only == Some(0)),
+                    // A connection that broke or hung is opened again next round (through a
+                    // proxy, that reaches the server it now points at).
+                    _ => (i, None, false),
+                }
             }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
         })
         .collect()

@@ -391,6 +391,9 @@ async fn topology(
                         }
                     }
                 }
+                // One list of the members for every relocation field (not one per member: the
+                // page would grow with the square of the cluster).
+                @if admin { datalist #members { @for m in &c.members { option value=(m.key) {} } } }
             }
         },
     );
@@ -752,13 +755,14 @@ async fn instance_action(
 }
 
 /// An admin's instance commands on one member, as one form: the commands that make sense for
-/// its place (replication ones for a replica; relocation below another member), each confirmed
-/// first. The engine's own checks refuse the rest, in words.
+/// its place (replication ones for a replica; relocation below another member, typed or picked
+/// from the page's one list of members), each confirmed first. The engine's own checks refuse
+/// the rest, in words.
 fn instance_commands(c: &crate::topology::Cluster, m: &crate::topology::Member, token: &str) -> Markup {
     let key = &m.key;
     let replica = m.source.is_some();
     let below_source = m.source.as_ref().is_some_and(|s| Some(s) != c.master.as_ref());
-    let others: Vec<String> = c.members.iter().filter(|o| o.key != *key).map(|o| o.key.to_string()).collect();
+    let has_others = c.members.len() > 1;
     html! {
         form.inline.command method="post" action=(format!("/ui/instances/{}/{}/command", key.host, key.port))
             data-confirm=(format!("Run this command on {key}?")) {
@@ -773,13 +777,11 @@ fn instance_commands(c: &crate::topology::Cluster, m: &crate::topology::Member, 
                 option value="set-read-only" { "read_only on" }
                 option value="set-writeable" { "read_only off" }
                 @if below_source { option value="move-up" { "move up (below its source's source)" } }
-                @if replica && !others.is_empty() { option value="relocate" { "relocate below…" } }
+                @if replica && has_others { option value="relocate" { "relocate below…" } }
             }
-            @if replica && !others.is_empty() {
-                " " select name="below" aria-label=(format!("Relocate {key} below")) {
-                    option value="" { "(for relocate)" }
-                    @for o in &others { option value=(o) { (o) } }
-                }
+            @if replica && has_others {
+                " " input type="text" name="below" list="members" placeholder="below host:port" size="16"
+                    aria-label=(format!("Relocate {key} below"));
             }
             " " button type="submit" { "Run" }
         }
