@@ -78,38 +78,44 @@ async fn insert(
     }
 }
 
-/// Asks every instance at once whether it is writable; each answer comes back with its
-/// connection.
-type Asks = futures::stream::FuturesUnordered<
+/// Every instance watched at once for `read_only = 0`: each on its own connection, asking every
+/// 1 ms (so the slowest server never holds up the others' next question) until it answers
+/// writable, or `done` or the writer's `stop` is set. Each watch ends with its connection.
+type Watches = futures::stream::FuturesUnordered<
     std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Option<Conn>, bool)> + Send>>,
 >;
 
-fn ask_writable(conns: &mut [(InstanceKey, Option<Conn>)], user: &str, password: &str) -> Asks {
+fn watch_writable(
+    conns: &mut [(InstanceKey, Option<Conn>)],
+    user: &str,
+    password: &str,
+    done: &Arc<AtomicBool>,
+    stop: &Arc<AtomicBool>,
+) -> Watches {
     conns
         .iter_mut()
         .enumerate()
         .map(|(i, (key, conn))| {
             let (key, mut conn, user, password) = (key.clone(), conn.take(), user.to_string(), password.to_string());
+            let (done, stop) = (done.clone(), stop.clone());
             Box::pin(async move {
-                if conn.is_none() {
-                    conn = connect(&key, &user, &password).await;
-                }
-                let answer = match conn.as_mut() {
-                    Some(c) => {
-                        tokio::time::timeout(
-                            Duration::from_secs(2),
-                            c.query_first::<u8, _>("SELECT @@global.read_only"),
-                        )
-                        .await
+                while !done.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    if conn.is_none() {
+                        conn = connect(&key, &user, &password).await;
                     }
-                    None => return (i, None, false),
-                };
-                match answer {
-                    Ok(Ok(read_only)) => (i, conn, read_only == Some(0)),
-                    // A connection that broke or hung is opened again next round (through a
-                    // proxy, that reaches the server it now points at).
-                    _ => (i, None, false),
+                    if let Some(c) = conn.as_mut() {
+                        let q = c.query_first::<u8, _>("SELECT @@global.read_only");
+                        match tokio::time::timeout(Duration::from_secs(2), q).await {
+                            Ok(Ok(Some(0))) => return (i, conn, true),
+                            Ok(Ok(_)) => {}
+                            // A connection that broke or hung is opened again (through a proxy,
+                            // that reaches the server it now points at).
+                            _ => conn = None,
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
+                (i, conn, false)
             }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
         })
         .collect()
@@ -150,24 +156,26 @@ impl Writer {
                 let mut acked_at = Instant::now();
                 if !acked {
                     refused_since_ack = true;
-                    // Every instance is asked at once which is writable (the refusing one too: a
-                    // takeover that rolls back makes it writable again), and the first to answer
-                    // yes is written to at once, as an application's failover would (trying them
-                    // one by one, or waiting for the slowest answer, would make the gap grow with
-                    // the cluster). Rounds are 1 ms apart: back to back, the questions themselves
+                    // Every instance is watched at once (the refusing one too: a takeover that
+                    // rolls back makes it writable again), and the first to answer writable is
+                    // written to at once, as an application's failover would (trying them one by
+                    // one, or waiting for the slowest answer, would make the gap grow with the
+                    // cluster). Each asks every 1 ms: back to back, the questions themselves
                     // weighed on the servers being promoted.
                     use futures::StreamExt;
-                    while !flag.load(Ordering::Relaxed) {
-                        let mut asks = ask_writable(&mut conns, &user, &password);
+                    while !acked && !flag.load(Ordering::Relaxed) {
+                        let done = Arc::new(AtomicBool::new(false));
+                        let mut watches = watch_writable(&mut conns, &user, &password, &done, &flag);
                         let mut found = None;
-                        while let Some((i, conn, writable)) = asks.next().await {
+                        while let Some((i, conn, writable)) = watches.next().await {
                             conns[i].1 = conn;
                             if writable {
                                 found = Some(i);
                                 break;
                             }
                         }
-                        let rest = tokio::spawn(async move { asks.collect::<Vec<_>>().await });
+                        done.store(true, Ordering::Relaxed);
+                        let rest = tokio::spawn(async move { watches.collect::<Vec<_>>().await });
                         if let Some(idx) = found {
                             if insert(&mut conns[idx], &user, &password, id, writer_id, &mut stats).await {
                                 acked = true;
@@ -178,10 +186,6 @@ impl Writer {
                         for (i, conn, _) in rest.await.unwrap_or_default() {
                             conns[i].1 = conn;
                         }
-                        if acked {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
                 if acked {
