@@ -78,13 +78,14 @@ async fn insert(
     }
 }
 
-/// Every instance watched at once for `read_only = 0`: each on its own connection, asking every
-/// 1 ms (so the slowest server never holds up the others' next question) until it answers
-/// writable, or `done` or the writer's `stop` is set. Each watch ends with its connection.
+/// The writer's watches of every instance (`watch_writable`), each ending with its connection.
 type Watches = futures::stream::FuturesUnordered<
     std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Option<Conn>, bool)> + Send>>,
 >;
 
+/// Every instance watched at once for `read_only = 0`: each on its own connection, asking every
+/// 1 ms (so the slowest server never holds up the others' next question) until it answers
+/// writable, or `done` or the writer's `stop` is set.
 fn watch_writable(
     conns: &mut [(InstanceKey, Option<Conn>)],
     user: &str,
@@ -149,9 +150,7 @@ impl Writer {
             let mut refused_since_ack = false;
             while !flag.load(Ordering::Relaxed) {
                 let id = writer_id * 1_000_000_000 + n;
-                // The instance that last accepted; when it refuses, ask every other one at once which
-                // is writable (as an application's failover would; trying them one by one would
-                // make the gap grow with the cluster) and try those.
+                // The instance that last accepted; when it refuses, the failover below.
                 let mut acked = insert(&mut conns[current], &user, &password, id, writer_id, &mut stats).await;
                 let mut acked_at = Instant::now();
                 if !acked {
