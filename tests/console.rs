@@ -356,33 +356,22 @@ async fn a_read_user_sees_no_action_and_cannot_post_one() {
     let cookie = cookie.expect("the page sets the CSRF cookie");
     let token = cookie.split(';').next().unwrap().trim_start_matches("baton_csrf=").to_string();
 
+    // The plan form posted as `user`, with or without the browser's token cookie.
+    let post_plan = |user: &'static str, pass: &'static str, cookie: bool| {
+        let (http, base, master, token) = (http.clone(), base.clone(), master.clone(), token.clone());
+        async move {
+            let mut r = http.post(format!("{base}/ui/clusters/{master}/plan")).basic_auth(user, Some(pass));
+            if cookie {
+                r = r.header("cookie", format!("baton_csrf={token}"));
+            }
+            r.form(&[("csrf", token.as_str())]).send().await.unwrap()
+        }
+    };
     // A read user cannot post (role), even with a valid token.
-    let r = http
-        .post(format!("{base}/ui/clusters/{master}/plan"))
-        .basic_auth("viewer", Some("view-secret"))
-        .header("cookie", format!("baton_csrf={token}"))
-        .form(&[("csrf", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(post_plan("viewer", "view-secret", true).await.status().as_u16(), 403);
     // An admin's form without the token its browser holds is refused; with it, the plan shows.
-    let r = http
-        .post(format!("{base}/ui/clusters/{master}/plan"))
-        .basic_auth("ops", Some("ops-secret"))
-        .form(&[("csrf", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 403, "no cookie: refused");
-    let r = http
-        .post(format!("{base}/ui/clusters/{master}/plan"))
-        .basic_auth("ops", Some("ops-secret"))
-        .header("cookie", format!("baton_csrf={token}"))
-        .form(&[("csrf", token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(post_plan("ops", "ops-secret", false).await.status().as_u16(), 403, "no cookie: refused");
+    let r = post_plan("ops", "ops-secret", true).await;
     assert!(r.status().is_success(), "{}", r.status());
     let plan = r.text().await.unwrap();
     assert!(plan.contains("Plan hash"), "{plan}");

@@ -123,9 +123,10 @@ impl Auth {
             AuthMode::None => return Ok(Role::Admin),
             AuthMode::Basic => self.basic(headers, client).await?,
             AuthMode::Token => {
-                let console = path == "/" || path == "/ui" || path.starts_with("/ui/");
                 let token = Self::header(headers, "bearer")
-                    .or_else(|| (console || needed == Role::Read).then(|| cookie(headers, TOKEN_COOKIE)).flatten())
+                    .or_else(|| {
+                        (is_console(path) || needed == Role::Read).then(|| cookie(headers, TOKEN_COOKIE)).flatten()
+                    })
                     .ok_or(ApiError::Unauthorized)?;
                 self.token_role(token).ok_or(ApiError::Unauthorized)?
             }
@@ -259,6 +260,11 @@ impl Auth {
     pub fn mode(&self) -> AuthMode {
         self.cfg.auth
     }
+}
+
+/// A path of the web console (its pages, forms and assets).
+pub fn is_console(path: &str) -> bool {
+    path == "/" || path == "/ui" || path.starts_with("/ui/")
 }
 
 /// The console's login cookie (auth `token`).

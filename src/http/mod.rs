@@ -182,7 +182,7 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
                 Err(ApiError::Unauthorized)
                     if state.auth.mode() == crate::config::AuthMode::Token
                         && req.method() == axum::http::Method::GET
-                        && (path == "/" || path.starts_with("/ui")) =>
+                        && auth::is_console(&path) =>
                 {
                     ui::to_login(&path)
                 }

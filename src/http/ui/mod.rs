@@ -141,14 +141,26 @@ fn csrf_of(headers: &axum::http::HeaderMap) -> (String, bool) {
     }
 }
 
-fn with_csrf(mut r: Response, token: &str, new: bool) -> Response {
+fn with_csrf(r: Response, token: &str, new: bool) -> Response {
     if new {
-        let c = format!("{CSRF_COOKIE}={token}; Path=/ui; SameSite=Strict; HttpOnly");
-        if let Ok(v) = HeaderValue::from_str(&c) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
+        with_cookie(r, format!("{CSRF_COOKIE}={token}; Path=/ui"))
+    } else {
+        r
+    }
+}
+
+/// `r` setting the cookie `cookie` (`name=value; attributes`), HttpOnly and SameSite=Strict like
+/// every cookie of the console.
+fn with_cookie(mut r: Response, cookie: String) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&format!("{cookie}; HttpOnly; SameSite=Strict")) {
+        r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
+}
+
+/// A 303 to `location` (after a form: the browser GETs it).
+fn see_other(location: &str) -> Response {
+    (axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
 /// Whether the caller may act, and this browser's CSRF token (new: to be set as its cookie).
@@ -720,8 +732,7 @@ async fn instance_action(
     Form(f): Form<InstanceForm>,
 ) -> UiResult {
     check_csrf(&headers, &f.csrf)?;
-    let key: crate::topology::InstanceKey =
-        format!("{host}:{port}").parse().map_err(|e| UiError(ApiError::BadRequest(format!("{host}:{port}: {e}"))))?;
+    let key = super::error::key_from_parts(&host, &port)?;
     let bad = |m: String| UiError(ApiError::BadRequest(m));
     match what.as_str() {
         "rule" => {
@@ -801,8 +812,7 @@ struct CommandForm {
 /// list.
 fn back_to(cluster: &str, query: &str) -> Response {
     let plain = !cluster.is_empty() && cluster.chars().all(|c| c.is_ascii_alphanumeric() || "._:-[]".contains(c));
-    let back = if plain { format!("/ui/clusters/{cluster}{query}") } else { "/".into() };
-    (axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, back)]).into_response()
+    see_other(&if plain { format!("/ui/clusters/{cluster}{query}") } else { "/".into() })
 }
 
 /// `POST /ui/instances/{host}/{port}/command`: runs the command (recorded like the API's), then
@@ -817,8 +827,7 @@ async fn instance_command(
     use crate::engine::InstanceCommand;
     check_csrf(&headers, &f.csrf)?;
     let bad = |m: String| UiError(ApiError::BadRequest(m));
-    let key: crate::topology::InstanceKey =
-        format!("{host}:{port}").parse().map_err(|e| bad(format!("{host}:{port}: {e}")))?;
+    let key = super::error::key_from_parts(&host, &port)?;
     let below = match f.below.trim() {
         "" => None,
         b => Some(b.parse::<crate::topology::InstanceKey>().map_err(|e| bad(format!("{b}: {e}")))?),
@@ -831,7 +840,7 @@ async fn instance_command(
 /// Where a browser without its token goes: the login page, then back.
 pub fn to_login(path: &str) -> Response {
     let next = percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC);
-    (axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, format!("/ui/login?next={next}"))]).into_response()
+    see_other(&format!("/ui/login?next={next}"))
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -917,24 +926,12 @@ async fn login(
     }
     s.auth.login_with_token(token, client.0)?;
     let https = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|o| o.starts_with("https://"));
-    let cookie = format!(
-        "{}={token}; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict{}",
-        super::auth::TOKEN_COOKIE,
-        if https { "; Secure" } else { "" }
-    );
-    let mut r = (axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, local_path(Some(&f.next)))]).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
-    Ok(r)
+    let cookie =
+        format!("{}={token}; Path=/; Max-Age=43200{}", super::auth::TOKEN_COOKIE, if https { "; Secure" } else { "" });
+    Ok(with_cookie(see_other(&local_path(Some(&f.next))), cookie))
 }
 
 /// `POST /ui/logout`: the token cookie is dropped.
 async fn logout() -> Response {
-    let mut r = (axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, "/ui/login")]).into_response();
-    let gone = format!("{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict", super::auth::TOKEN_COOKIE);
-    if let Ok(v) = HeaderValue::from_str(&gone) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
-    r
+    with_cookie(see_other("/ui/login"), format!("{}=; Path=/; Max-Age=0", super::auth::TOKEN_COOKIE))
 }
