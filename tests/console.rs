@@ -502,7 +502,16 @@ async fn a_token_user_logs_in_on_the_console() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401, "the cookie never counts for the API's changes");
 
-    // Logging out drops it.
+    // Logging out drops it; another site cannot log this browser out.
+    let r = http
+        .post(format!("{base}/ui/logout"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
     let r = http.post(format!("{base}/ui/logout")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 303);
     let gone = r.headers().get("set-cookie").unwrap().to_str().unwrap();

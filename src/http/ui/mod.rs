@@ -932,6 +932,13 @@ async fn login(
 }
 
 /// `POST /ui/logout`: the token cookie is dropped.
-async fn logout() -> Response {
-    with_cookie(see_other("/ui/login"), format!("{}=; Path=/; Max-Age=0", super::auth::TOKEN_COOKIE))
+async fn logout(State(s): State<AppState>, headers: axum::http::HeaderMap) -> UiResult {
+    // Like the login: another site cannot log this browser out either.
+    super::browser::check_state_changing(
+        &axum::http::Method::POST,
+        "/ui/logout",
+        &headers,
+        &s.cfg.http.allowed_origins,
+    )?;
+    Ok(with_cookie(see_other("/ui/login"), format!("{}=; Path=/; Max-Age=0", super::auth::TOKEN_COOKIE)))
 }
